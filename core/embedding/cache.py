@@ -1,0 +1,161 @@
+"""Content-addressed embedding cache on disk.
+
+Key = sha256(model id, NUL, exact text sent to the model). Vectors are stored per *batch*: one `.npz`
+chunk file holds the keys and vectors of one batch, written atomically and carrying a checksum that is
+verified on load. A chunk that fails the check (truncated, foreign model, wrong dimension) is deleted
+and its texts are embedded again: the cache is never trusted blindly.
+
+Why per batch: batches are formed deterministically from the whole set of texts (sorted by length,
+then key), and a partly cached batch is recomputed whole. So a run interrupted at any point and
+resumed produces bit-for-bit the vectors of an uninterrupted run (same inputs, same batch shapes).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from core import atomic
+from core.embedding.base import Embedder
+from core.progress import progress
+from core.types import Kind, slug
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+def cache_key(model_id: str, prepared_text: str) -> str:
+    return hashlib.sha256(model_id.encode("utf-8") + b"\0" + prepared_text.encode("utf-8")).hexdigest()[:32]
+
+
+def _checksum(keys: np.ndarray, vectors: np.ndarray) -> str:
+    h = hashlib.sha256()
+    h.update("\n".join(keys.tolist()).encode("utf-8"))
+    h.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+class EmbeddingCache:
+    """All cached vectors of one model, loaded into memory from `root/<model>/*.npz`."""
+
+    def __init__(self, root: str | Path, model_id: str, dim: int):
+        self.model_id = model_id
+        self.dim = dim
+        digest = hashlib.sha1(model_id.encode("utf-8")).hexdigest()[:8]
+        self.dir = Path(root) / f"{slug(model_id)[:80]}-{digest}"
+        self._vectors: dict[str, np.ndarray] = {}
+        self.rejected_files = 0
+        self._load()
+
+    def _load(self) -> None:
+        if not self.dir.exists():
+            return
+        for tmp in self.dir.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)  # a write that never reached its rename
+        for path in sorted(self.dir.glob("*.npz")):
+            try:
+                keys, vectors = self._read_chunk(path)
+            except Exception as exc:  # any damage means: do not trust, redo
+                log.warning("embedding cache: discarding damaged chunk %s (%s)", path.name, exc)
+                path.unlink(missing_ok=True)
+                self.rejected_files += 1
+                continue
+            for k, v in zip(keys.tolist(), vectors):
+                self._vectors[k] = v
+
+    def _read_chunk(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            keys = z["keys"]
+            vectors = z["vectors"]
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"format {meta.get('format')} != {FORMAT_VERSION}")
+        if meta.get("model_id") != self.model_id or meta.get("dim") != self.dim:
+            raise ValueError(f"chunk is for {meta.get('model_id')} ({meta.get('dim')}-d)")
+        if vectors.dtype != np.float32 or vectors.shape != (len(keys), self.dim):
+            raise ValueError(f"bad shape {vectors.shape} / dtype {vectors.dtype}")
+        if meta.get("checksum") != _checksum(keys, vectors):
+            raise ValueError("checksum mismatch")
+        return keys, vectors
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._vectors
+
+    def get(self, keys: Sequence[str]) -> np.ndarray:
+        return np.stack([self._vectors[k] for k in keys]) if keys else np.zeros((0, self.dim), np.float32)
+
+    def put(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        """Store one batch as one chunk file (atomic); then the vectors are served from memory."""
+        keys_arr = np.array(list(keys), dtype=f"<U{max(1, max(len(k) for k in keys))}")
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(keys_arr), self.dim):
+            raise ValueError(f"cache.put: shape {vectors.shape} does not match {len(keys_arr)} keys x {self.dim}")
+        meta = {"format": FORMAT_VERSION, "model_id": self.model_id, "dim": self.dim,
+                "checksum": _checksum(keys_arr, vectors), "created": time.time()}
+        buf = io.BytesIO()
+        np.savez(buf, keys=keys_arr, vectors=vectors, meta=np.array(json.dumps(meta)))
+        name = hashlib.sha256("\n".join(keys_arr.tolist()).encode("utf-8")).hexdigest()[:32] + ".npz"
+        atomic.write_bytes(self.dir / name, buf.getvalue())
+        for k, v in zip(keys_arr.tolist(), vectors):
+            self._vectors[k] = v
+
+
+def plan_batches(keys_by_text: dict[str, str], batch_size: int) -> list[list[str]]:
+    """Deterministic batches over unique texts: sorted by (length, key) so each batch pads little."""
+    order = sorted(keys_by_text, key=lambda k: (len(keys_by_text[k]), k))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def embed_cached(
+    embedder: Embedder,
+    texts: Sequence[str],
+    kind: Kind,
+    cache: EmbeddingCache | None,
+    batch_size: int | None = None,
+    desc: str | None = None,
+) -> tuple[np.ndarray, dict]:
+    """Embed `texts` (in order), computing only batches the cache lacks.
+
+    Returns the (len(texts), dim) matrix and stats: unique texts, texts embedded now, seconds spent in
+    the model. Without a cache it still batches the same way (so results are identical either way).
+    """
+    if cache is not None and (cache.model_id != embedder.model_id or cache.dim != embedder.dim):
+        raise ValueError(f"cache for {cache.model_id}/{cache.dim} used with {embedder.model_id}/{embedder.dim}")
+    batch_size = min(batch_size or embedder.default_batch_size, embedder.max_batch_size)
+    prepared = [embedder.prepare(t, kind) for t in texts]
+    keys = [cache_key(embedder.model_id, p) for p in prepared]
+    by_key: dict[str, str] = {}
+    for k, p in zip(keys, prepared):
+        by_key.setdefault(k, p)
+    batches = plan_batches(by_key, batch_size)
+    local: dict[str, np.ndarray] = {}
+    todo = [b for b in batches if cache is None or not all(k in cache for k in b)]
+    done_before = len(by_key) - sum(len(b) for b in todo)
+    model_seconds = 0.0
+    with progress(total=len(by_key), initial=done_before, desc=desc or f"embed {kind}s", unit="text") as bar:
+        for batch in todo:
+            t0 = time.perf_counter()
+            vectors = embedder.embed_prepared([by_key[k] for k in batch])
+            model_seconds += time.perf_counter() - t0
+            if cache is not None:
+                cache.put(batch, vectors)
+            else:
+                local.update(zip(batch, vectors))
+            bar.update(len(batch))
+    source = local if cache is None else None
+    if source is not None:
+        out = np.stack([source[k] for k in keys]) if keys else np.zeros((0, embedder.dim), np.float32)
+    else:
+        out = cache.get(keys)
+    stats = {"unique": len(by_key), "embedded": sum(len(b) for b in todo), "model_seconds": model_seconds}
+    return out.astype(np.float32, copy=False), stats

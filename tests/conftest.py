@@ -1,0 +1,40 @@
+"""Test settings shared by every test: offline flags, the shared NQ data, quiet progress bars."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+for _k, _v in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "ANONYMIZED_TELEMETRY": "False",
+    "NQ_PROGRESS": "0",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(_k, _v)
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "artifacts" / "tests"
+
+
+def nq_data_dir() -> Path:
+    """`NQ_DATA`, else ../shared/data/nq beside the repo (as in CI)."""
+    return Path(os.environ.get("NQ_DATA", REPO.parent / "shared" / "data" / "nq")).resolve()
+
+
+@pytest.fixture(scope="session")
+def nq_dir() -> Path:
+    path = nq_data_dir()
+    if not (path / "corpus.jsonl").exists():
+        pytest.fail(f"shared NQ data not found at {path}; set NQ_DATA to the folder with corpus.jsonl")
+    return path
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS

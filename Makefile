@@ -1,0 +1,54 @@
+# Two commands matter: `make demo` (the main job) and `make test` (the test suite, as CI runs it).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+STORE   ?= .data/store
+MODEL   ?= all-MiniLM-L6-v2
+ADAPTER ?= .data/adapters/$(MODEL)
+REPORT  ?= .data/report
+TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False \
+            ANONYMIZED_TELEMETRY=False NQ_PROGRESS=0 TOKENIZERS_PARALLELISM=false \
+            NQ_DATA=$${NQ_DATA:-$(CURDIR)/../shared/data/nq}
+
+.PHONY: help setup system test test-slow test-all demo ingest bench clean
+
+help:
+	@echo "make demo   - ingest NQ (NQ_DATA=folder|file|dataset id), train the adapter, evaluate, open the app"
+	@echo "make test   - install everything and run the test suite (what CI runs)"
+	@echo "make test-slow / test-all / bench / clean"
+
+# Python packages: one pip command so torch==2.13.0 resolves to the CPU wheel. Re-runs only when
+# requirements.txt changes (the stamp), so `make setup` is fast when already done.
+$(STAMP): requirements.txt
+	@test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	@touch $@
+
+# System packages for the browser tests (Debian's chromium; never `playwright install`).
+system:
+	@bash scripts/install_system_deps.sh
+
+setup: $(STAMP)
+
+test: setup system
+	$(TEST_ENV) $(PY) -m pytest -m "not slow" -q
+
+test-slow: setup system
+	$(TEST_ENV) $(PY) -m pytest -m slow -q
+
+test-all: setup system
+	$(TEST_ENV) $(PY) -m pytest -q
+
+ingest: setup
+	$(PY) -m ingest --store $(STORE) --model $(MODEL)
+
+demo: setup
+	$(PY) -m ingest --store $(STORE) --model $(MODEL)
+
+bench: setup
+	$(PY) -m eval.bench
+
+clean:
+	rm -rf .data artifacts

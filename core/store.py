@@ -1,0 +1,195 @@
+"""The store: one folder (`--store`, default `.data/store`) that holds everything ingest produced.
+
+    STORE/
+      manifest.json          what is in here: data source, fingerprint, models and their collections
+      dataset/               the cleaned, filtered data in BEIR layout (corpus.jsonl, queries.jsonl, qrels.tsv)
+      splits.json            query id -> train/dev/test (seeded, no positive shared across splits)
+      negatives/MODEL.jsonl  training examples: positives, weak and hard negatives per query
+      chroma/                Chroma's files (embedded mode; absent when a Chroma server is used)
+
+Every file is written atomically; `manifest.json` is written last, so a store whose manifest lists a
+model is complete for that model.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from core import atomic
+from core.chroma_store import ChromaTarget, get_collection, open_client, resolve_target
+from core.errors import StoreError
+from core.types import Corpus, Dataset, Passage, Qrels, Queries, SplitName, TrainingExample, slug
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STORE = Path(".data/store")
+FORMAT_VERSION = 1
+
+
+def raw_collection_name(model_id: str) -> str:
+    """`raw-<model>`: one raw collection per embedding model in a store."""
+    return "raw-" + slug(model_id)[:100]
+
+
+def default_store() -> Path:
+    return Path(os.environ.get("NQ_STORE", DEFAULT_STORE))
+
+
+@dataclass
+class Store:
+    """A store folder plus (lazily) its Chroma client. `write=True` takes the exclusive local lock."""
+
+    root: Path
+    chroma_host: str | None = None
+    chroma_port: int | None = None
+    write: bool = False
+    _client: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+
+    # -- paths ------------------------------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.root / "dataset"
+
+    @property
+    def splits_path(self) -> Path:
+        return self.root / "splits.json"
+
+    def negatives_path(self, model_id: str) -> Path:
+        return self.root / "negatives" / f"{slug(model_id)[:100]}.jsonl"
+
+    @cached_property
+    def target(self) -> ChromaTarget:
+        return resolve_target(self.root, self.chroma_host, self.chroma_port)
+
+    # -- existence ----------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.manifest_path.exists()
+
+    def require(self, model_id: str | None = None) -> dict:
+        """The manifest, or a StoreError that says which command builds what is missing."""
+        if not self.exists():
+            raise StoreError(
+                f"no store at {self.root} (no manifest.json). Build one with:\n"
+                f"  python -m ingest --data $NQ_DATA --store {self.root}"
+            )
+        manifest = self.manifest()
+        if model_id is not None and model_id not in manifest.get("models", {}):
+            have = ", ".join(manifest.get("models", {})) or "none"
+            raise StoreError(
+                f"the store at {self.root} has no embeddings for model {model_id!r} (it has: {have}). Build them with:\n"
+                f"  python -m ingest --data {manifest.get('data_source', '$NQ_DATA')} --store {self.root} --model {model_id}"
+            )
+        return manifest
+
+    def manifest(self) -> dict:
+        try:
+            return json.loads(self.manifest_path.read_text("utf-8"))
+        except FileNotFoundError:
+            return {"format_version": FORMAT_VERSION, "models": {}}
+        except json.JSONDecodeError as exc:
+            raise StoreError(f"{self.manifest_path} is not valid JSON ({exc}); re-run ingest") from None
+
+    def write_manifest(self, manifest: dict) -> None:
+        atomic.write_json(self.manifest_path, manifest)
+
+    def model_info(self, model_id: str) -> dict:
+        return self.require(model_id)["models"][model_id]
+
+    # -- chroma -------------------------------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = open_client(self.target, write=self.write)
+        return self._client
+
+    def collection(self, name: str) -> Any:
+        col = get_collection(self.client, name)
+        if col is None:
+            raise StoreError(f"collection {name!r} not found in {self.target.describe()}; re-run ingest (or adapter project)")
+        return col
+
+    def raw_collection(self, model_id: str) -> Any:
+        return self.collection(self.model_info(model_id)["collection"])
+
+    # -- dataset --------------------------------------------------------------------------------------
+    def save_dataset(self, ds: Dataset) -> None:
+        """Write corpus/queries/qrels in BEIR layout (so the store's dataset is itself a valid `--data`)."""
+        d = self.dataset_dir
+        atomic.write_text(d / "corpus.jsonl", "".join(
+            json.dumps({"_id": pid, "title": p.title, "text": p.text}, ensure_ascii=False) + "\n"
+            for pid, p in sorted(ds.corpus.items())))
+        atomic.write_text(d / "queries.jsonl", "".join(
+            json.dumps({"_id": qid, "text": text}, ensure_ascii=False) + "\n" for qid, text in sorted(ds.queries.items())))
+        rows = ["query-id\tcorpus-id\tscore\n"] + [
+            f"{qid}\t{pid}\t{rel}\n" for qid in sorted(ds.qrels) for pid, rel in sorted(ds.qrels[qid].items())]
+        atomic.write_text(d / "qrels.tsv", "".join(rows))
+        atomic.write_json(d / "same_doc.json", ds.same_doc)
+
+    def load_corpus(self) -> Corpus:
+        out: Corpus = {}
+        for obj in _read_jsonl(self.dataset_dir / "corpus.jsonl"):
+            out[obj["_id"]] = Passage(title=obj.get("title", ""), text=obj["text"])
+        return out
+
+    def load_queries(self) -> Queries:
+        return {obj["_id"]: obj["text"] for obj in _read_jsonl(self.dataset_dir / "queries.jsonl")}
+
+    def load_qrels(self) -> Qrels:
+        path = self.dataset_dir / "qrels.tsv"
+        qrels: Qrels = {}
+        try:
+            lines = path.read_text("utf-8").splitlines()[1:]
+        except FileNotFoundError:
+            raise StoreError(f"{path} missing; re-run ingest") from None
+        for line in lines:
+            qid, pid, rel = line.split("\t")
+            qrels.setdefault(qid, {})[pid] = int(rel)
+        return qrels
+
+    def load_same_doc(self) -> dict[str, list[str]]:
+        path = self.dataset_dir / "same_doc.json"
+        return json.loads(path.read_text("utf-8")) if path.exists() else {}
+
+    # -- splits -------------------------------------------------------------------------------------
+    def save_splits(self, splits: dict[str, SplitName], meta: dict) -> None:
+        atomic.write_json(self.splits_path, {**meta, "splits": splits})
+
+    def load_splits(self) -> dict[str, SplitName]:
+        try:
+            return json.loads(self.splits_path.read_text("utf-8"))["splits"]
+        except FileNotFoundError:
+            raise StoreError(f"{self.splits_path} missing; re-run ingest") from None
+
+    def split_query_ids(self, split: SplitName) -> list[str]:
+        return sorted(q for q, s in self.load_splits().items() if s == split)
+
+    # -- training examples ------------------------------------------------------------------------------
+    def save_examples(self, model_id: str, examples: list[TrainingExample]) -> None:
+        atomic.write_text(self.negatives_path(model_id),
+                          "".join(json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in examples))
+
+    def load_examples(self, model_id: str) -> list[TrainingExample]:
+        path = self.negatives_path(model_id)
+        if not path.exists():
+            raise StoreError(f"no training examples for {model_id!r} at {path}; re-run ingest with --model {model_id}")
+        return [TrainingExample.from_json(o) for o in _read_jsonl(path)]
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+    except FileNotFoundError:
+        raise StoreError(f"{path} missing; re-run ingest") from None

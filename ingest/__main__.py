@@ -1,0 +1,59 @@
+"""`python -m ingest`: load NQ, embed it, store it in Chroma, mine negatives. See `--help`."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from core.cli import run_cli
+from ingest.config import IngestConfig
+
+
+def parse_args(argv: list[str] | None = None) -> IngestConfig:
+    d = IngestConfig()
+    p = argparse.ArgumentParser(prog="python -m ingest", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default=d.data, help="BEIR folder, pairs .jsonl, NQ simplified .jsonl(.gz), or a dataset id (env NQ_DATA)")
+    p.add_argument("--store", type=Path, default=d.store, help="store folder (env NQ_STORE)")
+    p.add_argument("--model", default=d.model, help="all-MiniLM-L6-v2, paraphrase-MiniLM-L3-v2, openai:text-embedding-3-small, openai:text-embedding-ada-002, or a path")
+    p.add_argument("--limit", type=int, default=None, help="keep only the first N queries and their passages")
+    p.add_argument("--k-hard", type=int, default=d.k_hard, help="hard negatives per query")
+    p.add_argument("--k-weak", type=int, default=d.k_weak, help="random negatives per query")
+    p.add_argument("--hard-depth", type=int, default=d.hard_depth, help="how many nearest neighbours to consider")
+    p.add_argument("--hard-margin", type=float, default=d.hard_margin, help="drop candidates scoring above this fraction of the positive's score")
+    p.add_argument("--near-dup", type=float, default=d.near_dup, help="word containment above which a candidate counts as a duplicate of a positive")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--split", type=float, nargs=3, default=d.split, metavar=("TRAIN", "DEV", "TEST"))
+    p.add_argument("--min-words", type=int, default=d.min_words)
+    p.add_argument("--max-words", type=int, default=d.max_words)
+    p.add_argument("--batch-size", type=int, default=None, help="embedding batch size (default: the backend's)")
+    p.add_argument("--cache", type=Path, default=d.cache_dir, help="embedding cache folder (env NQ_CACHE)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    p.add_argument("--chroma-host", default=None, help="use a Chroma server (env CHROMA_HOST)")
+    p.add_argument("--chroma-port", type=int, default=None, help="(env CHROMA_PORT)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    a = p.parse_args(argv)
+    if a.limit is not None and a.limit <= 0:
+        p.error("--limit must be positive")
+    logging.getLogger().setLevel(logging.DEBUG if a.verbose else logging.INFO)
+    return IngestConfig(
+        data=a.data, store=a.store, model=a.model, limit=a.limit, k_hard=a.k_hard, k_weak=a.k_weak,
+        hard_depth=a.hard_depth, hard_margin=a.hard_margin, near_dup=a.near_dup, seed=a.seed,
+        split=tuple(a.split), min_words=a.min_words, max_words=a.max_words, batch_size=a.batch_size,
+        cache_dir=None if a.no_cache else a.cache, chroma_host=a.chroma_host, chroma_port=a.chroma_port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ingest.pipeline import format_summary, run_ingest
+
+    def job() -> None:
+        cfg = parse_args(argv)
+        summary = run_ingest(cfg)
+        print(format_summary(summary))
+
+    return run_cli(job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

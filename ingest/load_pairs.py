@@ -1,0 +1,65 @@
+"""A JSON-lines file of (query, passage) pairs, and the same shape from a `datasets` table.
+
+Fields: `query` (or `question`), `passage` (or `answer`, `positive`, `text`), optional `title`, optional
+ids (`id`/`query_id`, `passage_id`). Missing ids are made stable from content (`stable_id`), so
+re-ingesting the same file gives the same ids; rows repeating a query add positives to it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from core.progress import progress
+from core.types import Dataset, Passage, stable_id
+from ingest.clean import clean_text
+from ingest.jsonl import get_str, read_jsonl
+
+QUERY_KEYS = ("query", "question", "question_text", "anchor")
+PASSAGE_KEYS = ("passage", "answer", "positive", "text", "context")
+TITLE_KEYS = ("title", "passage_title")
+QUERY_ID_KEYS = ("query_id", "id", "qid")
+PASSAGE_ID_KEYS = ("passage_id", "pid", "corpus_id")
+
+
+def looks_like_pairs(obj: dict) -> bool:
+    return any(k in obj for k in QUERY_KEYS) and any(k in obj for k in PASSAGE_KEYS)
+
+
+def add_pair(ds: Dataset, query: str, passage: str, title: str = "", qid: str | None = None, pid: str | None = None) -> None:
+    """Clean one pair and add it; empty query or passage is skipped and counted."""
+    query, passage, title = clean_text(query), clean_text(passage), clean_text(title)
+    if not query:
+        ds.skip("empty_query")
+        return
+    if not passage:
+        ds.skip("empty_passage")
+        return
+    qid = qid or stable_id("q_", query)
+    pid = pid or stable_id("p_", passage)
+    ds.queries.setdefault(qid, query)
+    ds.corpus.setdefault(pid, Passage(title=title, text=passage))
+    ds.qrels.setdefault(qid, {})[pid] = 1
+
+
+def load_pairs(path: str | Path) -> Dataset:
+    path = Path(path)
+    ds = Dataset(corpus={}, queries={}, qrels={}, source=f"pairs:{path}")
+    for line, obj in progress(read_jsonl(path), desc="read pairs", unit="pair"):
+        add_pair(
+            ds,
+            query=get_str(obj, QUERY_KEYS, path, line),
+            passage=get_str(obj, PASSAGE_KEYS, path, line),
+            title=get_str(obj, TITLE_KEYS, path, line, required=False) or "",
+            qid=get_str(obj, QUERY_ID_KEYS, path, line, required=False),
+            pid=get_str(obj, PASSAGE_ID_KEYS, path, line, required=False),
+        )
+    return ds
+
+
+def pairs_from_rows(rows: Iterable[dict], source: str, columns: dict[str, str]) -> Dataset:
+    """Pairs from an iterable of dict rows (a `datasets` split) using the given column mapping."""
+    ds = Dataset(corpus={}, queries={}, qrels={}, source=source)
+    for row in progress(rows, desc="read rows", unit="row"):
+        add_pair(ds, query=str(row[columns["query"]] or ""), passage=str(row[columns["passage"]] or ""),
+                 title=str(row[columns["title"]] or "") if "title" in columns else "")
+    return ds

@@ -38,3 +38,22 @@ def nq_dir() -> Path:
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+SMALL_LIMIT = 300
+
+
+def build_small_store(root: Path, model: str = "all-MiniLM-L6-v2", limit: int = SMALL_LIMIT, **overrides):
+    """A real store from the first `limit` shared NQ queries (used by adapter, eval and app tests)."""
+    from ingest.config import IngestConfig
+    from ingest.pipeline import run_ingest
+
+    cfg = IngestConfig(data=str(nq_data_dir()), store=root / "store", model=model, limit=limit,
+                       cache_dir=root / "cache", **overrides)
+    return cfg, run_ingest(cfg)
+
+
+@pytest.fixture(scope="session")
+def small_store(tmp_path_factory):
+    """(IngestConfig, summary) of a 300-query all-MiniLM-L6-v2 store shared by the whole session (read-only!)."""
+    return build_small_store(tmp_path_factory.mktemp("small"))

@@ -1,0 +1,1 @@
+"""Evaluation: retrieval metrics, confidence intervals, significance tests, threshold accuracy, baselines."""

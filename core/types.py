@@ -89,15 +89,13 @@ class TrainingExample:
         )
 
 
-_NON_ALNUM = re.compile(r"[^0-9a-z]+")
-
-
 def normalise_for_id(text: str) -> str:
-    """Case-, accent-form- and punctuation-insensitive key: NFKC, lower case, alphanumerics only.
+    """Case- and punctuation-insensitive key: NFKC, lower case, Unicode alphanumerics only.
 
-    The same rule that deduplicated the shared NQ files, so token-spaced and natural text agree.
+    The rule that deduplicated the shared NQ files (and made their `p_` ids), so token-spaced and
+    natural text agree and our content ids match theirs.
     """
-    return _NON_ALNUM.sub("", unicodedata.normalize("NFKC", text).lower())
+    return "".join(ch for ch in unicodedata.normalize("NFKC", text).lower() if ch.isalnum())
 
 
 def stable_id(prefix: str, text: str) -> str:

@@ -8,50 +8,77 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
 from core.errors import DataError
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+_BOM = b"\xef\xbb\xbf"
+
+
+def _sniff(path: Path) -> bool:
+    """True when `path` is gzip (by its magic bytes, not its name); DataError when it cannot be read."""
+    try:
+        with path.open("rb") as raw:
+            magic = raw.read(2)
+    except FileNotFoundError:
+        raise DataError("file not found", path) from None
+    except IsADirectoryError:
+        raise DataError("is a folder, expected a file", path) from None
+    except OSError as exc:
+        raise DataError(f"cannot read the file ({exc.strerror or exc})", path) from None
+    if path.name.endswith(".gz") and magic and magic != _GZIP_MAGIC:
+        raise DataError("the name ends in .gz but the file is not gzip-compressed", path)
+    return magic == _GZIP_MAGIC
+
+
 def open_text(path: Path):
-    """Open `.gz` or plain text as UTF-8; BOM stripped ('utf-8-sig')."""
-    if not path.exists():
-        raise DataError("file not found", path)
-    if path.is_dir():
-        raise DataError("is a folder, expected a file", path)
-    if path.suffix == ".gz":
+    """Open plain or gzip text as UTF-8 with the BOM stripped (for TSV files)."""
+    if _sniff(path):
         return gzip.open(path, "rt", encoding="utf-8-sig", newline=None)
     return path.open("r", encoding="utf-8-sig", newline=None)
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (1-based line number, object) for every non-blank line."""
+    """(1-based line number, JSON object) for each non-blank line; DataError for anything unreadable."""
     path = Path(path)
+    is_gzip = _sniff(path)
+    opener = gzip.open if is_gzip else open
+    line_no = 0
     n_objects = 0
     try:
-        with open_text(path) as fh:
-            for line_no, line in enumerate(fh, start=1):
+        with opener(path, "rb") as lines:
+            for line_no, line in enumerate(lines, start=1):
+                if line_no == 1 and line.startswith(_BOM):
+                    line = line[len(_BOM):]
                 if not line.strip():
                     continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"not valid JSON ({exc.msg} at column {exc.colno}); truncated line?", path, line_no) from None
-                except RecursionError:
-                    raise DataError("JSON nested too deeply", path, line_no) from None
-                if not isinstance(obj, dict):
-                    raise DataError(f"expected a JSON object, got {type(obj).__name__}", path, line_no)
                 n_objects += 1
-                yield line_no, obj
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path) from None
-    except (gzip.BadGzipFile, EOFError, OSError) as exc:
-        if isinstance(exc, DataError):
-            raise
-        raise DataError(f"cannot read ({type(exc).__name__}: {exc})", path) from None
+                yield line_no, _decode(line, path, line_no)
+    except (OSError, EOFError, zlib.error) as exc:
+        what = "gzip data is corrupt or truncated" if is_gzip else "cannot read the file"
+        raise DataError(f"{what} ({exc})", path, line_no + 1) from None
     if n_objects == 0:
         raise DataError("empty file: no JSON lines", path)
+
+
+def _decode(line: bytes, path: Path, line_no: int) -> dict:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 text (byte {exc.start + 1} of the line)", path, line_no) from None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"not valid JSON ({exc.msg} at column {exc.colno}); truncated line?", path, line_no) from None
+    except (ValueError, RecursionError) as exc:  # e.g. a 5,000-digit number, absurd nesting
+        raise DataError(f"not valid JSON for this loader ({type(exc).__name__}: {exc})", path, line_no) from None
+    if not isinstance(record, dict):
+        raise DataError(f"expected a JSON object, got {type(record).__name__}", path, line_no)
+    return record
 
 
 def get_str(obj: dict, keys: tuple[str, ...], path: Path, line: int, required: bool = True) -> str | None:

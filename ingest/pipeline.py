@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Iterator
 
-import numpy as np
 
 from core import chroma_store, query_vectors
 from core.embedding import EmbeddingCache, embed_cached, load_embedder

@@ -1,0 +1,1 @@
+"""Adapter: a small projection trained on frozen embeddings, saved, and applied to queries (and passages)."""

@@ -1,0 +1,157 @@
+"""`python -m adapter train|project|grid`: train an adapter on the store's frozen embeddings, select it
+on dev, save it; write the adapter-projected Chroma collection; or search a small grid of settings."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from adapter.config import LOSSES, METRICS, TrainConfig
+from adapter.modules import KINDS
+from core.cli import run_cli
+from core.store import default_store
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", type=Path, default=default_store(), help="store folder built by ingest (env NQ_STORE)")
+    p.add_argument("--chroma-host", default=None, help="use a Chroma server (env CHROMA_HOST)")
+    p.add_argument("--chroma-port", type=int, default=None, help="(env CHROMA_PORT)")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def _train_options(p: argparse.ArgumentParser, d: TrainConfig) -> None:
+    p.add_argument("--model", default=d.model, help="base embedding model (its raw collection must be in the store)")
+    p.add_argument("--kind", choices=KINDS, default=d.kind)
+    p.add_argument("--sides", choices=("query", "both"), default=d.sides,
+                   help="query: adapt query vectors only; both: also project passages into a second collection")
+    p.add_argument("--loss", choices=LOSSES, default=d.loss)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="pulls the change toward identity")
+    p.add_argument("--temperature", type=float, default=d.temperature)
+    p.add_argument("--n-hard", type=int, default=d.n_hard, help="negatives per query")
+    p.add_argument("--triplet-negatives", choices=("hard", "weak", "both"), default=d.triplet_negatives)
+    p.add_argument("--triplet-margin", type=float, default=d.triplet_margin)
+    p.add_argument("--dim-out", type=int, default=None, help="output dimension (linear only; default: same)")
+    p.add_argument("--rank", type=int, default=d.rank)
+    p.add_argument("--hidden", type=int, default=d.hidden)
+    p.add_argument("--metric", choices=METRICS, default=d.metric, help="dev metric for selection")
+    p.add_argument("--patience", type=int, default=d.patience)
+    p.add_argument("--seed", type=int, default=d.seed)
+
+
+def _config(a: argparse.Namespace, out: Path | None) -> TrainConfig:
+    return TrainConfig(
+        store=a.store, model=a.model, out=out, kind=a.kind, sides=a.sides, dim_out=a.dim_out, rank=a.rank,
+        hidden=a.hidden, loss=a.loss, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+        weight_decay=a.weight_decay, temperature=a.temperature, n_hard=a.n_hard,
+        triplet_negatives=a.triplet_negatives, triplet_margin=a.triplet_margin, metric=a.metric,
+        patience=a.patience, seed=a.seed, chroma_host=a.chroma_host, chroma_port=a.chroma_port)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="python -m adapter", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train, select on dev, save (and project when --sides both)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _common(t); _train_options(t, d)
+    t.add_argument("--out", type=Path, required=True, help="adapter folder to write")
+    t.add_argument("--name", default=None, help="adapter name (default: the --out folder name)")
+    t.add_argument("--no-project", action="store_true", help="do not write the projected collection")
+    pr = sub.add_parser("project", help="write the adapter-projected collection of a both-sides adapter")
+    _common(pr)
+    pr.add_argument("--adapter", type=Path, required=True)
+    g = sub.add_parser("grid", help="train a grid of settings, print a table, optionally save the best")
+    _common(g); _train_options(g, d)
+    g.add_argument("--kinds", nargs="+", choices=KINDS, default=None)
+    g.add_argument("--sides-list", nargs="+", choices=("query", "both"), default=None)
+    g.add_argument("--losses", nargs="+", choices=LOSSES, default=None)
+    g.add_argument("--lrs", nargs="+", type=float, default=None)
+    g.add_argument("--temperatures", nargs="+", type=float, default=None)
+    g.add_argument("--weight-decays", nargs="+", type=float, default=None)
+    g.add_argument("--out", type=Path, default=None, help="save the best run's adapter here")
+    a = p.parse_args(argv)
+    logging.getLogger().setLevel(logging.DEBUG if a.verbose else logging.INFO)
+    return a
+
+
+def _save(store, result, out: Path, project: bool) -> str:
+    from adapter.curves import curves_json, curves_png
+    from adapter.io import load_adapter, save_adapter, weights_sha
+    from adapter.project import project_collection
+
+    cfg = result.adapter.config
+    save_adapter(result.adapter, out, extra_files={
+        "curves.json": curves_json(result.curves),
+        "curves.png": curves_png(result.curves, cfg.dev_metrics["metric"], result.adapter.describe()),
+    })
+    lines = [f"saved adapter to {out}"]
+    if project and cfg.sides == "both":
+        from core.store import Store
+
+        wstore = Store(store.root, store.chroma_host, store.chroma_port, write=True)
+        counts = project_collection(wstore, load_adapter(out), weights_sha(out))
+        lines.append(f"projected collection {counts['collection']}: {counts['projected']} written, "
+                     f"{counts['unchanged']} unchanged, {counts['count']} vectors")
+    return "\n".join(lines)
+
+
+def _train_summary(result) -> str:
+    cfg = result.adapter.config
+    metric = cfg.dev_metrics["metric"]
+    sel, raw = cfg.dev_metrics["selected"], cfg.dev_metrics["identity"]
+    verdict = ("no trained epoch beat the raw embeddings on dev: the saved adapter is the IDENTITY"
+               if cfg.identity else f"selected epoch {result.best_epoch}")
+    rows = [f"{result.adapter.describe()}", f"  {verdict}; trained in {result.seconds:.1f} s",
+            "  dev split (" + str(cfg.training["n_dev_queries"]) + " queries):   raw  -> adapted"]
+    for k in ("MRR@10", "Recall@1", "Recall@10", "nDCG@10", "Recall@100"):
+        mark = " *" if k == metric else ""
+        rows.append(f"    {k:10s} {raw[k]:.4f} -> {sel[k]:.4f} ({sel[k] - raw[k]:+.4f}){mark}")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    def job() -> None:
+        from core.store import Store
+
+        a = parse_args(argv)
+        if a.command == "project":
+            from adapter.io import load_adapter, weights_sha
+            from adapter.project import project_collection
+
+            store = Store(a.store, a.chroma_host, a.chroma_port, write=True)
+            store.require()
+            counts = project_collection(store, load_adapter(a.adapter), weights_sha(a.adapter))
+            print(f"{counts['collection']}: {counts['projected']} projected, {counts['unchanged']} unchanged, "
+                  f"{counts['deleted']} deleted, {counts['count']} vectors")
+            return
+        store = Store(a.store, a.chroma_host, a.chroma_port, write=False)
+        store.require(a.model)
+        if a.command == "train":
+            from adapter.train import train_adapter
+
+            cfg = _config(a, a.out)
+            cfg.name = a.name
+            result = train_adapter(store, cfg)
+            print(_train_summary(result))
+            store._client = None  # release before projecting with a write lock
+            print(_save(store, result, a.out, project=not a.no_project))
+            return
+        from adapter.grid import grid_table, run_grid
+
+        base = _config(a, a.out)
+        grid = {k: v for k, v in {"kind": a.kinds, "sides": a.sides_list, "loss": a.losses, "lr": a.lrs,
+                                  "temperature": a.temperatures, "weight_decay": a.weight_decays}.items() if v}
+        runs = run_grid(store, base, grid)
+        print(grid_table(runs, base.metric))
+        if a.out and runs:
+            print(_save(store, runs[0][1], a.out, project=True))
+
+    return run_cli(job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Settings of one adapter training run (the CLI fills this; eval builds one for the MSE baseline)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from core.embedding.registry import DEFAULT_MODEL
+from core.store import default_store
+
+LOSSES = ("infonce", "triplet", "mse")
+METRICS = ("MRR@10", "nDCG@10", "Recall@1", "Recall@5", "Recall@10", "Recall@100")
+
+
+@dataclass
+class TrainConfig:
+    store: Path = field(default_factory=default_store)
+    model: str = DEFAULT_MODEL
+    out: Path | None = None
+    name: str | None = None
+    kind: str = "linear"
+    sides: str = "query"
+    dim_out: int | None = None
+    rank: int = 32
+    hidden: int = 512
+    loss: str = "infonce"
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    temperature: float = 0.05
+    n_hard: int = 4
+    triplet_negatives: str = "hard"  # hard | weak | both
+    triplet_margin: float = 0.1
+    metric: str = "MRR@10"
+    patience: int = 3
+    keep_identity_candidate: bool = True
+    selection: str = "best"  # best: the best dev epoch (or identity); last: the final epoch, no selection (ablations)
+    seed: int = 13
+    chroma_host: str | None = None
+    chroma_port: int | None = None
+
+    def validate(self) -> None:
+        from core.errors import InputError
+        from adapter.modules import KINDS
+
+        if self.kind not in KINDS:
+            raise InputError(f"--kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.sides not in ("query", "both"):
+            raise InputError(f"--sides must be query or both, got {self.sides!r}")
+        if self.loss not in LOSSES:
+            raise InputError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.metric not in METRICS:
+            raise InputError(f"--metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+        if self.loss == "mse" and self.sides != "both":
+            raise InputError("the mse (cookbook) objective uses one matrix on both sides: pass --sides both")
+        if self.selection not in ("best", "last"):
+            raise InputError("selection must be best or last")
+        if self.triplet_negatives not in ("hard", "weak", "both"):
+            raise InputError("--triplet-negatives must be hard, weak or both")
+        for name in ("epochs", "batch_size", "rank", "hidden"):
+            if getattr(self, name) <= 0:
+                raise InputError(f"--{name.replace('_', '-')} must be positive")
+        if self.lr <= 0 or self.temperature <= 0:
+            raise InputError("--lr and --temperature must be positive")
+
+    def training_settings(self) -> dict:
+        """What is saved in the adapter's config.json (enough to reproduce the run)."""
+        skip = {"store", "out", "chroma_host", "chroma_port"}
+        return {k: v for k, v in asdict(self).items() if k not in skip}

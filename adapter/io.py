@@ -1,0 +1,92 @@
+"""Saving and loading adapters as self-describing folders.
+
+    ADAPTER/
+      config.json         AdapterConfig: kind, sides, dimensions, base model, data fingerprint, settings, dev metrics
+      model.safetensors   the module's tensors
+      curves.json/.png    training curves (written by training)
+
+Saving writes a temporary folder beside the target and renames it into place, so an interrupted save
+leaves the previous adapter intact. Loading rebuilds the module from config.json and refuses an adapter
+whose base model or dimension does not match the store it is used with.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from core import atomic
+from core.errors import MismatchError, StoreError
+from adapter.adapter import FORMAT_VERSION, Adapter, AdapterConfig
+from adapter.modules import build_module
+
+log = logging.getLogger(__name__)
+
+
+def save_adapter(adapter: Adapter, out_dir: str | Path, extra_files: dict[str, bytes] | None = None) -> Path:
+    out_dir = Path(out_dir)
+    atomic.recover_dir(out_dir)
+    tmp = atomic.make_temp_dir(out_dir)
+    try:
+        state = {k: v.detach().contiguous() for k, v in adapter.module.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(json.dumps(adapter.config.to_json(), indent=2) + "\n", encoding="utf-8")
+        for name, data in (extra_files or {}).items():
+            (tmp / name).write_bytes(data)
+        for f in tmp.iterdir():  # make the contents durable before the rename publishes them
+            with open(f, "rb") as fh:
+                import os
+
+                os.fsync(fh.fileno())
+        atomic.replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def load_adapter(path: str | Path) -> Adapter:
+    path = Path(path)
+    atomic.recover_dir(path)
+    cfg_path = path / "config.json"
+    if not cfg_path.exists():
+        raise StoreError(f"no adapter at {path} (no config.json). Train one with:\n"
+                         f"  python -m adapter train --store STORE --out {path}")
+    try:
+        config = AdapterConfig.from_json(json.loads(cfg_path.read_text("utf-8")))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise StoreError(f"{cfg_path} is not a valid adapter config ({exc})") from None
+    if config.format_version > FORMAT_VERSION:
+        raise StoreError(f"adapter {path} has format {config.format_version}; this code reads up to {FORMAT_VERSION}")
+    module = build_module(config.kind, config.dim_in, config.dim_out, config.rank, config.hidden)
+    try:
+        state = load_file(str(path / "model.safetensors"))
+        module.load_state_dict(state)
+    except Exception as exc:
+        raise StoreError(f"cannot read {path / 'model.safetensors'}: {exc}") from None
+    return Adapter(config, module)
+
+
+def weights_sha(path: str | Path) -> str:
+    """Hash of the saved weights and config: names a projection so a retrained adapter is re-projected."""
+    h = hashlib.sha256()
+    for name in ("config.json", "model.safetensors"):
+        h.update((Path(path) / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def check_compatible(adapter: Adapter, model_id: str, dim: int, data_fingerprint: str | None = None) -> None:
+    """Refuse an adapter trained for another base model or dimension; warn on other data."""
+    c = adapter.config
+    if c.base_model != model_id:
+        raise MismatchError(f"adapter {c.name!r} was trained on {c.base_model!r} embeddings, but the store's model is "
+                            f"{model_id!r}; train one for this model (python -m adapter train --model {model_id})")
+    if c.dim_in != dim:
+        raise MismatchError(f"adapter {c.name!r} expects {c.dim_in}-d embeddings, but {model_id!r} has {dim}-d")
+    if data_fingerprint and c.data_fingerprint != data_fingerprint:
+        log.warning("adapter %r was trained on data %s, the store holds data %s: its numbers on this store may "
+                    "include its own training queries", c.name, c.data_fingerprint, data_fingerprint)

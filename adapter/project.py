@@ -1,0 +1,51 @@
+"""Writing the adapter-projected collection: raw stored vectors -> adapter -> `adapted-<name>`.
+
+No re-embedding: the raw vectors are read back from Chroma. Each row carries the adapter's weights
+hash and the raw row's text hash, so a rerun skips rows already projected by this very adapter
+(idempotent, resumable after a crash) and a retrained adapter re-projects everything.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from adapter.adapter import Adapter
+from adapter.io import check_compatible
+from core import chroma_store
+from core.errors import InputError
+from core.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def project_collection(store: Store, adapter: Adapter, adapter_sha: str, batch: int = 2000) -> dict:
+    """Upsert projected vectors of every raw passage; returns counts."""
+    c = adapter.config
+    if adapter.collection_name is None:
+        raise InputError(f"adapter {c.name!r} adapts queries only: passages keep their raw vectors, nothing to project. "
+                         "eval and the app apply it to query vectors.")
+    info = store.model_info(c.base_model)
+    check_compatible(adapter, c.base_model, int(info["dim"]), info["data_fingerprint"])
+    raw = store.raw_collection(c.base_model)
+    dump = chroma_store.fetch_all(raw, with_documents=True, with_metadatas=True)
+    col = chroma_store.ensure_collection(
+        store.client, adapter.collection_name,
+        {"kind": "adapted", "adapter": c.name, "base_model": c.base_model, "dim": c.dim_out,
+         "raw_collection": raw.name, "adapter_sha": adapter_sha, "data_fingerprint": info["data_fingerprint"]},
+        check_keys=("kind", "base_model", "dim"),
+    )
+    have = chroma_store.existing_ids(col, "projection_key")
+    keys = [f"{adapter_sha}:{(m or {}).get('text_sha', '')}" for m in dump.metadatas]
+    todo = [i for i, pid in enumerate(dump.ids) if have.get(pid) != keys[i]]
+    stale = sorted(set(have) - set(dump.ids))
+    if stale:
+        chroma_store.delete_ids(col, store.client, stale)
+    vectors = adapter.project_passages(dump.embeddings[todo]) if todo else np.zeros((0, c.dim_out), np.float32)
+    metas = [{**(dump.metadatas[i] or {}), "projection_key": keys[i]} for i in todo]
+    chroma_store.upsert_batched(col, store.client, [dump.ids[i] for i in todo], vectors,
+                                documents=[dump.documents[i] for i in todo], metadatas=metas,
+                                desc=f"project -> {adapter.collection_name}")
+    chroma_store.set_metadata(col, {"adapter_sha": adapter_sha, "data_fingerprint": info["data_fingerprint"]})
+    return {"collection": adapter.collection_name, "projected": len(todo), "deleted": len(stale),
+            "unchanged": len(dump.ids) - len(todo), "count": col.count()}

@@ -1,0 +1,284 @@
+"""The search service: one question in, the raw and the adapted top-k out, side by side (`Retriever`).
+
+Shared by the app, eval's latency bench and the load script, so that all three measure and show the
+same thing. What it does for one `search(question, k)`:
+
+1. Cleans the question (`core.query_text.clean_query`); an empty question returns a friendly message
+   and searches nothing.
+2. Embeds it once with the store's model (loaded once per `Retriever`).
+3. Raw side: queries the model's raw collection with that vector.
+4. Adapted side: projects the *same* vector with `adapter.project_queries` and queries the adapter's
+   projected collection (`sides="both"`) or the raw collection (`sides="query"`).
+5. When the question is one of the store's queries (compared after `normalise_for_id`), marks the
+   gold passages from the store's qrels and says which split the question belongs to: a train
+   question was seen by the adapter during training, so its result flatters the adapter.
+6. Says how each passage's rank moved from the raw to the adapted ranking (↑3, ↓1, =, new, out),
+   looking `depth` results deep so that a move from rank 14 to rank 2 reads "↑12", not "new".
+
+Timings are explicit: `embed` (shared by both sides), `raw` (one Chroma query), `adapted`
+(projection + one Chroma query), `total` (the whole call, cleaning and bookkeeping included).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from core.embedding import load_embedder
+from core.embedding.base import Embedder
+from core.errors import MismatchError, StoreError
+from core.query_text import clean_query
+from core.store import Store
+from core.types import normalise_for_id
+
+if TYPE_CHECKING:  # torch is imported only by callers that load an adapter
+    from adapter.adapter import Adapter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_CHARS = 2000
+DEFAULT_MAX_K = 20
+DEFAULT_DEPTH = 50
+EMPTY_MESSAGE = "Type a question first, for example one of the examples below the results."
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked passage. `movement` is always raw -> adapted, so a passage shows the same arrow in both columns.
+
+    `raw_rank`/`adapted_rank` are its ranks on each side within the searched depth (None: not that deep).
+    `movement`: "↑n" (adapted ranks it n places higher), "↓n", "=", "new" (not in the raw top-`depth`),
+    "out" (not in the adapted top-`depth`), "" when there is no adapted side.
+    """
+
+    rank: int
+    id: str
+    title: str
+    text: str
+    score: float
+    gold: bool
+    raw_rank: int | None
+    adapted_rank: int | None
+    movement: str
+
+
+@dataclass
+class Side:
+    """One column: its label, where it searched, its hits, and how long it took."""
+
+    label: str
+    collection: str
+    hits: list[Hit]
+    ms: float
+    gold_rank: int | None = None  # best rank of a gold passage within `depth`, None if none that deep
+
+
+@dataclass(frozen=True)
+class NQMatch:
+    """The store query the question matched: its id, split and gold passage ids."""
+
+    query_id: str
+    split: str | None
+    gold_ids: tuple[str, ...]
+
+
+@dataclass
+class SearchResult:
+    question: str
+    k: int
+    model: str
+    adapter: str | None
+    adapter_note: str | None
+    notices: list[str] = field(default_factory=list)
+    message: str | None = None
+    nq: NQMatch | None = None
+    raw: Side | None = None
+    adapted: Side | None = None
+    depth: int = DEFAULT_DEPTH
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON (the `/search` API's answer)."""
+        out = asdict(self)
+        if self.nq is not None:
+            out["nq"]["gold_ids"] = list(self.nq.gold_ids)
+        return out
+
+
+def movement(raw_rank: int | None, adapted_rank: int | None) -> str:
+    """How a passage moved from the raw ranking to the adapted one (ranks start at 1)."""
+    if adapted_rank is None:
+        return "out"
+    if raw_rank is None:
+        return "new"
+    if raw_rank == adapted_rank:
+        return "="
+    return f"↑{raw_rank - adapted_rank}" if adapted_rank < raw_rank else f"↓{adapted_rank - raw_rank}"
+
+
+def check_adapter(store: Store, model_id: str, dim: int, adapter: Adapter) -> None:
+    """Refuse an adapter that cannot be used with this store and model (MismatchError/StoreError with the reason)."""
+    from adapter.io import check_compatible
+
+    info = store.model_info(model_id)
+    check_compatible(adapter, model_id, dim, info.get("data_fingerprint"))
+    c = adapter.config
+    if c.sides == "query" and c.dim_out != dim:
+        raise MismatchError(f"adapter {c.name!r} projects queries to {c.dim_out}-d but leaves passages at {dim}-d; "
+                            "a query-only adapter must keep the dimension")
+    if c.raw_collection and c.raw_collection != info["collection"]:
+        raise MismatchError(f"adapter {c.name!r} was trained on collection {c.raw_collection!r}, "
+                            f"but this store's {model_id!r} collection is {info['collection']!r}")
+    if adapter.collection_name is not None:
+        try:
+            store.collection(adapter.collection_name)
+        except StoreError:
+            raise StoreError(f"adapter {c.name!r} projects passages too, but its collection {adapter.collection_name!r} "
+                             f"is not in the store; build it with: python -m adapter project --store {store.root} "
+                             "--adapter ADAPTER_DIR") from None
+
+
+class Retriever:
+    """Search one store with one model, raw and (optionally) through an adapter.
+
+    Thread-safe: the embedding call is serialised (Hugging Face fast tokenizers refuse concurrent use);
+    Chroma clients are thread-safe. Opening reads the store's queries and qrels once.
+    """
+
+    def __init__(self, store: Store, model_id: str, adapter: Adapter | None = None, *,
+                 embedder: Embedder | None = None, adapter_note: str | None = None,
+                 max_chars: int = DEFAULT_MAX_CHARS, max_k: int = DEFAULT_MAX_K, depth: int = DEFAULT_DEPTH):
+        self.store = store
+        self.model_id = model_id
+        info = store.model_info(model_id)  # StoreError with the ingest command when missing
+        self.raw_collection_name = info["collection"]
+        self._raw = store.collection(self.raw_collection_name)
+        self.embedder = embedder or load_embedder(model_id)
+        if self.embedder.model_id != model_id or self.embedder.dim != info["dim"]:
+            raise MismatchError(f"the store holds {model_id!r} {info['dim']}-d vectors, but the embedder is "
+                                f"{self.embedder.model_id!r} {self.embedder.dim}-d")
+        self.adapter = adapter
+        self.adapter_note = adapter_note
+        self.adapted_collection_name: str | None = None
+        if adapter is not None:
+            check_adapter(store, model_id, self.embedder.dim, adapter)
+            self._adapted = store.collection(adapter.collection_name) if adapter.collection_name else self._raw
+            self.adapted_collection_name = adapter.collection_name or self.raw_collection_name
+        self.max_chars, self.max_k, self.depth = max_chars, max_k, max(depth, max_k)
+        self._n_vectors = self._raw.count()
+        self._embed_lock = threading.Lock()
+        self._load_nq()
+
+    def _load_nq(self) -> None:
+        queries = self.store.load_queries()
+        self._qrels = self.store.load_qrels()
+        try:
+            self._splits = self.store.load_splits()
+        except StoreError:
+            self._splits = {}
+        self._by_text: dict[str, list[str]] = {}
+        for qid, text in sorted(queries.items()):
+            self._by_text.setdefault(normalise_for_id(text), []).append(qid)
+        self.queries = queries
+
+    # -- labels -----------------------------------------------------------------------------------
+    @property
+    def raw_label(self) -> str:
+        return f"Raw embeddings ({self.model_id})"
+
+    @property
+    def adapted_label(self) -> str:
+        return f"With adapter ({self.adapter.name})" if self.adapter is not None else "With adapter (none)"
+
+    # -- search -----------------------------------------------------------------------------------
+    def match(self, question: str) -> NQMatch | None:
+        """The store query with the same normalised text, with its gold passages (None if no match)."""
+        key = normalise_for_id(question)
+        qids = self._by_text.get(key) if key else None
+        if not qids:
+            return None
+        gold = sorted({pid for q in qids for pid, rel in self._qrels.get(q, {}).items() if rel > 0})
+        return NQMatch(query_id=qids[0], split=self._splits.get(qids[0]), gold_ids=tuple(gold))
+
+    def embed(self, question: str) -> np.ndarray:
+        with self._embed_lock:
+            return self.embedder.embed([question], "query")
+
+    def search(self, question: str | None, k: int = 10) -> SearchResult:
+        t_start = time.perf_counter()
+        text, notices = clean_query(question, self.max_chars)
+        k, k_notice = self._clamp_k(k)
+        if k_notice:
+            notices.append(k_notice)
+        result = SearchResult(question=text, k=k, model=self.model_id,
+                              adapter=self.adapter.name if self.adapter is not None else None,
+                              adapter_note=self.adapter_note, notices=notices, depth=self.depth)
+        if not text:
+            result.message = EMPTY_MESSAGE
+            result.timings_ms = {"total": _ms(t_start)}
+            return result
+        result.nq = self.match(text)
+        gold = set(result.nq.gold_ids) if result.nq else set()
+
+        t0 = time.perf_counter()
+        qvec = self.embed(text)
+        embed_ms = _ms(t0)
+
+        t0 = time.perf_counter()
+        raw = self._query(self._raw, qvec)
+        raw_ms = _ms(t0)
+        adapted, adapted_ms = None, None
+        if self.adapter is not None:
+            t0 = time.perf_counter()
+            adapted = self._query(self._adapted, self.adapter.project_queries(qvec))
+            adapted_ms = _ms(t0)
+
+        raw_ranks = {pid: i + 1 for i, (pid, *_rest) in enumerate(raw)}
+        adapted_ranks = {pid: i + 1 for i, (pid, *_rest) in enumerate(adapted)} if adapted is not None else None
+        result.raw = self._side(self.raw_label, self.raw_collection_name, raw, k, gold, raw_ranks, adapted_ranks, raw_ms)
+        if adapted is not None:
+            result.adapted = self._side(self.adapted_label, self.adapted_collection_name, adapted, k, gold,
+                                        raw_ranks, adapted_ranks, adapted_ms)
+        result.timings_ms = {"embed": embed_ms, "raw": raw_ms, **({"adapted": adapted_ms} if adapted_ms is not None else {}),
+                             "total": _ms(t_start)}
+        return result
+
+    def _clamp_k(self, k: Any) -> tuple[int, str | None]:
+        try:
+            k_int = int(round(float(k)))
+        except (TypeError, ValueError):
+            return 10, f"Top-k {k!r} is not a number; showing 10."
+        clamped = min(max(k_int, 1), self.max_k)
+        return clamped, (f"Top-k must be between 1 and {self.max_k}; showing {clamped}." if clamped != k_int else None)
+
+    def _query(self, col: Any, qvec: np.ndarray) -> list[tuple[str, float, str, str]]:
+        """(id, cosine score, title, text) of the top `depth` passages, best first."""
+        n = min(self.depth, self._n_vectors)
+        if n == 0:
+            return []
+        got = col.query(query_embeddings=np.ascontiguousarray(qvec, dtype=np.float32), n_results=n,
+                        include=["distances", "documents", "metadatas"])
+        ids, dists = got["ids"][0], got["distances"][0]
+        docs, metas = got["documents"][0], got["metadatas"][0]
+        return [(pid, 1.0 - float(d), (m or {}).get("title", ""), doc or "")
+                for pid, d, doc, m in zip(ids, dists, docs, metas)]
+
+    def _side(self, label: str, collection: str, rows: list[tuple[str, float, str, str]], k: int, gold: set[str],
+              raw_ranks: dict[str, int], adapted_ranks: dict[str, int] | None, ms: float) -> Side:
+        hits = []
+        for i, (pid, score, title, text) in enumerate(rows[:k]):
+            r_raw = raw_ranks.get(pid)
+            r_ad = adapted_ranks.get(pid) if adapted_ranks is not None else None
+            hits.append(Hit(rank=i + 1, id=pid, title=title, text=text, score=round(score, 4), gold=pid in gold,
+                            raw_rank=r_raw, adapted_rank=r_ad,
+                            movement=movement(r_raw, r_ad) if adapted_ranks is not None else ""))
+        gold_rank = next((i + 1 for i, row in enumerate(rows) if row[0] in gold), None)
+        return Side(label=label, collection=collection, hits=hits, ms=ms, gold_rank=gold_rank)
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000, 2)

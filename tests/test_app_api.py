@@ -1,0 +1,110 @@
+"""The real app on a free local port over a real 300-query store, called the way users call it: through
+`gradio_client` at the named `/search` endpoint, and over plain HTTP for files it must never serve."""
+from __future__ import annotations
+
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from app_support import running_app
+from conftest import REPO
+from core.store import Store
+
+
+@pytest.fixture(scope="module")
+def app(small_store, tmp_path_factory):
+    return running_app(small_store[0].store, tmp_path_factory.mktemp("app"))
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    from gradio_client import Client
+
+    return Client(app.url, verbose=False)
+
+
+def search(client, question, k=10):
+    return client.predict(question, k, api_name="/search")
+
+
+def get_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_binds_localhost_with_a_bounded_queue(app):
+    assert app.url.startswith("http://127.0.0.1:")
+    assert get_status(app.url) == 200
+    assert app.demo._queue.max_size == app.cfg.queue_size
+    assert app.demo.share is False
+
+
+def test_search_is_the_only_public_endpoint(client):
+    assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {"/search"}
+
+
+def test_normal_question(client, app):
+    r = search(client, "who wrote the declaration of independence", 5)
+    assert r["message"] is None and r["nq"] is None and r["notices"] == []
+    assert r["model"] == "all-MiniLM-L6-v2" and r["adapter"] == "test-query-1"
+    for side in ("raw", "adapted"):
+        hits = r[side]["hits"]
+        assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5]
+        assert all(h["id"] and isinstance(h["title"], str) and -1 <= h["score"] <= 1 for h in hits)
+        assert not any(h["gold"] for h in hits)
+        assert r[side]["label"].startswith("Raw embeddings" if side == "raw" else "With adapter")
+    assert set(r["timings_ms"]) == {"embed", "raw", "adapted", "total"}
+
+
+def test_nq_question_has_its_gold_marked(client, app):
+    store = Store(app.cfg.store)
+    queries, qrels = store.load_queries(), store.load_qrels()
+    qid = next(q for q in store.split_query_ids("test") if queries[q] == app.state.examples[0])
+    r = search(client, queries[qid], 10)
+    assert r["nq"] == {"query_id": qid, "split": "test", "gold_ids": sorted(qrels[qid])}
+    gold_hits = [h for h in r["raw"]["hits"] if h["gold"]]
+    assert gold_hits and all(h["id"] in qrels[qid] for h in gold_hits)
+    assert r["raw"]["gold_rank"] == gold_hits[0]["rank"]
+    assert {h["id"] for h in r["adapted"]["hits"] if h["gold"]} == set(qrels[qid]) & {h["id"] for h in r["adapted"]["hits"]}
+
+
+@pytest.mark.parametrize("question", ["", "   \t  "])
+def test_empty_question_gets_a_friendly_message(client, question):
+    r = search(client, question)
+    assert r["message"].startswith("Type a question")
+    assert r["raw"] is None and r["adapted"] is None
+
+
+def test_100k_characters_are_cut_in_the_handler(client, app):
+    r = search(client, "why is the sky blue " * 5_000, 3)  # 100,000 characters
+    assert len(r["question"]) <= app.cfg.max_chars
+    assert any("100,000 characters" in n for n in r["notices"])
+    assert len(r["raw"]["hits"]) == 3
+
+
+def test_control_characters_are_removed(client):
+    r = search(client, "who\x00 wrote\x07 the\x1b[31m declaration\u202e of independence")
+    assert r["question"] == "who wrote the[31m declaration of independence"
+    assert any("Removed 4 control characters" in n for n in r["notices"])
+    assert r["raw"]["hits"]
+
+
+def test_k_is_bounded_in_the_handler(client, app):
+    r = search(client, "who wrote hamlet", 500)
+    assert r["k"] == app.cfg.max_k and len(r["raw"]["hits"]) == app.cfg.max_k
+    assert any("Top-k" in n for n in r["notices"])
+
+
+def test_store_repo_and_report_files_are_not_served(app):
+    store = Store(app.cfg.store)
+    secrets = [store.manifest_path, store.dataset_dir / "qrels.tsv", app.cfg.adapter_dir() / "config.json",
+               app.cfg.report / "metrics.json", REPO / "Makefile", REPO / "app" / "ui.py", "/etc/passwd"]
+    for path in secrets:
+        for prefix in ("/gradio_api/file=", "/gradio_api/file/", "/file="):
+            status = get_status(app.url.rstrip("/") + prefix + urllib.parse.quote(str(path)))
+            assert status in (403, 404), f"{prefix}{path} answered {status}"

@@ -1,0 +1,128 @@
+"""The page in a real headless Chromium (Debian's, driven by Playwright): type an NQ question, press search,
+read both columns, check the gold marker; Enter and the examples work; the report tab shows its table and plot.
+Screenshots go to artifacts/tests/ (app.png: the search; app-report.png: the report tab)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app_support import running_app
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update"]
+TIMEOUT_MS = 20_000
+
+
+@pytest.fixture(scope="module")
+def app(small_store, tmp_path_factory):
+    return running_app(small_store[0].store, tmp_path_factory.mktemp("app"))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium with `make system` (scripts/install_system_deps.sh)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def pick_question(app):
+    """A test-split example whose gold passage is in both columns' top 10, with at least one rank that moved."""
+    r = app.state.retriever
+    for q in app.state.examples:
+        res = r.search(q, 10)
+        if any(h.gold for h in res.raw.hits) and any(h.gold for h in res.adapted.hits) and \
+                any(h.movement != "=" for h in res.adapted.hits):
+            return q, res
+    q = app.state.examples[0]
+    return q, r.search(q, 10)
+
+
+def cards(page, column):
+    loc = page.locator(f"#{column} .nq-card")
+    return [{"rank": int(loc.nth(i).get_attribute("data-rank")), "id": loc.nth(i).get_attribute("data-id"),
+             "gold": loc.nth(i).get_attribute("data-gold") == "true", "move": loc.nth(i).get_attribute("data-move"),
+             "text": loc.nth(i).inner_text()} for i in range(loc.count())]
+
+
+def test_search_side_by_side_in_chromium(app, browser, artifacts_dir):
+    question, expected = pick_question(app)
+    external: list[str] = []
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.on("request", lambda req: external.append(req.url)
+            if not req.url.startswith((app.url, "data:", "blob:")) else None)
+    page.goto(app.url)
+    box = page.locator("#question textarea, #question input").first
+    box.fill(question)
+    page.locator("#search-btn").click()
+    page.wait_for_selector("#raw-col .nq-card")
+    page.wait_for_selector("#adapted-col .nq-card")
+
+    raw, adapted = cards(page, "raw-col"), cards(page, "adapted-col")
+    assert "Raw embeddings (all-MiniLM-L6-v2)" in page.locator("#raw-col").inner_text()
+    assert "With adapter (test-query-1)" in page.locator("#adapted-col").inner_text()
+    # the page shows what the service computed, card for card
+    assert [c["id"] for c in raw] == [h.id for h in expected.raw.hits]
+    assert [c["id"] for c in adapted] == [h.id for h in expected.adapted.hits]
+    assert [c["move"] for c in adapted] == [h.movement for h in expected.adapted.hits]
+    # the gold marker, in both columns, on the gold passages only
+    for column, side in ((raw, expected.raw), (adapted, expected.adapted)):
+        assert [c["gold"] for c in column] == [h.gold for h in side.hits]
+        assert all(("★ gold" in c["text"]) is c["gold"] for c in column)
+    assert any(c["gold"] for c in raw) and any(c["gold"] for c in adapted)
+    assert f"{raw[0]['rank']}" == "1" and "0." in raw[0]["text"]  # rank and cosine score are on the card
+    assert "test split" in page.locator("#status").inner_text()
+    timing = page.locator("#timing").inner_text()
+    assert "raw search" in timing and "adapter projection + search" in timing
+
+    # a card expands to the full passage
+    gold_card = page.locator("#raw-col .nq-card.gold").first
+    gold_card.locator("summary").click()
+    full = expected.raw.hits[[h.gold for h in expected.raw.hits].index(True)].text
+    assert full[-40:].strip() in gold_card.inner_text()
+    page.screenshot(path=str(artifacts_dir / "app.png"), full_page=True)
+
+    # Enter runs a search too
+    box.fill("who wrote the declaration of independence")
+    box.press("Enter")
+    page.wait_for_function("() => !document.querySelector('#raw-col .nq-card.gold')")
+    assert "Not a question from the store" in page.locator("#status").inner_text()
+
+    # an empty question: a friendly message, no cards
+    box.fill("   ")
+    page.locator("#search-btn").click()
+    page.wait_for_function("() => !document.querySelector('#raw-col .nq-card')")
+    assert "Type a question" in page.locator("#status").inner_text()
+
+    # clicking an example fills the box and searches
+    page.get_by_text(app.state.examples[1][:30]).first.click()
+    page.wait_for_selector("#raw-col .nq-card")
+    assert box.input_value() == app.state.examples[1]
+    assert external == [], f"the page contacted other hosts: {external}"
+    page.close()
+
+
+def test_report_tab_shows_the_table_and_plots(app, browser, artifacts_dir):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app.url)
+    page.get_by_role("tab", name="Eval report").click()
+    report = page.locator("#report")
+    report.get_by_text("Δ adapted − raw").first.wait_for()
+    assert "0.880 [0.800, 0.950]" in report.inner_text()
+    img = page.locator("#report-plots img").first
+    img.wait_for()
+    page.wait_for_function("(el) => el.complete && el.naturalWidth > 0", arg=img.element_handle())
+    assert img.get_attribute("src").startswith("data:image/png;base64,")  # inline: no file is served
+    assert "similarity histogram" in page.locator("#report-plots").inner_text()
+    page.screenshot(path=str(artifacts_dir / "app-report.png"), full_page=True)
+    page.close()

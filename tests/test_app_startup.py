@@ -1,0 +1,134 @@
+"""What the app does before and around a search: missing or unfit adapters, no store, the CLI, the report tab."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.__main__ import main, parse_args
+from app.cards import render_column, render_status
+from app.config import AppConfig
+from app.report import load_report, metrics_markdown
+from app.startup import open_app
+from app.ui import render, run_search
+from app_support import make_adapter, make_report
+
+MODEL = "all-MiniLM-L6-v2"
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from core.embedding import load_embedder
+
+    return load_embedder(MODEL)
+
+
+def test_without_an_adapter_the_page_serves_raw_and_says_what_to_run(small_store, tmp_path, embedder):
+    cfg = AppConfig(store=small_store[0].store, adapter=tmp_path / "nope", report=tmp_path / "report")
+    state = open_app(cfg, embedder=embedder)
+    assert state.retriever.adapter is None
+    assert "python -m adapter train" in state.retriever.adapter_note and str(tmp_path / "nope") in state.retriever.adapter_note
+    result = run_search(state, state.examples[0], 5)
+    assert result.adapted is None and len(result.raw.hits) == 5 and result.adapter_note
+    status, raw_html, adapted_html, timing = render(state, result)
+    assert raw_html.count('class="nq-card') == 5 and "★ gold" in raw_html
+    assert "nq-card" not in adapted_html and "<code>python -m adapter train" in adapted_html
+    assert "raw search" in timing and "adapter" not in timing
+
+
+def test_an_adapter_for_another_model_is_refused_with_the_reason(small_store, tmp_path, embedder):
+    store = small_store[0].store
+    bad = make_adapter(tmp_path / "bad", store, base_model="paraphrase-MiniLM-L3-v2")
+    state = open_app(AppConfig(store=store, adapter=tmp_path / "bad"), embedder=embedder)
+    assert state.retriever.adapter is None
+    assert "refused" in state.retriever.adapter_note and "paraphrase-MiniLM-L3-v2" in state.retriever.adapter_note
+    assert bad.name in state.retriever.adapter_note
+    assert run_search(state, "who wrote hamlet", 3).raw.hits
+
+
+def test_an_identity_adapter_is_labelled_honestly(small_store, tmp_path, embedder):
+    store = small_store[0].store
+    make_adapter(tmp_path / "id", store, scale=0.0)  # then mark it the way training marks "nothing beat raw"
+    cfg_path = tmp_path / "id" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg_path.write_text(json.dumps({**cfg, "identity": True}))
+    state = open_app(AppConfig(store=store, adapter=tmp_path / "id"), embedder=embedder)
+    assert state.retriever.adapter is not None and "identity" in state.retriever.adapter_note
+
+
+def test_no_store_exits_with_the_command_that_builds_it(tmp_path, capsys):
+    assert main(["--store", str(tmp_path / "missing"), "--port", "7999"]) == 2
+    err = capsys.readouterr().err
+    assert "no store at" in err and "python -m ingest" in err
+
+
+def test_cli_defaults_are_safe():
+    cfg = parse_args([])
+    assert cfg.host == "127.0.0.1" and cfg.port == 7860 and cfg.queue_size > 0 and cfg.concurrency >= 1
+    assert str(cfg.adapter_dir()) == f".data/adapters/{MODEL}"
+    assert parse_args(["--adapter", "x/y"]).adapter_dir().as_posix() == "x/y"
+    with pytest.raises(SystemExit):
+        parse_args(["--port", "0"])
+
+
+def test_examples_are_test_split_questions_with_gold(small_store, tmp_path, embedder):
+    state = open_app(AppConfig(store=small_store[0].store, adapter=tmp_path / "none"), embedder=embedder)
+    assert 1 <= len(state.examples) <= state.cfg.n_examples
+    for q in state.examples:
+        match = state.retriever.match(q)
+        assert match is not None and match.split == "test" and match.gold_ids
+
+
+def test_untrusted_text_is_escaped_in_cards(small_store, tmp_path, embedder):
+    from core.retriever import Hit, Side
+
+    hit = Hit(rank=1, id='p"1', title="<script>alert(1)</script>", text="<img src=x onerror=alert(1)>", score=0.5,
+              gold=True, raw_rank=1, adapted_rank=2, movement="↓1")
+    html = render_column("Raw <b>", Side(label="x", collection="c", hits=[hit], ms=1.0, gold_rank=1), 50)
+    assert "<script>" not in html and "<img" not in html and "Raw &lt;b&gt;" in html and 'data-id="p&quot;1"' in html
+
+
+# -- report tab -----------------------------------------------------------------------------------------------
+
+def test_report_table_puts_raw_beside_every_delta(tmp_path):
+    view = load_report(make_report(tmp_path / "r"), MODEL, tmp_path, tmp_path)
+    assert view.found and len(view.images) == 1 and view.images[0][1] == "similarity histogram"
+    md = view.markdown
+    assert "| Metric | raw | adapted | Δ adapted − raw | bm25 | Δ bm25 − raw | mse_baseline | Δ mse_baseline − raw |" in md
+    assert "| Recall@10 | 0.900 | 0.880 [0.800, 0.950] | -0.020 | 0.600 | -0.300 | 0.400 | -0.500 |" in md
+    assert "adapted vs raw:** p = 0.41" in md and "raw: 0.81; adapted: 0.8" in md
+    assert "The adapter does not beat raw here." in md and "](similarity_histogram.png)" not in md
+
+
+def test_report_skips_broken_images_and_inlines_the_rest(tmp_path):
+    from app.report import plots_html
+
+    folder = make_report(tmp_path / "r")
+    (folder / "broken.png").write_bytes(b"not a png at all")
+    (folder / "fake.png").write_bytes((folder / "similarity_histogram.png").read_bytes()[:40])  # truncated
+    view = load_report(folder, MODEL, tmp_path, tmp_path)
+    assert [caption for _, caption in view.images] == ["similarity histogram"]
+    html = plots_html(view.images)
+    assert html.count("<img") == 1 and 'src="data:image/png;base64,' in html and str(folder) not in html
+
+
+def test_report_with_several_models_shows_ours_first():
+    block = {"retrieval": {"raw": {"MRR@10": 0.5}, "adapted": {"MRR@10": 0.6}}}
+    md = metrics_markdown({"models": {"aaa": block, MODEL: block}}, MODEL)
+    assert md.index(f"### {MODEL}") < md.index("### aaa") and "| MRR@10 | 0.500 | 0.600 | +0.100 |" in md
+
+
+def test_missing_report_says_which_command_makes_it(tmp_path):
+    view = load_report(tmp_path / "none", MODEL, tmp_path / "store", tmp_path / "adapter")
+    assert not view.found and not view.images
+    assert f"python -m eval --store {tmp_path / 'store'} --adapter {tmp_path / 'adapter'} --out {tmp_path / 'none'}" in view.markdown
+
+
+def test_status_mentions_train_split_leakage():
+    from core.retriever import NQMatch, SearchResult, Side
+
+    res = SearchResult(question="q", k=1, model=MODEL, adapter="a", adapter_note=None,
+                       nq=NQMatch("q1", "train", ("p1",)),
+                       raw=Side("r", "c", [], 1.0, gold_rank=3), adapted=Side("a", "c", [], 1.0, gold_rank=None))
+    status = render_status(res)
+    assert "raw #3" in status and "adapted: not in the top" in status and "train split" in status

@@ -23,16 +23,17 @@ class TrainConfig:
     rank: int = 32
     hidden: int = 512
     loss: str = "infonce"
-    epochs: int = 10
+    epochs: int = 15
     batch_size: int = 256
     lr: float = 3e-4
-    weight_decay: float = 0.01
-    temperature: float = 0.05
+    weight_decay: float = 1.0
+    temperature: float = 0.02
     n_hard: int = 4
+    candidates: str = "mined"  # infonce: mined (batch positives + mined hard negatives) | corpus (all passages)
     triplet_negatives: str = "hard"  # hard | weak | both
     triplet_margin: float = 0.1
     metric: str = "MRR@10"
-    patience: int = 3
+    patience: int = 4
     keep_identity_candidate: bool = True
     selection: str = "best"  # best: the best dev epoch (or identity); last: the final epoch, no selection (ablations)
     seed: int = 13
@@ -53,6 +54,8 @@ class TrainConfig:
             raise InputError(f"--metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         if self.loss == "mse" and self.sides != "both":
             raise InputError("the mse (cookbook) objective uses one matrix on both sides: pass --sides both")
+        if self.candidates not in ("mined", "corpus"):
+            raise InputError("--candidates must be mined or corpus")
         if self.selection not in ("best", "last"):
             raise InputError("selection must be best or last")
         if self.triplet_negatives not in ("hard", "weak", "both"):

@@ -120,8 +120,13 @@ def movement(raw_rank: int | None, adapted_rank: int | None) -> str:
     return f"↑{raw_rank - adapted_rank}" if adapted_rank < raw_rank else f"↓{adapted_rank - raw_rank}"
 
 
-def check_adapter(store: Store, model_id: str, dim: int, adapter: Adapter) -> None:
-    """Refuse an adapter that cannot be used with this store and model (MismatchError/StoreError with the reason)."""
+def check_adapter(store: Store, model_id: str, dim: int, adapter: Adapter, adapter_sha: str | None = None) -> None:
+    """Refuse an adapter that cannot be used with this store and model (MismatchError/StoreError with the reason).
+
+    For a both-sides adapter the projected collection must exist, be complete, and (when `adapter_sha`,
+    `adapter.io.weights_sha` of its folder, is given) have been written by this very version of the adapter:
+    a retrained but not re-projected adapter would otherwise search stale vectors without a word.
+    """
     from adapter.io import check_compatible
 
     info = store.model_info(model_id)
@@ -133,13 +138,23 @@ def check_adapter(store: Store, model_id: str, dim: int, adapter: Adapter) -> No
     if c.raw_collection and c.raw_collection != info["collection"]:
         raise MismatchError(f"adapter {c.name!r} was trained on collection {c.raw_collection!r}, "
                             f"but this store's {model_id!r} collection is {info['collection']!r}")
-    if adapter.collection_name is not None:
-        try:
-            store.collection(adapter.collection_name)
-        except StoreError:
-            raise StoreError(f"adapter {c.name!r} projects passages too, but its collection {adapter.collection_name!r} "
-                             f"is not in the store; build it with: python -m adapter project --store {store.root} "
-                             "--adapter ADAPTER_DIR") from None
+    if adapter.collection_name is None:
+        return
+    reproject = f"python -m adapter project --store {store.root} --adapter ADAPTER_DIR"
+    try:
+        col = store.collection(adapter.collection_name)
+    except StoreError:
+        raise StoreError(f"adapter {c.name!r} projects passages too, but its collection {adapter.collection_name!r} "
+                         f"is not in the store; build it with: {reproject}") from None
+    have = col.metadata or {}
+    for key in ("adapter_sha", "weights_sha"):
+        if adapter_sha and have.get(key) not in (None, adapter_sha):
+            raise MismatchError(f"collection {adapter.collection_name!r} was projected by another version of adapter "
+                                f"{c.name!r} ({key} {have[key]} != {adapter_sha}); re-project it: {reproject}")
+    n_raw, n_adapted = store.collection(info["collection"]).count(), col.count()
+    if n_adapted != n_raw:
+        raise StoreError(f"collection {adapter.collection_name!r} holds {n_adapted} vectors but the raw collection "
+                         f"{n_raw}; finish the projection: {reproject}")
 
 
 class Retriever:
@@ -150,7 +165,7 @@ class Retriever:
     """
 
     def __init__(self, store: Store, model_id: str, adapter: Adapter | None = None, *,
-                 embedder: Embedder | None = None, adapter_note: str | None = None,
+                 embedder: Embedder | None = None, adapter_note: str | None = None, adapter_sha: str | None = None,
                  max_chars: int = DEFAULT_MAX_CHARS, max_k: int = DEFAULT_MAX_K, depth: int = DEFAULT_DEPTH):
         self.store = store
         self.model_id = model_id
@@ -165,7 +180,7 @@ class Retriever:
         self.adapter_note = adapter_note
         self.adapted_collection_name: str | None = None
         if adapter is not None:
-            check_adapter(store, model_id, self.embedder.dim, adapter)
+            check_adapter(store, model_id, self.embedder.dim, adapter, adapter_sha)
             self._adapted = store.collection(adapter.collection_name) if adapter.collection_name else self._raw
             self.adapted_collection_name = adapter.collection_name or self.raw_collection_name
         self.max_chars, self.max_k, self.depth = max_chars, max_k, max(depth, max_k)
@@ -209,6 +224,9 @@ class Retriever:
             return self.embedder.embed([question], "query")
 
     def search(self, question: str | None, k: int = 10) -> SearchResult:
+        """Both rankings for `question`. Bad text is not an error: an empty question comes back with `message`
+        set and nothing searched; cut length, removed characters and a clamped `k` come back as `notices`.
+        (Only a non-string question raises InputError.)"""
         t_start = time.perf_counter()
         text, notices = clean_query(question, self.max_chars)
         k, k_notice = self._clamp_k(k)
@@ -249,9 +267,9 @@ class Retriever:
 
     def _clamp_k(self, k: Any) -> tuple[int, str | None]:
         try:
-            k_int = int(round(float(k)))
-        except (TypeError, ValueError):
-            return 10, f"Top-k {k!r} is not a number; showing 10."
+            k_int = round(float(k))
+        except (TypeError, ValueError, OverflowError):  # None, "abc", nan, inf
+            return 10, "Top-k is not a number; showing 10."  # the value itself is not echoed into the page
         clamped = min(max(k_int, 1), self.max_k)
         return clamped, (f"Top-k must be between 1 and {self.max_k}; showing {clamped}." if clamped != k_int else None)
 

@@ -37,11 +37,13 @@ def make_adapter(out_dir: Path, store_root: Path, model: str = "all-MiniLM-L6-v2
     return adapter
 
 
-def copy_store_with_projection(src_root: Path, dst_root: Path, adapter: Adapter, model: str = "all-MiniLM-L6-v2") -> Path:
-    """A new store at `dst_root` holding `src_root`'s data and raw vectors plus `adapter`'s projected collection.
+def copy_store_with_projection(src_root: Path, dst_root: Path, adapter: Adapter, model: str = "all-MiniLM-L6-v2",
+                               adapter_sha: str = "test-sha") -> Path:
+    """A new store at `dst_root` holding `src_root`'s data and raw vectors, plus `adapter`'s projected collection
+    written by the real `adapter.project.project_collection`. The source store is only read (it may be a shared,
+    read-only fixture)."""
+    from adapter.project import project_collection
 
-    The source store is only read (it may be a shared, read-only fixture).
-    """
     src_root, dst_root = Path(src_root), Path(dst_root)
     dst_root.mkdir(parents=True)
     for name in ("manifest.json", "splits.json"):
@@ -57,11 +59,7 @@ def copy_store_with_projection(src_root: Path, dst_root: Path, adapter: Adapter,
                                          {"kind": "raw", "model_id": model, "dim": info["dim"],
                                           "data_fingerprint": info["data_fingerprint"]}, ("kind", "model_id", "dim"))
     chroma_store.upsert_batched(raw, dst.client, dump.ids, dump.embeddings, dump.documents, dump.metadatas)
-    adapted = chroma_store.ensure_collection(dst.client, adapter.collection_name,
-                                             {"kind": "adapted", "model_id": model, "dim": info["dim"],
-                                              "adapter": adapter.name}, ("kind", "model_id", "adapter"))
-    chroma_store.upsert_batched(adapted, dst.client, dump.ids, adapter.project_passages(dump.embeddings),
-                                dump.documents, dump.metadatas)
+    project_collection(dst, adapter, adapter_sha)
     return dst_root
 
 

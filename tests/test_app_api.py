@@ -7,9 +7,9 @@ import urllib.parse
 import urllib.request
 
 import pytest
-
 from app_support import running_app
 from conftest import REPO
+
 from core.store import Store
 
 
@@ -103,7 +103,8 @@ def test_k_is_bounded_in_the_handler(client, app):
 def test_store_repo_and_report_files_are_not_served(app):
     store = Store(app.cfg.store)
     secrets = [store.manifest_path, store.dataset_dir / "qrels.tsv", app.cfg.adapter_dir() / "config.json",
-               app.cfg.report / "metrics.json", REPO / "Makefile", REPO / "app" / "ui.py", "/etc/passwd"]
+               app.cfg.report / "metrics.json", REPO / "Makefile", REPO / "app" / "README.md",
+               REPO / "app" / "ui.py", "/etc/passwd"]
     for path in secrets:
         for prefix in ("/gradio_api/file=", "/gradio_api/file/", "/file="):
             status = get_status(app.url.rstrip("/") + prefix + urllib.parse.quote(str(path)))

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from app_support import running_app
 
 pytestmark = pytest.mark.browser

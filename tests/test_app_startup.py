@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from app_support import make_adapter, make_report
 
 from app.__main__ import main, parse_args
 from app.cards import render_column, render_status
@@ -11,7 +12,6 @@ from app.config import AppConfig
 from app.report import load_report, metrics_markdown
 from app.startup import open_app
 from app.ui import render, run_search
-from app_support import make_adapter, make_report
 
 MODEL = "all-MiniLM-L6-v2"
 
@@ -30,7 +30,7 @@ def test_without_an_adapter_the_page_serves_raw_and_says_what_to_run(small_store
     assert "python -m adapter train" in state.retriever.adapter_note and str(tmp_path / "nope") in state.retriever.adapter_note
     result = run_search(state, state.examples[0], 5)
     assert result.adapted is None and len(result.raw.hits) == 5 and result.adapter_note
-    status, raw_html, adapted_html, timing = render(state, result)
+    _, raw_html, adapted_html, timing = render(state, result)
     assert raw_html.count('class="nq-card') == 5 and "★ gold" in raw_html
     assert "nq-card" not in adapted_html and "<code>python -m adapter train" in adapted_html
     assert "raw search" in timing and "adapter" not in timing
@@ -44,6 +44,14 @@ def test_an_adapter_for_another_model_is_refused_with_the_reason(small_store, tm
     assert "refused" in state.retriever.adapter_note and "paraphrase-MiniLM-L3-v2" in state.retriever.adapter_note
     assert bad.name in state.retriever.adapter_note
     assert run_search(state, "who wrote hamlet", 3).raw.hits
+
+
+def test_a_both_sides_adapter_without_its_projection_is_refused_with_the_command(small_store, tmp_path, embedder):
+    store = small_store[0].store
+    make_adapter(tmp_path / "both", store, sides="both")
+    state = open_app(AppConfig(store=store, adapter=tmp_path / "both"), embedder=embedder)
+    assert state.retriever.adapter is None
+    assert f"python -m adapter project --store {store} --adapter {tmp_path / 'both'}" in state.retriever.adapter_note
 
 
 def test_an_identity_adapter_is_labelled_honestly(small_store, tmp_path, embedder):

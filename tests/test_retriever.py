@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-
 from app_support import copy_store_with_projection, exact_top, make_adapter
+
 from core import chroma_store
 from core.embedding import load_embedder
 from core.embedding.base import Embedder
@@ -118,8 +118,8 @@ def test_identity_adapter_changes_nothing(tmp_path, store, embedder, test_questi
 
 def test_both_sides_adapter_searches_its_projected_collection(tmp_path, store, embedder, raw_dump, test_questions):
     both = make_adapter(tmp_path / "both", store.root, sides="both", scale=0.02, seed=2, name="both-test")
-    root = copy_store_with_projection(store.root, tmp_path / "store", both)
-    r = Retriever(Store(root), MODEL, both, embedder=embedder)
+    root = copy_store_with_projection(store.root, tmp_path / "store", both, adapter_sha="sha-1")
+    r = Retriever(Store(root), MODEL, both, embedder=embedder, adapter_sha="sha-1")
     projected = both.project_passages(raw_dump.embeddings)
     for question, _ in test_questions[:4]:
         res = r.search(question, 10)
@@ -128,6 +128,14 @@ def test_both_sides_adapter_searches_its_projected_collection(tmp_path, store, e
         assert [h.id for h in res.adapted.hits] == exact_top(both.project_queries(q), raw_dump.ids, projected, 10)
         assert [h.id for h in res.raw.hits] == exact_top(q, raw_dump.ids, raw_dump.embeddings, 10)
         assert all(h.title is not None and h.text for h in res.adapted.hits)
+
+    # a retrained adapter whose projection was not rewritten is refused, and so is a half-written projection
+    with pytest.raises(MismatchError, match="another version.*adapter project"):
+        Retriever(Store(root), MODEL, both, embedder=embedder, adapter_sha="sha-2")
+    adapted = Store(root, write=True).collection(both.collection_name)
+    adapted.delete(ids=raw_dump.ids[:3])
+    with pytest.raises(StoreError, match=f"holds {len(raw_dump.ids) - 3} vectors.*adapter project"):
+        Retriever(Store(root), MODEL, both, embedder=embedder)
 
 
 @pytest.mark.parametrize("question", [None, "", "   ", "\t\n", "\x00\x01"])
@@ -146,6 +154,7 @@ def test_long_and_dirty_questions_are_cleaned(retriever):
 
 
 @pytest.mark.parametrize("k, shown, noticed", [(0, 1, True), (-5, 1, True), (1000, 20, True), ("abc", 10, True),
+                                               (float("inf"), 10, True), (float("nan"), 10, True), (None, 10, True),
                                                (7.0, 7, False), (20, 20, False)])
 def test_k_is_clamped(retriever, k, shown, noticed):
     res = retriever.search("who wrote hamlet", k)

@@ -1,0 +1,67 @@
+"""`python -m app`: serve the side-by-side search page for a store (and its adapter). See `--help`."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from app.config import DEFAULT_ADAPTERS, AppConfig
+from core.cli import run_cli
+
+
+def parse_args(argv: list[str] | None = None) -> AppConfig:
+    d = AppConfig()
+    p = argparse.ArgumentParser(prog="python -m app", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--store", type=Path, default=d.store, help="store folder (env NQ_STORE)")
+    p.add_argument("--model", default=d.model, help="embedding model whose collection to search")
+    p.add_argument("--adapter", type=Path, default=None,
+                   help=f"adapter folder (default: {DEFAULT_ADAPTERS}/MODEL, where `make demo` puts it)")
+    p.add_argument("--report", type=Path, default=d.report, help="eval report folder shown in the report tab")
+    p.add_argument("--host", default=d.host, help="address to bind; 0.0.0.0 exposes the page to your network")
+    p.add_argument("--port", type=int, default=d.port)
+    p.add_argument("--chroma-host", default=None, help="use a Chroma server (env CHROMA_HOST)")
+    p.add_argument("--chroma-port", type=int, default=None, help="(env CHROMA_PORT)")
+    p.add_argument("--max-chars", type=int, default=d.max_chars, help="longer questions are cut to this many characters")
+    p.add_argument("--concurrency", type=int, default=d.concurrency, help="searches running at once")
+    p.add_argument("--queue-size", type=int, default=d.queue_size, help="searches allowed to wait; more are refused")
+    p.add_argument("--torch-threads", type=int, default=d.torch_threads, help="threads for embedding a question")
+    p.add_argument("-v", "--verbose", action="store_true")
+    a = p.parse_args(argv)
+    if not 0 < a.port < 65536:
+        p.error("--port must be between 1 and 65535")
+    for name in ("max_chars", "concurrency", "queue_size", "torch_threads"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be positive")
+    logging.getLogger().setLevel(logging.DEBUG if a.verbose else logging.INFO)
+    return AppConfig(store=a.store, model=a.model, adapter=a.adapter, report=a.report, host=a.host, port=a.port,
+                     chroma_host=a.chroma_host, chroma_port=a.chroma_port, max_chars=a.max_chars,
+                     concurrency=a.concurrency, queue_size=a.queue_size, torch_threads=a.torch_threads)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+    def job() -> None:
+        cfg = parse_args(argv)
+        from core.store import Store
+
+        Store(cfg.store, cfg.chroma_host, cfg.chroma_port).require(cfg.model)  # no store: say so before loading anything
+        import torch
+
+        torch.set_num_threads(cfg.torch_threads)  # process-wide, so set here and not in the shared Retriever
+        from app.startup import open_app
+
+        state = open_app(cfg)
+        from app.serve import serve
+        from app.ui import build_demo
+
+        serve(build_demo(state), cfg, block=True)
+
+    return run_cli(job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

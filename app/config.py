@@ -1,0 +1,39 @@
+"""Settings of one app run (`python -m app` fills this; tests build it directly)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.embedding.registry import DEFAULT_MODEL
+from core.retriever import DEFAULT_MAX_CHARS, DEFAULT_MAX_K
+from core.store import default_store
+
+DEFAULT_ADAPTERS = Path(".data/adapters")
+DEFAULT_REPORT = Path(".data/report")
+
+
+@dataclass
+class AppConfig:
+    store: Path = field(default_factory=default_store)
+    model: str = DEFAULT_MODEL
+    #: None: `.data/adapters/<model>`, where `make demo` puts the adapter it trains
+    adapter: Path | None = None
+    report: Path = DEFAULT_REPORT
+    host: str = "127.0.0.1"
+    port: int = 7860
+    chroma_host: str | None = None
+    chroma_port: int | None = None
+    #: the handler's limit on question length (the textbox limit is only a convenience in the browser)
+    max_chars: int = DEFAULT_MAX_CHARS
+    max_k: int = DEFAULT_MAX_K
+    default_k: int = 10
+    #: searches running at once (2 cores: more only makes each one slower) and waiting at most
+    concurrency: int = 2
+    queue_size: int = 32
+    n_examples: int = 8
+    #: torch threads for the query embedding. One short question gains nothing from a second thread, and on a
+    #: busy 2-core machine two threads spin against each other: measured 24 ms vs 490 ms p50 per question here.
+    torch_threads: int = 1
+
+    def adapter_dir(self) -> Path:
+        return self.adapter if self.adapter is not None else DEFAULT_ADAPTERS / self.model

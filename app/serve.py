@@ -1,0 +1,51 @@
+"""Start the server (`serve`) with safe defaults.
+
+- binds 127.0.0.1 unless told otherwise; `share=False` always (a GRADIO_SHARE variable cannot turn on a
+  public link behind the user's back);
+- a bounded queue: `concurrency` searches at a time (2 cores), at most `queue_size` waiting, then
+  "queue full" instead of unbounded memory and latency;
+- no analytics, no monitoring endpoint, no MCP server, no run history kept in the browser;
+- files: Gradio serves only what the app itself created (its cache); the store, adapter and report
+  folders and the repository are additionally on the block list, so even a future `allowed_paths`
+  slip could not expose them.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import gradio as gr
+
+from app.cards import CSS
+from app.config import AppConfig
+from core.errors import InputError
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def blocked_paths(cfg: AppConfig) -> list[str]:
+    """Folders Gradio must never serve: ours, and the repository unless Gradio's own cache lives inside it."""
+    from gradio.utils import get_upload_folder
+
+    paths = [Path(cfg.store), cfg.adapter_dir(), Path(cfg.report)]
+    cache = Path(get_upload_folder()).resolve()
+    if not cache.is_relative_to(REPO):
+        paths.append(REPO)
+    return [str(p.resolve()) for p in paths if not cache.is_relative_to(p.resolve())]
+
+
+def serve(demo: gr.Blocks, cfg: AppConfig, block: bool = True) -> str:
+    """Launch `demo`; returns the local URL. With `block=False` the server runs in a background thread."""
+    demo.queue(default_concurrency_limit=cfg.concurrency, max_size=cfg.queue_size, api_open=False)
+    try:
+        _, url, _ = demo.launch(
+            server_name=cfg.host, server_port=cfg.port, share=False, inbrowser=False,
+            prevent_thread_lock=not block, show_error=False, quiet=not block,
+            blocked_paths=blocked_paths(cfg), max_file_size="1mb", enable_monitoring=False,
+            ssr_mode=False, mcp_server=False, pwa=False, run_history=False, footer_links=["api"], css=CSS,
+        )
+    except OSError as exc:
+        raise InputError(f"cannot listen on {cfg.host}:{cfg.port} ({exc}); pass another --port") from None
+    return url

@@ -1,0 +1,98 @@
+"""Open everything the page needs once, before the server starts (`open_app`).
+
+The store must exist (otherwise there is nothing to show: a StoreError names the ingest command).
+The adapter is optional: when it is missing, or refused because it does not fit the store, the page
+still serves the raw column and says why the other one is empty and what to run.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from app.config import AppConfig
+from core.embedding import load_embedder
+from core.embedding.base import Embedder
+from core.embedding.registry import DEFAULT_MODEL
+from core.errors import ProjectError
+from core.retriever import Retriever, check_adapter
+from core.store import Store
+
+if TYPE_CHECKING:
+    from adapter.adapter import Adapter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppState:
+    cfg: AppConfig
+    retriever: Retriever
+    examples: list[str]
+    summary: str  # one line about the store, model and adapter, for the page header
+
+
+def open_app(cfg: AppConfig, embedder: Embedder | None = None) -> AppState:
+    store = Store(cfg.store, cfg.chroma_host, cfg.chroma_port, write=False)
+    info = store.model_info(cfg.model)  # StoreError naming the ingest command when the store is missing
+    embedder = embedder or load_embedder(cfg.model)
+    adapter, sha, note = load_adapter_or_note(store, cfg, info["dim"])
+    retriever = Retriever(store, cfg.model, adapter, embedder=embedder, adapter_note=note, adapter_sha=sha,
+                          max_chars=cfg.max_chars, max_k=cfg.max_k)
+    manifest = store.manifest()
+    summary = (f"Store `{cfg.store}`: {manifest.get('n_passages', '?')} passages, {manifest.get('n_queries', '?')} "
+               f"NQ questions · model `{cfg.model}` · adapter: "
+               + (f"`{adapter.describe()}`" if adapter is not None else "none"))
+    return AppState(cfg=cfg, retriever=retriever, examples=example_questions(store, retriever, cfg.n_examples),
+                    summary=summary)
+
+
+def load_adapter_or_note(store: Store, cfg: AppConfig, dim: int) -> tuple[Adapter | None, str | None, str | None]:
+    """(adapter, its weights hash, note): the adapter when usable, else None and what to do about it.
+
+    Notes also flag adapters that load but deserve a word (identity, trained on other data).
+    """
+    from adapter.io import load_adapter, weights_sha
+
+    folder: Path = cfg.adapter_dir()
+    if not (folder / "config.json").exists():
+        log.warning("no adapter at %s: serving the raw column only", folder)
+        model = "" if cfg.model == DEFAULT_MODEL else f" --model {cfg.model}"
+        return None, None, (f"No adapter at `{folder}`, so there is nothing to compare yet. Train one with "
+                      f"`python -m adapter train --store {cfg.store}{model} --out {folder}` and restart the app.")
+    try:
+        adapter = load_adapter(folder)
+        sha = weights_sha(folder)
+        check_adapter(store, cfg.model, dim, adapter, sha)
+    except ProjectError as exc:
+        log.warning("adapter at %s refused: %s", folder, exc)
+        return None, None, f"Adapter at `{folder}` refused: {exc}".replace("ADAPTER_DIR", str(folder))
+    notes = []
+    if adapter.config.identity:
+        notes.append("This adapter is the identity: training found nothing that beat the raw embeddings on dev, "
+                     "so both columns agree.")
+    fingerprint = store.model_info(cfg.model).get("data_fingerprint")
+    if fingerprint and adapter.config.data_fingerprint != fingerprint:
+        notes.append(f"The adapter was trained on other data ({adapter.config.data_fingerprint}) than this store holds "
+                     f"({fingerprint}); some questions here may have been in its training set.")
+    return adapter, sha, " ".join(notes) or None
+
+
+def example_questions(store: Store, retriever: Retriever, n: int) -> list[str]:
+    """`n` test-split questions with a known gold passage, spread evenly over the sorted ids (same every run)."""
+    try:
+        qids = [q for q in store.split_query_ids("test") if q in retriever.queries and _has_gold(retriever, retriever.queries[q])]
+    except ProjectError:
+        qids = []
+    if not qids:
+        qids = sorted(retriever.queries)
+    if not qids or n <= 0:
+        return []
+    step = max(1, len(qids) // n)
+    return [retriever.queries[q] for q in qids[::step][:n]]
+
+
+def _has_gold(retriever: Retriever, question: str) -> bool:
+    match = retriever.match(question)
+    return bool(match and match.gold_ids)

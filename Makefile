@@ -5,19 +5,20 @@ SHELL := /bin/bash
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
 STORE   ?= .data/store
-MODEL   ?= all-MiniLM-L6-v2
-ADAPTER ?= .data/adapters/$(MODEL)
+MODELS  ?= all-MiniLM-L6-v2 paraphrase-MiniLM-L3-v2
+APP_MODEL ?= paraphrase-MiniLM-L3-v2
+ADAPTERS := .data/adapters
 REPORT  ?= .data/report
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False \
             ANONYMIZED_TELEMETRY=False NQ_PROGRESS=0 TOKENIZERS_PARALLELISM=false \
             NQ_DATA=$${NQ_DATA:-$(CURDIR)/../shared/data/nq}
 
-.PHONY: help setup system test test-slow test-all demo ingest bench clean
+.PHONY: help setup system test test-slow test-all demo app bench faults load clean
 
 help:
 	@echo "make demo   - ingest NQ (NQ_DATA=folder|file|dataset id), train the adapter, evaluate, open the app"
 	@echo "make test   - install everything and run the test suite (what CI runs)"
-	@echo "make test-slow / test-all / bench / clean"
+	@echo "make app / test-slow / test-all / bench / faults / load / clean"
 
 # Python packages: one pip command so torch==2.13.0 resolves to the CPU wheel. Re-runs only when
 # requirements.txt changes (the stamp), so `make setup` is fast when already done.
@@ -41,11 +42,17 @@ test-slow: setup system
 test-all: setup system
 	$(TEST_ENV) $(PY) -m pytest -q
 
-ingest: setup
-	$(PY) -m ingest --store $(STORE) --model $(MODEL)
-
+# The main job: ingest both models, train one adapter per model (selected on dev), evaluate them
+# against raw, BM25 and the MSE baseline in one report, then serve the side-by-side page.
 demo: setup
-	$(PY) -m ingest --store $(STORE) --model $(MODEL)
+	@for m in $(MODELS); do $(PY) -m ingest --store $(STORE) --model $$m || exit 1; done
+	@for m in $(MODELS); do $(PY) -m adapter train --store $(STORE) --model $$m --out $(ADAPTERS)/$$m || exit 1; done
+	$(PY) -m eval --store $(STORE) $(foreach m,$(MODELS),--adapter $(ADAPTERS)/$(m)) --out $(REPORT)
+	@echo "report: $(REPORT)/report.md"
+	$(MAKE) --no-print-directory app
+
+app: setup
+	$(PY) -m app --store $(STORE) --model $(APP_MODEL) --adapter $(ADAPTERS)/$(APP_MODEL) --report $(REPORT)
 
 bench: setup
 	$(PY) -m eval.bench

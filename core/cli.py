@@ -13,7 +13,7 @@ from typing import Callable
 from core.errors import ProjectError
 
 QUIET_LOGGERS = ("openai", "httpx", "httpcore", "urllib3", "chromadb", "sentence_transformers", "transformers",
-                 "huggingface_hub", "filelock", "matplotlib", "PIL", "gradio", "uvicorn.access", "numba", "asyncio")
+                 "huggingface_hub", "filelock", "matplotlib", "PIL", "gradio", "uvicorn.access", "numba", "asyncio", "bm25s")
 
 
 def setup_logging(level: int = logging.INFO) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import build_small_store
 from sklearn.metrics import ndcg_score
 
 from adapter.adapter import Adapter, AdapterConfig
@@ -21,7 +22,6 @@ from adapter.modules import build_module
 from core import chroma_store, query_vectors
 from core.store import Store
 from eval.__main__ import main
-from conftest import build_small_store
 
 MODEL = "paraphrase-MiniLM-L3-v2"
 METRICS = ["Recall@1", "Recall@5", "Recall@10", "Recall@100", "MRR@10", "nDCG@10"]
@@ -233,7 +233,7 @@ def test_heldout_queries_score_exactly_the_given_queries(tiny, tmp_path):
     rows.append({"_id": "para", "text": "  who  sang " + queries[test_ids[0]] + " ?"})  # an unseen wording
     rows.append({"_id": train_id, "text": queries[train_id]})  # a training query: must be flagged
     rows.append({"_id": "noqrels", "text": "a question nobody judged"})
-    qrels_rows = [("new%d" % i, p, r) for i, q in enumerate(test_ids) for p, r in qrels[q].items()]
+    qrels_rows = [(f"new{i}", p, r) for i, q in enumerate(test_ids) for p, r in qrels[q].items()]
     qrels_rows += [("para", pid, 1), (train_id, next(iter(qrels[train_id])), 1),
                    ("ghost", pid, 1), ("new0", "p_not_in_store", 1), ("new1", pid, 0)]
     qfile, rfile = tmp_path / "queries.jsonl", tmp_path / "qrels.tsv"

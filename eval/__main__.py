@@ -1,0 +1,76 @@
+"""`python -m eval`: score raw embeddings, adapters and baselines on the same queries; write report files. See `--help`.
+
+Writes OUT/metrics.json (the contract other tools read), OUT/details.json, OUT/report.md and OUT/figures/.
+By default the store's test split is scored; `--queries FILE --qrels FILE` scores those held-out queries
+against the store's corpus instead.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from core.cli import run_cli
+from eval.config import SPLITS, EvalConfig
+
+
+def parse_args(argv: list[str] | None = None) -> EvalConfig:
+    d = EvalConfig()
+    p = argparse.ArgumentParser(prog="python -m eval", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--store", type=Path, default=d.store, help="store folder (env NQ_STORE)")
+    p.add_argument("--out", type=Path, default=d.out, help="report folder (env NQ_REPORT)")
+    p.add_argument("--adapter", type=Path, action="append", default=[], dest="adapters",
+                   help="adapter folder; repeat for several (the first of a model is 'adapted' in metrics.json)")
+    p.add_argument("--model", action="append", default=[], dest="models",
+                   help="model to evaluate; repeat for several (default: every model in the store)")
+    p.add_argument("--queries", type=Path, default=None, help="held-out BEIR queries.jsonl (with --qrels)")
+    p.add_argument("--qrels", type=Path, default=None, help="held-out BEIR qrels.tsv: query-id, corpus-id, score, header line")
+    p.add_argument("--split", choices=SPLITS, default=d.split, help="store split to score when no --queries are given")
+    p.add_argument("--no-bm25", action="store_true", help="skip the BM25 baseline")
+    p.add_argument("--no-mse-baseline", action="store_true", help="skip training the MSE cookbook baseline")
+    p.add_argument("--mse-epochs", type=int, default=d.mse_epochs, help="epochs of the MSE cookbook baseline")
+    p.add_argument("--no-hnsw", action="store_true", help="skip querying Chroma's HNSW index")
+    p.add_argument("--no-plots", action="store_true", help="skip the figures")
+    p.add_argument("--bootstrap-resamples", type=int, default=d.bootstrap_resamples,
+                   help="resamples of the bootstrap intervals and permutation tests")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the bootstrap, permutations and plot sampling")
+    p.add_argument("--plot-queries", type=int, default=d.plot_queries, help="queries in the latent-space plot (0: no plot)")
+    p.add_argument("--plot-passages", type=int, default=d.plot_passages, help="random passages in the latent-space plot")
+    p.add_argument("--cache", type=Path, default=d.cache_dir, help="embedding cache for held-out queries (env NQ_CACHE)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    p.add_argument("--batch-size", type=int, default=None, help="embedding batch size for held-out queries")
+    p.add_argument("--chroma-host", default=None, help="use a Chroma server (env CHROMA_HOST)")
+    p.add_argument("--chroma-port", type=int, default=None, help="(env CHROMA_PORT)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    a = p.parse_args(argv)
+    if (a.queries is None) != (a.qrels is None):
+        p.error("--queries and --qrels go together")
+    logging.getLogger().setLevel(logging.DEBUG if a.verbose else logging.INFO)
+    return EvalConfig(
+        store=a.store, out=a.out, adapters=a.adapters, models=a.models, queries=a.queries, qrels=a.qrels,
+        split=a.split, bm25=not a.no_bm25, mse_baseline=not a.no_mse_baseline, mse_epochs=a.mse_epochs,
+        hnsw=not a.no_hnsw, plots=not a.no_plots, bootstrap_resamples=a.bootstrap_resamples, seed=a.seed,
+        plot_queries=a.plot_queries, plot_passages=a.plot_passages,
+        cache_dir=None if a.no_cache else a.cache, batch_size=a.batch_size,
+        chroma_host=a.chroma_host, chroma_port=a.chroma_port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from eval.evaluate import run_eval
+    from eval.report import main_table
+
+    def job() -> None:
+        cfg = parse_args(argv)
+        outcome = run_eval(cfg)
+        for ev in outcome.models:
+            print(main_table(ev))
+            print()
+        print(f"report: {outcome.out / 'report.md'}  (metrics: {outcome.out / 'metrics.json'})")
+
+    return run_cli(job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Settings of one `python -m eval` run (the CLI fills this; tests build it directly)."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from core.errors import InputError
+from core.store import default_store
+from ingest.config import default_cache
+
+DEFAULT_OUT = Path(".data/report")
+K_VALUES = (1, 5, 10, 100)
+#: the metrics every system gets (names as in eval.metrics)
+METRICS = ("Recall@1", "Recall@5", "Recall@10", "Recall@100", "MRR@10", "nDCG@10")
+#: metrics that get a 95% interval in metrics.json (the report shows them for every system)
+CI_METRICS = ("MRR@10", "nDCG@10", "Recall@10")
+#: metrics that get a paired permutation p-value, adapted vs raw
+P_METRICS = ("MRR@10", "nDCG@10")
+#: the metric the verdict in words is about ("helped / hurt / no significant difference")
+PRIMARY_METRIC = "MRR@10"
+SPLITS = ("dev", "test")
+
+
+def default_out() -> Path:
+    return Path(os.environ.get("NQ_REPORT", DEFAULT_OUT))
+
+
+@dataclass
+class EvalConfig:
+    store: Path = field(default_factory=default_store)
+    out: Path = field(default_factory=default_out)
+    #: adapter folders; each is evaluated with the store model it was trained on
+    adapters: list[Path] = field(default_factory=list)
+    #: models to evaluate; empty = every model in the store
+    models: list[str] = field(default_factory=list)
+    #: BEIR queries.jsonl + qrels.tsv of held-out queries, scored against the store's corpus instead of a split
+    queries: Path | None = None
+    qrels: Path | None = None
+    split: str = "test"
+    bm25: bool = True
+    mse_baseline: bool = True
+    mse_epochs: int = 10
+    hnsw: bool = True
+    plots: bool = True
+    bootstrap_resamples: int = 10_000
+    seed: int = 0
+    #: latent-space plot: queries sampled, random extra passages, query->positive lines drawn
+    plot_queries: int = 300
+    plot_passages: int = 1000
+    plot_lines: int = 40
+    cache_dir: Path | None = field(default_factory=default_cache)
+    batch_size: int | None = None
+    chroma_host: str | None = None
+    chroma_port: int | None = None
+
+    def validate(self) -> None:
+        if (self.queries is None) != (self.qrels is None):
+            raise InputError("--queries and --qrels go together: pass both (BEIR queries.jsonl and qrels.tsv) or neither")
+        if self.split not in SPLITS:
+            raise InputError(f"--split must be one of {', '.join(SPLITS)} (scoring the train split would score "
+                             f"the adapter on its own training queries), got {self.split!r}")
+        if self.mse_epochs <= 0:
+            raise InputError("--mse-epochs must be positive")
+        if self.bootstrap_resamples < 100:
+            raise InputError("--bootstrap-resamples must be at least 100")
+        for name in ("plot_queries", "plot_passages", "plot_lines"):
+            if getattr(self, name) < 0:
+                raise InputError(f"--{name.replace('_', '-')} must not be negative")
+        if len(set(self.models)) != len(self.models):
+            raise InputError("a model is given twice with --model")
+
+    @property
+    def heldout(self) -> bool:
+        return self.queries is not None
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        return {k: ([str(x) for x in v] if isinstance(v, list) and k == "adapters" else
+                    str(v) if isinstance(v, Path) else v) for k, v in d.items()}

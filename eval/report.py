@@ -1,0 +1,319 @@
+"""The eval report files: `metrics.json` (read by other tools), `details.json` (everything), `report.md` (read by people).
+
+`metrics.json` schema (keys are a contract: the app and scripts read them):
+
+    {"n_queries": int, "model": str, "adapter": str | null,
+     "retrieval": {"raw": M, "adapted": M | null, "bm25": M | null, "mse_baseline": M | null},
+     "ci95": {"raw": C, "adapted": C | null},
+     "p_value_adapted_vs_raw": {"MRR@10": float, "nDCG@10": float} | null,
+     "threshold_accuracy": {"weak": T, "hard": T}}
+
+    M = {"Recall@1", "Recall@5", "Recall@10", "Recall@100", "MRR@10", "nDCG@10"} -> float
+    C = {"MRR@10", "nDCG@10", "Recall@10"} -> [low, high]   (95% BCa bootstrap over queries)
+    T = {"raw", "adapted", "raw_se", "adapted_se"} -> float | null
+
+Decisions, documented here once:
+- Every key is always present. What was not computed is `null`: `adapted` (and its CI, p-value and
+  threshold accuracy) when no adapter was given, `bm25` with `--no-bm25`, `mse_baseline` when it was
+  switched off or could not be trained (the reason is in report.md and details.json).
+- Several adapters for one model: the first is `adapted` (and `adapter` is its name); each further
+  one adds `"adapted:<name>"` under `retrieval`, `ci95` and each `threshold_accuracy` kind (with
+  `"adapted:<name>_se"`), and a top-level `"p_value_adapted:<name>_vs_raw"`. With one adapter per
+  model the object is exactly the schema above.
+- Several models: `{"models": {MODEL: <the object above>}}`. One model: the object itself.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from core import atomic
+from eval.config import CI_METRICS, METRICS, P_METRICS, PRIMARY_METRIC
+
+if TYPE_CHECKING:
+    from eval.evaluate import EvalOutcome, ModelEvaluation, SystemRun
+
+log = logging.getLogger(__name__)
+
+ALPHA = 0.05
+SYSTEM_ORDER = ("raw", "adapted", "bm25", "mse_baseline")
+
+
+# -- metrics.json ----------------------------------------------------------------------------------
+
+def _ci(s: SystemRun | None) -> dict | None:
+    return None if s is None else {m: [s.ci95[m][0], s.ci95[m][1]] for m in CI_METRICS}
+
+
+def _means(s: SystemRun | None) -> dict | None:
+    return None if s is None else {m: s.means[m] for m in METRICS}
+
+
+def _p(s: SystemRun | None) -> dict | None:
+    return None if s is None else {m: s.vs_raw[m]["p"] for m in P_METRICS}
+
+
+def _acc(s: SystemRun | None, kind: str, field: str) -> float | None:
+    return None if s is None or kind not in s.threshold else s.threshold[kind][field]
+
+
+def metrics_object(ev: ModelEvaluation) -> dict:
+    """One model's `metrics.json` object (schema: module docstring)."""
+    sys = ev.systems
+    keys = ev.adapter_keys
+    first = sys.get("adapted")
+    extra = [k for k in keys if k != "adapted"]
+    retrieval = {k: _means(sys.get(k)) for k in SYSTEM_ORDER}
+    retrieval.update({k: _means(sys[k]) for k in extra})
+    ci95 = {"raw": _ci(sys["raw"]), "adapted": _ci(first)}
+    ci95.update({k: _ci(sys[k]) for k in extra})
+    threshold = {}
+    for kind in ("weak", "hard"):
+        t = {"raw": _acc(sys["raw"], kind, "accuracy"), "adapted": _acc(first, kind, "accuracy"),
+             "raw_se": _acc(sys["raw"], kind, "se"), "adapted_se": _acc(first, kind, "se")}
+        for k in extra:
+            t[k] = _acc(sys[k], kind, "accuracy")
+            t[f"{k}_se"] = _acc(sys[k], kind, "se")
+        threshold[kind] = t
+    obj = {
+        "n_queries": ev.n_queries,
+        "model": ev.model,
+        "adapter": first.adapter.name if first is not None else None,
+        "retrieval": retrieval,
+        "ci95": ci95,
+        "p_value_adapted_vs_raw": _p(first),
+        "threshold_accuracy": threshold,
+    }
+    for k in extra:
+        obj[f"p_value_{k}_vs_raw"] = _p(sys[k])
+    return obj
+
+
+def metrics_json(outcome: EvalOutcome) -> dict:
+    if len(outcome.models) == 1:
+        return metrics_object(outcome.models[0])
+    return {"models": {ev.model: metrics_object(ev) for ev in outcome.models}}
+
+
+# -- details.json -----------------------------------------------------------------------------------
+
+def _system_details(s: SystemRun) -> dict:
+    d = {
+        "label": s.label,
+        "metrics": s.means,
+        "ci95": {m: list(v) for m, v in s.ci95.items()},
+        "vs_raw": {m: {"delta": v["delta"], "ci95": list(v["ci95"]), "p": v["p"]} for m, v in s.vs_raw.items()},
+        "hnsw": s.hnsw,
+        "threshold_accuracy": s.threshold,
+    }
+    if s.adapter is not None:
+        d["adapter"] = {"dir": s.adapter_dir, **s.adapter.config.to_json()}
+    if s.seconds is not None:
+        d["train_seconds"] = s.seconds
+    if s.curves:
+        d["curves"] = s.curves
+    return d
+
+
+def details_json(outcome: EvalOutcome) -> dict:
+    return {
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": outcome.config.to_json(),
+        "seconds": round(outcome.seconds, 2),
+        "models": {
+            ev.model: {
+                "scope": ev.scope,
+                "n_queries": ev.n_queries,
+                "query_ids": ev.query_ids,
+                "systems": {k: _system_details(s) for k, s in ev.systems.items()},
+                "threshold_pairs": ev.pair_counts,
+                "notes": ev.notes,
+                "figures": ev.figures,
+                "seconds": ev.seconds,
+            }
+            for ev in outcome.models
+        },
+    }
+
+
+# -- report.md ---------------------------------------------------------------------------------------
+
+def _f(x: float | None, nd: int = 3) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
+
+
+def _signed(x: float, nd: int = 3) -> str:
+    return f"{x:+.{nd}f}"
+
+
+def _pval(p: float) -> str:
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+
+
+def describe_change(raw: SystemRun, s: SystemRun, metric: str) -> str:
+    """"MRR@10 0.512 → 0.545 (+0.033, 95% CI [+0.010, +0.056], p=0.004)": raw beside every delta."""
+    v = s.vs_raw[metric]
+    lo, hi = v["ci95"]
+    return (f"{metric} {_f(raw.means[metric])} → {_f(s.means[metric])} "
+            f"({_signed(v['delta'])}, 95% CI [{_signed(lo)}, {_signed(hi)}], {_pval(v['p'])})")
+
+
+def verdict(s: SystemRun, metric: str = PRIMARY_METRIC) -> str:
+    """Helped / hurt / no significant difference, in words, for one system against raw."""
+    if s.adapter is not None and s.adapter.config.identity:
+        return ("is the identity: training found nothing better than the raw embeddings on dev, so it changes "
+                "nothing (its numbers equal raw by construction)")
+    v = s.vs_raw[metric]
+    if v["p"] < ALPHA and v["delta"] > 0:
+        word = f"**helped**: {metric} {_signed(v['delta'])} ({_pval(v['p'])})"
+    elif v["p"] < ALPHA and v["delta"] < 0:
+        word = f"**hurt**: {metric} {_signed(v['delta'])} ({_pval(v['p'])})"
+    else:
+        word = (f"made **no significant difference**: {metric} {_signed(v['delta'])} ({_pval(v['p'])}, "
+                f"not significant at {ALPHA})")
+    other = "nDCG@10" if metric != "nDCG@10" else "MRR@10"
+    if other in s.vs_raw:
+        o = s.vs_raw[other]
+        sig = "significant" if o["p"] < ALPHA else "not significant"
+        word += f"; {other} {_signed(o['delta'])} ({_pval(o['p'])}, {sig})"
+    return word
+
+
+def _retrieval_table(ev: ModelEvaluation) -> list[str]:
+    raw = ev.systems["raw"]
+    lines = ["| system | " + " | ".join(METRICS) + " |", "|---|" + "---:|" * len(METRICS)]
+    for key, s in ev.systems.items():
+        if key == "raw":
+            cells = [_f(s.means[m]) for m in METRICS]
+        else:
+            cells = [f"{_f(s.means[m])} ({_signed(s.means[m] - raw.means[m])})" for m in METRICS]
+        lines.append(f"| {s.label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main_table(ev: ModelEvaluation) -> str:
+    """The headline table: every system on the same queries, change against raw in brackets."""
+    return "\n".join([f"{ev.model}: {ev.scope}, {ev.n_queries} queries, exact search"] + _retrieval_table(ev))
+
+
+def _model_section(ev: ModelEvaluation) -> list[str]:
+    raw = ev.systems["raw"]
+    out = [f"## {ev.model}: {ev.scope}, {ev.n_queries} queries", ""]
+    for key in ev.adapter_keys:
+        s = ev.systems[key]
+        out.append(f"**Verdict for {s.label}.** Against the raw embeddings on these {ev.n_queries} queries, the adapter "
+                   f"{verdict(s)}.")
+        out.append("")
+    if not ev.adapter_keys:
+        out += ["No adapter was given (`--adapter DIR`); the report compares the raw embeddings with the baselines.", ""]
+    for key, what in (("mse_baseline", "the MSE cookbook baseline"), ("bm25", "BM25")):
+        if key in ev.systems:
+            out.append(f"Against raw, {what} {verdict(ev.systems[key])}.")
+    out += ["", "### Retrieval (exact search over the stored vectors; change against raw in brackets)", ""]
+    out += _retrieval_table(ev)
+    out += ["", "### Change against raw, paired over the same queries",
+            "", "95% CI: BCa bootstrap of the per-query difference; p: two-sided paired permutation test.", ""]
+    for key, s in ev.systems.items():
+        if key == "raw":
+            continue
+        out.append(f"- **{s.label}**: " + "; ".join(describe_change(raw, s, m) for m in s.vs_raw))
+    out += ["", "### 95% confidence intervals of each system (BCa bootstrap over queries)", "",
+            "| system | " + " | ".join(CI_METRICS) + " |", "|---|" + "---|" * len(CI_METRICS)]
+    for s in ev.systems.values():
+        out.append(f"| {s.label} | " + " | ".join(f"{_f(s.means[m])} [{_f(s.ci95[m][0])}, {_f(s.ci95[m][1])}]"
+                                                  for m in CI_METRICS) + " |")
+    hnsw = [s for s in ev.systems.values() if s.hnsw is not None]
+    if hnsw:
+        out += ["", "### Chroma HNSW (what the app returns) against exact search", "",
+                "| system | collection | Recall@10 exact | Recall@10 HNSW | MRR@10 exact | MRR@10 HNSW | nDCG@10 HNSW | HNSW recall@10 vs exact |",
+                "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for s in hnsw:
+            h = s.hnsw
+            if "skipped" in h:
+                out.append(f"| {s.label} | not checked: {h['skipped']} | {_f(s.means['Recall@10'])} | | "
+                           f"{_f(s.means['MRR@10'])} | | | |")
+            else:
+                m = h["metrics"]
+                out.append(f"| {s.label} | {h['collection']} | {_f(s.means['Recall@10'])} | {_f(m['Recall@10'])} | "
+                           f"{_f(s.means['MRR@10'])} | {_f(m['MRR@10'])} | {_f(m['nDCG@10'])} | {_f(h['recall@10_vs_exact'])} |")
+    thr = [s for s in ev.systems.values() if s.threshold]
+    if thr:
+        pc = ev.pair_counts
+        out += ["", "### Threshold accuracy (the original study's metric)", "",
+                "Pairs from the store's mined examples: (query, positive) against (query, weak = random negative) or "
+                "(query, hard = nearest non-answer under raw embeddings). One negative per positive per query, so "
+                "chance is 50%. The threshold is chosen on the **dev** split's pairs and the accuracy reported on the "
+                "**test** split's pairs (± binomial standard error). "
+                + ", ".join(f"{k}: {c['dev_pos']}+{c['dev_neg']} dev pairs, {c['test_pos']}+{c['test_neg']} test pairs"
+                            for k, c in pc.items()) + ".", "",
+                "| system | weak: test accuracy ± SE | weak: threshold | hard: test accuracy ± SE | hard: threshold |",
+                "|---|---:|---:|---:|---:|"]
+        for s in thr:
+            cells = []
+            for kind in ("weak", "hard"):
+                t = s.threshold.get(kind)
+                cells += ([f"{_f(t['accuracy'])} ± {_f(t['se'])}", _f(t["threshold"])] if t else ["n/a", "n/a"])
+            out.append(f"| {s.label} | " + " | ".join(cells) + " |")
+    if ev.figures:
+        out += ["", "### Figures", ""]
+        names = {"similarity_hist": "cosine histograms of positive vs negative pairs",
+                 "recall_at_k": "Recall@k curves", "latent_space": "latent space (PCA 2-D)",
+                 "latent_space_html": "latent space, interactive"}
+        for key, path in ev.figures.items():
+            label = names.get(key, key.replace("training:", "training curves: "))
+            out.append(f"- [{label}]({path})")
+    if ev.notes:
+        out += ["", "### Notes", ""] + [f"- {n}" for n in ev.notes]
+    out.append("")
+    return out
+
+
+def _summary_cell(ev: ModelEvaluation, key: str) -> str:
+    if key not in ev.systems:
+        return "n/a"
+    s = ev.systems[key]
+    v = s.vs_raw[PRIMARY_METRIC]
+    return f"{_f(s.means[PRIMARY_METRIC])} ({_signed(v['delta'])}, {_pval(v['p'])})"
+
+
+def report_md(outcome: EvalOutcome) -> str:
+    cfg = outcome.config
+    scope = (f"held-out queries `{cfg.queries}` with qrels `{cfg.qrels}`" if cfg.heldout
+             else f"the store's **{cfg.split} split**")
+    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    out = ["# Evaluation report", "",
+           f"Store `{cfg.store}`; {scope}; generated {when} in {outcome.seconds:.0f} s.", "",
+           ("Every system is ranked by exact cosine search over the same stored passage vectors and scored on the same "
+            "queries; intervals are 95% BCa bootstrap over queries, p-values are paired permutation tests against the "
+            "raw embeddings of the same model."), ""]
+    if len(outcome.models) > 1:
+        out += ["| model | queries | raw MRR@10 | adapted MRR@10 | BM25 MRR@10 | MSE baseline MRR@10 |",
+                "|---|---:|---:|---:|---:|---:|"]
+        for ev in outcome.models:
+            cells = [_summary_cell(ev, k) for k in ("adapted", "bm25", "mse_baseline")]
+            out.append(f"| {ev.model} | {ev.n_queries} | {_f(ev.systems['raw'].means[PRIMARY_METRIC])} | " + " | ".join(cells) + " |")
+        out.append("")
+    for ev in outcome.models:
+        out += _model_section(ev)
+    return "\n".join(out)
+
+
+def _finite(obj):
+    """JSON has no NaN: undefined numbers are written as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def write_reports(outcome: EvalOutcome) -> None:
+    out = outcome.out
+    atomic.write_json(out / "metrics.json", _finite(metrics_json(outcome)))
+    atomic.write_json(out / "details.json", _finite(details_json(outcome)))
+    atomic.write_text(out / "report.md", report_md(outcome))
+    log.info("wrote %s, %s and %s", out / "metrics.json", out / "details.json", out / "report.md")

@@ -216,3 +216,16 @@ def test_cli_train_writes_a_self_describing_folder(small_store, tmp_path):
     r = subprocess.run([sys.executable, "-m", "adapter", "project", "--store", str(cfg.store), "--adapter", str(out)],
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "queries only" in r.stderr
+
+
+def test_grid_trains_every_setting_and_ranks_them_on_dev(small_store):
+    from adapter.grid import grid_table, run_grid
+
+    cfg, s = small_store
+    runs = run_grid(Store(cfg.store), TrainConfig(store=cfg.store, model=s["model"], epochs=1),
+                    {"lr": [1e-4, 1e-3], "sides": ["query", "both"]})
+    assert len(runs) == 4
+    scores = [r.curves[r.best_epoch]["MRR@10"] for _, r in runs]
+    assert scores == sorted(scores, reverse=True)
+    table = grid_table(runs, "MRR@10")
+    assert table.count("\n") == 5 and "| lr | sides |" in table

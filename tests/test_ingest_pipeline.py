@@ -171,3 +171,14 @@ def test_cli_errors_are_one_clear_line(tmp_path):
     r = run_cli("--data", str(REPO.parent / "shared/data/nq"), "--store", str(tmp_path / "s"), "--model", "bogus")
     assert r.returncode == 2 and "all-MiniLM-L6-v2" in r.stderr and "paraphrase-MiniLM-L3-v2" in r.stderr
     assert not (tmp_path / "s" / "manifest.json").exists()
+
+
+def test_simplified_source_ingests_with_same_document_negatives(nq_dir, tmp_path):
+    cfg = IngestConfig(data=str(nq_dir / "simplified_sample.jsonl"), store=tmp_path / "store", cache_dir=None,
+                       split=(1.0, 0.0, 0.0))
+    s = run_ingest(cfg, embedder=HashEmbedder("hash", 8))
+    assert s["source_kind"] == "simplified" and s["queries"] == 1 and s["skipped"]["no_long_answer"] == 1
+    (example,) = Store(cfg.store).load_examples("hash")
+    assert example.query_id == "nq_5328212470870865242"
+    assert len(example.same_doc_ids) >= 5 and not set(example.same_doc_ids) & set(example.positive_ids)
+    assert s["passages"] == 1 + len(Store(cfg.store).load_same_doc()[example.query_id])

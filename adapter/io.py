@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 def save_adapter(adapter: Adapter, out_dir: str | Path, extra_files: dict[str, bytes] | None = None) -> Path:
     out_dir = Path(out_dir)
     atomic.recover_dir(out_dir)
+    if atomic.remove_stale_temps(out_dir):
+        log.info("removed the temporary folder of an interrupted save beside %s", out_dir)
     tmp = atomic.make_temp_dir(out_dir)
     try:
         state = {k: v.detach().contiguous() for k, v in adapter.module.state_dict().items()}

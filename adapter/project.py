@@ -28,6 +28,7 @@ def project_collection(store: Store, adapter: Adapter, adapter_sha: str, batch: 
     info = store.model_info(c.base_model)
     check_compatible(adapter, c.base_model, int(info["dim"]), info["data_fingerprint"])
     raw = store.raw_collection(c.base_model)
+    log.info("project: reading the raw vectors of %s", raw.name)
     dump = chroma_store.fetch_all(raw, with_documents=True, with_metadatas=True)
     col = chroma_store.ensure_collection(
         store.client, adapter.collection_name,
@@ -41,7 +42,11 @@ def project_collection(store: Store, adapter: Adapter, adapter_sha: str, batch: 
     stale = sorted(set(have) - set(dump.ids))
     if stale:
         chroma_store.delete_ids(col, store.client, stale)
-    vectors = adapter.project_passages(dump.embeddings[todo]) if todo else np.zeros((0, c.dim_out), np.float32)
+    log.info("project: writing %d of %d vectors to %s", len(todo), len(dump.ids), adapter.collection_name)
+    # All rows go through the adapter, then the missing ones are picked: a matrix product over a handful of rows
+    # can round differently from the same rows inside a big one, and a resumed run must write the very bits
+    # of an uninterrupted one.
+    vectors = adapter.project_passages(dump.embeddings)[todo] if todo else np.zeros((0, c.dim_out), np.float32)
     metas = [{**(dump.metadatas[i] or {}), "projection_key": keys[i]} for i in todo]
     chroma_store.upsert_batched(col, store.client, [dump.ids[i] for i in todo], vectors,
                                 documents=[dump.documents[i] for i in todo], metadatas=metas,

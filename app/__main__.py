@@ -41,8 +41,29 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
                      concurrency=a.concurrency, queue_size=a.queue_size, torch_threads=a.torch_threads)
 
 
+def limit_malloc_arenas(n: int = 2) -> bool:
+    """Cap glibc's malloc arenas at `n` for this process (unless MALLOC_ARENA_MAX says otherwise).
+
+    Why: glibc gives threads their own arenas (up to 8 per core), and the app's worker threads (Gradio's,
+    the embedder's, Chroma's) spread the memory of search results over many of them. Under load the app's
+    resident memory kept climbing (scripts/load_test.py: about +25 MB per 1,000 searches after warm-up);
+    with two arenas it levels off after the first rounds, at no measurable cost in throughput.
+    Called before the heavy imports start threads. Returns whether the cap was set (False off glibc).
+    """
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-8, n))  # -8 = M_ARENA_MAX
+    except (OSError, AttributeError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    limit_malloc_arenas()
 
     def job() -> None:
         cfg = parse_args(argv)

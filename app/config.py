@@ -31,6 +31,10 @@ class AppConfig:
     concurrency: int = 2
     queue_size: int = 32
     n_examples: int = 8
+    #: browser/API sessions whose Gradio state is kept in memory (Gradio's default, 10,000, let memory grow by about
+    #: 85 KB per API call up to ~1 GB: every `/search` call over the REST API is a new session). The page keeps no
+    #: per-session state of its own, so an evicted session simply starts a fresh one on its next event.
+    state_sessions: int = 64
     #: torch threads for the query embedding. One short question gains nothing from a second thread, and on a
     #: busy 2-core machine two threads spin against each other: measured 24 ms vs 490 ms p50 per question here.
     torch_threads: int = 1

@@ -4,6 +4,9 @@
   public link behind the user's back);
 - a bounded queue: `concurrency` searches at a time (2 cores), at most `queue_size` waiting, then
   "queue full" instead of unbounded memory and latency;
+- bounded session state: Gradio keeps the state of 10,000 sessions by default and every API call is a new
+  session, so memory grew with every search (scripts/load_test.py measured ~85 MB per 1,000); we keep
+  `state_sessions` (the page has no per-session state to lose);
 - no analytics, no monitoring endpoint, no MCP server, no run history kept in the browser;
 - files: Gradio serves only what the app itself created (its cache); the store, adapter and report
   folders and the repository are additionally on the block list, so even a future `allowed_paths`
@@ -45,6 +48,7 @@ def serve(demo: gr.Blocks, cfg: AppConfig, block: bool = True) -> str:
             prevent_thread_lock=not block, show_error=False, quiet=not block,
             blocked_paths=blocked_paths(cfg), max_file_size="1mb", enable_monitoring=False,
             ssr_mode=False, mcp_server=False, pwa=False, run_history=False, footer_links=["api"], css=CSS,
+            state_session_capacity=cfg.state_sessions,
         )
     except OSError as exc:
         raise InputError(f"cannot listen on {cfg.host}:{cfg.port} ({exc}); pass another --port") from None

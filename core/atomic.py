@@ -6,6 +6,7 @@ half-written one. The recipe: write a temporary file in the same folder, flush a
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -79,6 +80,23 @@ def recover_dir(target: str | Path) -> None:
         os.replace(old, target)
     elif old.exists():
         shutil.rmtree(old)
+
+
+def remove_stale_temps(target: str | Path) -> int:
+    """Delete temporary files/folders of earlier writes to `target` that died before their rename.
+
+    `kill -9` skips every `except`/`finally`, so a killed writer leaves its `.NAME.*.tmp` behind. Only a
+    writer may call this (it owns `target`; a reader could delete a live writer's work). Returns how many.
+    """
+    target = Path(target)
+    n = 0
+    for tmp in target.parent.glob(f".{glob.escape(target.name)}.*.tmp") if target.parent.exists() else ():
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        n += 1
+    return n
 
 
 def make_temp_dir(target: str | Path) -> Path:

@@ -106,8 +106,8 @@ def open_client(target: ChromaTarget, write: bool) -> Any:
 
     settings = Settings(anonymized_telemetry=False)
     if target.is_server:
-        client = chromadb.HttpClient(host=target.host, port=target.port, settings=settings)
-        try:
+        try:  # chromadb >= 1.x already contacts the server in the constructor (ValueError when it is down)
+            client = chromadb.HttpClient(host=target.host, port=target.port, settings=settings)
             client.heartbeat()
         except Exception as exc:
             raise StoreError(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import unicodedata
 import zlib
 from pathlib import Path
 from typing import Any, Iterator
@@ -92,3 +93,25 @@ def get_str(obj: dict, keys: tuple[str, ...], path: Path, line: int, required: b
     if required:
         raise DataError(f"missing field {' or '.join(repr(k) for k in keys)}", path, line)
     return None
+
+
+def get_id(obj: dict, keys: tuple[str, ...], path: Path, line: int, required: bool = True) -> str | None:
+    """An id field: `get_str`, stripped, not blank, without control or lone surrogate characters.
+
+    Ids become Chroma record ids and keys in the store's files. Chroma refuses an empty id in the middle of
+    the upsert and a lone surrogate cannot be written as UTF-8, so such ids used to fail only after the store
+    had been touched; here they fail while loading, naming the line. Whitespace around an id is dropped
+    because qrels.tsv ids are stripped too, so both sides agree. An optional id that is blank counts as absent.
+    """
+    value = get_str(obj, keys, path, line, required)
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        if not required:
+            return None
+        raise DataError(f"empty id in field {' or '.join(repr(k) for k in keys)}", path, line)
+    bad = next((ch for ch in value if unicodedata.category(ch) in ("Cc", "Cs")), None)
+    if bad is not None:
+        raise DataError(f"id {value[:40]!r} contains the control character U+{ord(bad):04X}", path, line)
+    return value

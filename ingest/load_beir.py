@@ -8,7 +8,7 @@ from core.errors import DataError
 from core.progress import progress
 from core.types import Dataset, Passage
 from ingest.clean import clean_text
-from ingest.jsonl import get_str, open_text, read_jsonl
+from ingest.jsonl import get_id, get_str, open_text, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def read_qrels(path: Path) -> list[tuple[str, str, int]]:
                     raise DataError(f"expected 3 tab-separated fields (query-id, corpus-id, score), got {len(parts)}", path, line_no)
                 try:
                     score = int(float(parts[2]))
-                except ValueError:
+                except (ValueError, OverflowError):  # "x", "nan"; "inf" and "1e999" overflow int()
                     raise DataError(f"score {parts[2]!r} is not a number", path, line_no) from None
                 rows.append((parts[0].strip(), parts[1].strip(), score))
     except UnicodeDecodeError as exc:
@@ -58,7 +58,7 @@ def load_beir(folder: str | Path) -> Dataset:
     queries_path = folder / "queries.jsonl" if (folder / "queries.jsonl").exists() else folder / "queries.jsonl.gz"
     ds = Dataset(corpus={}, queries={}, qrels={}, source=f"beir:{folder}")
     for line, obj in progress(read_jsonl(corpus_path), desc="read corpus", unit="passage"):
-        pid = get_str(obj, ("_id", "id"), corpus_path, line)
+        pid = get_id(obj, ("_id", "id"), corpus_path, line)
         text = clean_text(get_str(obj, ("text",), corpus_path, line))
         title = clean_text(get_str(obj, ("title",), corpus_path, line, required=False) or "")
         if not text:
@@ -66,7 +66,7 @@ def load_beir(folder: str | Path) -> Dataset:
             continue
         ds.corpus[pid] = Passage(title=title, text=text)
     for line, obj in read_jsonl(queries_path):
-        qid = get_str(obj, ("_id", "id"), queries_path, line)
+        qid = get_id(obj, ("_id", "id"), queries_path, line)
         text = clean_text(get_str(obj, ("text",), queries_path, line))
         if not text:
             ds.skip("empty_query")

@@ -12,7 +12,7 @@ from typing import Iterable
 from core.progress import progress
 from core.types import Dataset, Passage, stable_id
 from ingest.clean import clean_text
-from ingest.jsonl import get_str, read_jsonl
+from ingest.jsonl import get_id, get_str, read_jsonl
 
 QUERY_KEYS = ("query", "question", "question_text", "anchor")
 PASSAGE_KEYS = ("passage", "answer", "positive", "text", "context")
@@ -50,8 +50,8 @@ def load_pairs(path: str | Path) -> Dataset:
             query=get_str(obj, QUERY_KEYS, path, line),
             passage=get_str(obj, PASSAGE_KEYS, path, line),
             title=get_str(obj, TITLE_KEYS, path, line, required=False) or "",
-            qid=get_str(obj, QUERY_ID_KEYS, path, line, required=False),
-            pid=get_str(obj, PASSAGE_ID_KEYS, path, line, required=False),
+            qid=get_id(obj, QUERY_ID_KEYS, path, line, required=False),
+            pid=get_id(obj, PASSAGE_ID_KEYS, path, line, required=False),
         )
     return ds
 

@@ -1,0 +1,69 @@
+"""The load script end to end on a small store (a few clients, a few searches), and the app's bounded session state.
+
+scripts/load_test.py found that every `/search` call over Gradio's REST API is a new session whose state Gradio
+kept (10,000 by default): memory grew by about 85 KB a search. The app now keeps `state_sessions`; the test
+counts the sessions Gradio holds after more API calls than that.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from app_support import free_port
+from conftest import REPO, build_small_store
+
+from core.chroma_store import release_locks
+from scripts import load_test
+
+MODEL = "paraphrase-MiniLM-L3-v2"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    cfg, _ = build_small_store(tmp_path_factory.mktemp("load"), model=MODEL, limit=40)
+    release_locks()
+    return cfg.store
+
+
+def test_the_script_runs_a_bounded_load_and_reports_its_figures(store, tmp_path):
+    out = tmp_path / "load.json"
+    r = subprocess.run([sys.executable, "scripts/load_test.py", "--store", str(store), "--model", MODEL,
+                        "--clients", "4", "--searches", "5", "--rounds", "2", "--out", str(out)], check=False,
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["errors"] == 0 and result["warmup_errors"] == 0
+    for rnd in result["rounds"]:
+        assert rnd["requests"] == rnd["ok"] == 20 and rnd["errors"] == 0
+        lat = rnd["latency_ms"]
+        assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+        assert rnd["throughput_per_s"] > 0 and rnd["rss_mb_after"] > 50
+    assert result["rss_mb"]["after_warmup"] > 50 and "p95" in r.stdout
+
+
+@pytest.mark.parametrize("url", ["http://192.0.2.1:7860/", "http://0.0.0.0:7860/"])
+def test_the_script_talks_to_loopback_only(url):
+    with pytest.raises(SystemExit, match="loopback"):
+        load_test.loopback_only(url)
+    assert load_test.loopback_only("http://127.0.0.1:7860") == "http://127.0.0.1:7860/"
+
+
+def test_the_app_keeps_a_bounded_number_of_sessions(store):
+    from app.config import AppConfig
+    from app.serve import serve
+    from app.startup import open_app
+    from app.ui import build_demo
+
+    cfg = AppConfig(store=store, model=MODEL, port=free_port(), state_sessions=8)
+    demo = build_demo(open_app(cfg))
+    url = serve(demo, cfg, block=False)
+    try:
+        figures = load_test.run_round(url, 3, 10, load_test.store_questions(store), 5, 60)
+        assert figures["errors"] == 0 and figures["ok"] == 30
+        assert demo.state_holder.capacity == 8
+        assert 1 <= len(demo.state_holder.session_data) <= 8  # 30 API calls, 30 sessions: only 8 kept
+    finally:
+        demo.close()
+        release_locks()

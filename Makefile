@@ -57,5 +57,13 @@ app: setup
 bench: setup
 	$(PY) -m eval.bench
 
+# Reliability figures (README): kill -9 at random points of ingest, adapter save and projection;
+# then a bounded loopback load (20 clients x 50 searches) against the app on the demo store.
+faults: setup
+	$(PY) scripts/fault_inject.py
+
+load: setup
+	$(PY) scripts/load_test.py --store $(STORE)
+
 clean:
 	rm -rf .data artifacts

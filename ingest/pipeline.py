@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Iterator
@@ -58,42 +59,53 @@ def run_ingest(cfg: IngestConfig, embedder: Embedder | None = None) -> dict:
     """Run every step; returns the summary (also saved as STORE/ingest_summary.json)."""
     timer = _Timer()
     t_start = time.perf_counter()
-    with timer.step("load"):
-        kind = detect_source(cfg.data)
-        ds = load_dataset_for(cfg)
-    with timer.step("split"):
-        splits = split_queries(ds.queries, ds.qrels, cfg.split, cfg.seed)
-    with timer.step("load_model"):
-        embedder = embedder or load_embedder(cfg.model)
+    # the model loads in the background while the data is read (both take seconds); a bad file is
+    # still reported first, and its error does not wait for the model
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest")
+    try:
+        model_future = None if embedder is not None else pool.submit(load_embedder, cfg.model)
+        with timer.step("load"):
+            kind = detect_source(cfg.data)
+            ds = load_dataset_for(cfg)
+        with timer.step("split"):
+            splits = split_queries(ds.queries, ds.qrels, cfg.split, cfg.seed)
+        with timer.step("load_model"):
+            embedder = embedder or model_future.result()
+        return _store_and_embed(cfg, ds, kind, splits, embedder, timer, t_start, pool)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _store_and_embed(cfg: IngestConfig, ds: Dataset, kind: str, splits: dict, embedder: Embedder,
+                     timer: _Timer, t_start: float, pool: ThreadPoolExecutor) -> dict:
     store = Store(cfg.store, cfg.chroma_host, cfg.chroma_port, write=True)
     client = store.client  # takes the lock now: refuse early if another process writes
     fingerprint = corpus_fingerprint(ds.corpus)
-    with timer.step("save_dataset"):
-        store.save_dataset(ds)
-        store.save_splits(splits, {"seed": cfg.seed, "fractions": list(cfg.split), "data_fingerprint": fingerprint})
-
     pids = sorted(ds.corpus)
     qids = sorted(ds.queries)
-    cache = EmbeddingCache(cfg.cache_dir, embedder.model_id, embedder.dim) if cfg.cache_dir else None
-    with timer.step("embed_passages"):
-        texts = [ds.corpus[p].embedding_text() for p in pids]
-        pvecs, pstats = embed_cached(embedder, texts, "passage", cache, cfg.batch_size, desc="embed passages")
-    with timer.step("embed_queries"):
-        qvecs, qstats = embed_cached(embedder, [ds.queries[q] for q in qids], "query", cache, cfg.batch_size,
-                                     desc="embed queries")
-        query_vectors.save(store.root, embedder.model_id, qids, qvecs)
-
-    with timer.step("upsert"):
-        name = raw_collection_name(embedder.model_id)
+    texts = [ds.corpus[p].embedding_text() for p in pids]
+    shas = [text_sha(t) for t in texts]
+    name = raw_collection_name(embedder.model_id)
+    with timer.step("check_collection"):  # another model or dimension is refused before any work
         col = chroma_store.ensure_collection(
             client, name,
             {"kind": "raw", "model_id": embedder.model_id, "dim": embedder.dim, "data_fingerprint": fingerprint},
             check_keys=("kind", "model_id", "dim"),
         )
-        shas = [text_sha(t) for t in texts]
         have = chroma_store.existing_ids(col, "text_sha")
-        todo = [i for i, p in enumerate(pids) if have.get(p) != shas[i]]
-        stale = sorted(set(have) - set(pids))
+    with timer.step("save_dataset"):
+        store.save_dataset(ds)
+        store.save_splits(splits, {"seed": cfg.seed, "fractions": list(cfg.split), "data_fingerprint": fingerprint})
+
+    cache = EmbeddingCache(cfg.cache_dir, embedder.model_id, embedder.dim) if cfg.cache_dir else None
+    with timer.step("embed_passages"):
+        pvecs, pstats = embed_cached(embedder, texts, "passage", cache, cfg.batch_size, desc="embed passages")
+    todo = [i for i, p in enumerate(pids) if have.get(p) != shas[i]]
+    stale = sorted(set(have) - set(pids))
+
+    def upsert() -> tuple[int, float]:
+        log.info("step: upsert")
+        t0 = time.perf_counter()
         if stale:
             log.warning("removing %d passages no longer in the data from %s", len(stale), name)
             chroma_store.delete_ids(col, client, stale)
@@ -103,7 +115,17 @@ def run_ingest(cfg: IngestConfig, embedder: Embedder | None = None) -> dict:
             metadatas=[{"title": ds.corpus[pids[i]].title, "text_sha": shas[i]} for i in todo],
             desc=f"upsert {name}")
         chroma_store.set_metadata(col, {"data_fingerprint": fingerprint})
-        n_in_collection = col.count()
+        return col.count(), time.perf_counter() - t0
+
+    # Chroma writes the passages while the model embeds the queries (the upsert is mostly I/O)
+    with timer.step("embed_queries"):
+        upsert_future = pool.submit(upsert)
+        qvecs, qstats = embed_cached(embedder, [ds.queries[q] for q in qids], "query", cache, cfg.batch_size,
+                                     desc="embed queries")
+        query_vectors.save(store.root, embedder.model_id, qids, qvecs)
+    with timer.step("upsert_wait"):
+        n_in_collection, upsert_seconds = upsert_future.result()
+    timer.seconds["upsert"] = round(upsert_seconds, 3)  # overlapped with embed_queries
 
     with timer.step("mine_negatives"):
         examples, mining_stats = mine_negatives(

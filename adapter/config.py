@@ -52,6 +52,10 @@ class TrainConfig:
             raise InputError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.metric not in METRICS:
             raise InputError(f"--metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+        if self.dim_out is not None and self.dim_out <= 0:
+            raise InputError("--dim-out must be positive")
+        if self.dim_out is not None and self.sides != "both":
+            raise InputError("--dim-out changes the vector space: queries and passages must both be projected (--sides both)")
         if self.loss == "mse" and self.sides != "both":
             raise InputError("the mse (cookbook) objective uses one matrix on both sides: pass --sides both")
         if self.candidates not in ("mined", "corpus"):

@@ -175,6 +175,9 @@ def _train(store: Store, cfg: TrainConfig, data: TrainingData | None) -> TrainRe
     best_score, best_state, best_epoch = -1.0, None, 0
     if cfg.keep_identity_candidate and same_dim:
         best_score = identity[cfg.metric]
+    elif not same_dim:
+        log.warning("a %d-d output cannot fall back to the raw %d-d embeddings: the best trained epoch is kept "
+                    "even if it is worse than raw (compare with epoch 0 in the curves)", cfg.dim_out, data.dim)
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
     Qt, Pt = torch.from_numpy(data.train.Q), torch.from_numpy(data.P)

@@ -14,10 +14,11 @@ What is measured, and how, so that the numbers can be trusted and repeated:
 2. **Adapter training seconds**: `adapter.train.train_adapter` with its default settings on the
    benchmark's store (the full corpus unless `--ingest-limit` was given; then `--store` when it has the
    model). Target <= 10 s.
-3. **Search latency** for one question at a time, query embedding included, on the full corpus:
+3. **Search latency** for one question at a time, query embedding included, on the full corpus,
+   through the app's own search service (`core.retriever.Retriever`, the app's torch threads):
    raw column (embed + Chroma query), adapted column (embed + project + Chroma query) and both
-   together as the app does them (one embedding, two queries). p50/p95/p99 over test-split questions
-   after a warm-up. Target: both columns p95 <= 25 ms.
+   together (`total`: one embedding, two queries of the comparison depth with documents, gold marks and
+   rank moves). p50/p95/p99 over test-split questions after a warm-up. Target: both columns p95 <= 25 ms.
 4. **Chroma at scale**: 10k, 100k and (when the extrapolation from 100k fits `--scale-budget`) 1M
    synthetic text-like vectors (`eval.synthetic`, fitted to the real embeddings) streamed into a fresh
    persistent collection; insert rate, single-query latency, ANN recall@10 against exact search, peak
@@ -239,55 +240,46 @@ def bench_training(cfg: BenchConfig, store_dir: Path):
 # -- 3. search latency -------------------------------------------------------------------------------
 
 def bench_latency(cfg: BenchConfig, store_dir: Path, adapter, work: Path) -> dict:
-    """One question at a time, as the app serves it, on a private copy of the store's vectors."""
-    from core import chroma_store
-    from core.chroma_store import COSINE, ChromaTarget, open_client
-    from core.embedding import load_embedder
+    """One question at a time through the app's own search service (`core.retriever.Retriever`: embed once,
+    raw and adapted Chroma queries of the comparison depth with documents, gold marks, rank moves), with
+    the app's torch thread setting. Its own timings split the work into the columns."""
+    import torch
+
+    from app.config import AppConfig
+    from core.retriever import Retriever
     from core.store import Store
 
     store = Store(store_dir)
-    dump = chroma_store.fetch_all(store.raw_collection(cfg.model), with_documents=False)
-    client = open_client(ChromaTarget(path=work / "latency-chroma"), write=True)
-    raw_col = client.get_or_create_collection("bench-raw", configuration=COSINE, embedding_function=None)
-    chroma_store.upsert_batched(raw_col, client, dump.ids, dump.embeddings, desc="copy raw vectors")
-    if adapter is not None and adapter.config.sides == "both":
-        ad_col = client.get_or_create_collection("bench-adapted", configuration=COSINE, embedding_function=None)
-        chroma_store.upsert_batched(ad_col, client, dump.ids, adapter.project_passages(dump.embeddings),
-                                    desc="project passages")
-    else:
-        ad_col = raw_col  # a query-only adapter searches the raw collection with the adapted query vector
+    retriever = Retriever(store, cfg.model, adapter)
     queries = store.load_queries()
     test = store.split_query_ids("test")
     qids = test + [q for q in sorted(queries) if q not in set(test)]  # test questions first, others if too few
     texts = [queries[q] for q in qids][: cfg.latency_queries + cfg.warmup]
-    embedder = load_embedder(cfg.model)
-    project = adapter.project_queries if adapter is not None else (lambda v: v)
-    parts: dict[str, list[float]] = {"embed": [], "raw_search": [], "project": [], "adapted_search": []}
+    parts: dict[str, list[float]] = {"embed": [], "raw_search": [], "adapted_search": []}
     cols: dict[str, list[float]] = {"raw": [], "adapted": [], "both": []}
-    for i, text in enumerate(progress(texts, desc="latency", unit="query")):
-        t0 = time.perf_counter()
-        v = embedder.embed([text], "query")
-        t1 = time.perf_counter()
-        raw_col.query(query_embeddings=v, n_results=10, include=["distances"])
-        t2 = time.perf_counter()
-        va = project(v)
-        t3 = time.perf_counter()
-        ad_col.query(query_embeddings=va, n_results=10, include=["distances"])
-        t4 = time.perf_counter()
-        if i < cfg.warmup:
-            continue
-        ms = [1000 * d for d in (t1 - t0, t2 - t1, t3 - t2, t4 - t3)]
-        for key, val in zip(parts, ms):
-            parts[key].append(val)
-        cols["raw"].append(ms[0] + ms[1])
-        cols["adapted"].append(ms[0] + ms[2] + ms[3])
-        cols["both"].append(sum(ms))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(AppConfig().torch_threads)
+    try:
+        for i, text in enumerate(progress(texts, desc="latency", unit="query")):
+            t = retriever.search(text, 10).timings_ms
+            if i < cfg.warmup:
+                continue
+            adapted = t.get("adapted", t["raw"])  # no adapter: the raw search stands in
+            for key, val in zip(parts, (t["embed"], t["raw"], adapted)):
+                parts[key].append(val)
+            cols["raw"].append(t["embed"] + t["raw"])
+            cols["adapted"].append(t["embed"] + adapted)
+            cols["both"].append(t["total"])
+    finally:
+        torch.set_num_threads(threads)
     out = {
-        "corpus_passages": len(dump.ids),
+        "corpus_passages": store.model_info(cfg.model)["n_vectors"],
         "store": str(store_dir),
         "queries": len(cols["both"]),
         "n_results": 10,
+        "depth": retriever.depth,
         "adapter_sides": adapter.config.sides if adapter is not None else None,
+        "torch_threads": AppConfig().torch_threads,
         **{k: percentiles(v) for k, v in cols.items()},
         "parts": {k: percentiles(v) for k, v in parts.items()},
         "target_p95_both_ms": TARGETS["search_p95_both_ms"],

@@ -137,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
             cfg.name = a.name
             result = train_adapter(store, cfg)
             print(_train_summary(result))
-            store._client = None  # release before projecting with a write lock
             print(_save(store, result, a.out, project=not a.no_project))
             return
         from adapter.grid import grid_table, run_grid

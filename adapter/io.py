@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -41,8 +42,6 @@ def save_adapter(adapter: Adapter, out_dir: str | Path, extra_files: dict[str, b
             (tmp / name).write_bytes(data)
         for f in tmp.iterdir():  # make the contents durable before the rename publishes them
             with open(f, "rb") as fh:
-                import os
-
                 os.fsync(fh.fileno())
         atomic.replace_dir(tmp, out_dir)
     except BaseException:

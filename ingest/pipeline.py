@@ -15,15 +15,16 @@ from datetime import datetime, timezone
 from typing import Iterator
 
 
-from core import chroma_store, query_vectors
+from core import atomic, chroma_store, query_vectors
 from core.embedding import EmbeddingCache, embed_cached, load_embedder
 from core.embedding.base import Embedder
 from core.store import Store, raw_collection_name
+from core.errors import DataError
 from core.types import SPLITS, Dataset, corpus_fingerprint, text_sha
 from ingest.config import IngestConfig
 from ingest.filters import apply_limit, filter_by_length
 from ingest.negatives import mine_negatives
-from ingest.sources import detect_source, load_source
+from ingest.sources import SourceKind, detect_source, load_source
 from ingest.split import split_queries
 
 log = logging.getLogger(__name__)
@@ -43,14 +44,12 @@ class _Timer:
             self.seconds[name] = round(time.perf_counter() - t0, 3)
 
 
-def load_dataset_for(cfg: IngestConfig) -> Dataset:
+def load_dataset_for(cfg: IngestConfig, kind: SourceKind | None = None) -> Dataset:
     """Load, clean, length-filter and limit: the pure part of ingest (no store writes)."""
-    ds = load_source(cfg.data, cfg.min_words, cfg.max_words, limit=cfg.limit)
+    ds = load_source(cfg.data, cfg.min_words, cfg.max_words, limit=cfg.limit, kind=kind)
     ds = filter_by_length(ds, cfg.min_words, cfg.max_words)
     ds = apply_limit(ds, cfg.limit)
     if not ds.queries:
-        from core.errors import DataError
-
         raise DataError(f"no usable queries after cleaning and filtering (skipped: {ds.skipped})", cfg.data)
     return ds
 
@@ -66,7 +65,7 @@ def run_ingest(cfg: IngestConfig, embedder: Embedder | None = None) -> dict:
         model_future = None if embedder is not None else pool.submit(load_embedder, cfg.model)
         with timer.step("load"):
             kind = detect_source(cfg.data)
-            ds = load_dataset_for(cfg)
+            ds = load_dataset_for(cfg, kind)
         with timer.step("split"):
             splits = split_queries(ds.queries, ds.qrels, cfg.split, cfg.seed)
         with timer.step("load_model"):
@@ -184,8 +183,6 @@ def _store_and_embed(cfg: IngestConfig, ds: Dataset, kind: str, splits: dict, em
         "config": cfg.to_json(),
     }
     store.write_manifest(manifest)
-    from core import atomic
-
     atomic.write_json(store.root / "ingest_summary.json", summary)
     return summary
 

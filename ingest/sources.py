@@ -43,9 +43,10 @@ def detect_source(data: str) -> SourceKind:
     raise DataError(f"no such file or folder; {OFFLINE_HINT}", path)
 
 
-def load_source(data: str, min_words: int, max_words: int, limit: int | None = None) -> Dataset:
-    """Load and clean `data` of whatever kind it is (see module docstring)."""
-    kind = detect_source(data)
+def load_source(data: str, min_words: int, max_words: int, limit: int | None = None,
+                kind: SourceKind | None = None) -> Dataset:
+    """Load and clean `data` of whatever kind it is (see module docstring); pass `kind` when already detected."""
+    kind = kind or detect_source(data)
     log.info("data %s detected as %s", data, kind)
     if kind == "beir":
         return load_beir(data)

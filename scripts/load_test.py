@@ -87,10 +87,11 @@ def start_app(store: Path, model: str | None, adapter: Path | None, report: Path
     raise SystemExit(f"the app did not answer within {timeout:.0f} s; see {log.name}")
 
 
-def stop_app(proc: subprocess.Popen) -> None:
+def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it has not exited after `timeout` seconds."""
     proc.terminate()
     try:
-        proc.wait(timeout=30)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
@@ -287,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_load(url, pid, a.clients, a.searches, a.rounds, questions, k=a.k)
     finally:
         if proc is not None:
-            stop_app(proc)
+            stop_process(proc)
     result["store"] = str(a.store) if a.store else None
     result["n_questions"] = len(questions)
     from core import atomic

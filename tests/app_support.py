@@ -17,6 +17,7 @@ from adapter.io import save_adapter
 from adapter.modules import LinearAdapter
 from core import chroma_store
 from core.store import Store
+from scripts.load_test import free_port
 
 
 def make_adapter(out_dir: Path, store_root: Path, model: str = "all-MiniLM-L6-v2", sides: str = "query",
@@ -110,14 +111,6 @@ class RunningApp:
 
 
 _running: dict[str, RunningApp] = {}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def running_app(store_root: Path, work_dir: Path) -> RunningApp:

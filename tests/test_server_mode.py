@@ -20,6 +20,7 @@ from app_support import exact_top, free_port, make_adapter
 from conftest import REPO, nq_data_dir
 
 from core import chroma_store
+from scripts.load_test import stop_process
 from core.store import Store
 
 MODEL = "paraphrase-MiniLM-L3-v2"
@@ -50,11 +51,7 @@ def server(tmp_path_factory):
                 pytest.fail(f"chroma run did not start: {(data / 'server.log').read_text()[-2000:]}")
             time.sleep(0.2)
     yield {"host": "127.0.0.1", "port": port, "path": data / "db"}
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_process(proc, timeout=20)
     log.close()
 
 

@@ -58,7 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     t = sub.add_parser("train", help="train, select on dev, save (and project when --sides both)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _common(t); _train_options(t, d)
-    t.add_argument("--out", type=Path, required=True, help="adapter folder to write")
+    t.add_argument("--out", type=Path, required=True,
+                   help="adapter folder to write (an existing one is replaced only if it is an adapter folder)")
+    t.add_argument("--force", action="store_true", help="replace --out even if it is not an adapter folder")
     t.add_argument("--name", default=None, help="adapter name (default: the --out folder name)")
     t.add_argument("--no-project", action="store_true", help="do not write the projected collection")
     pr = sub.add_parser("project", help="write the adapter-projected collection of a both-sides adapter")
@@ -73,18 +75,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--temperatures", nargs="+", type=float, default=None)
     g.add_argument("--weight-decays", nargs="+", type=float, default=None)
     g.add_argument("--out", type=Path, default=None, help="save the best run's adapter here")
+    g.add_argument("--force", action="store_true", help="replace --out even if it is not an adapter folder")
     a = p.parse_args(argv)
     logging.getLogger().setLevel(logging.DEBUG if a.verbose else logging.INFO)
     return a
 
 
-def _save(store, result, out: Path, project: bool) -> str:
+def _save(store, result, out: Path, project: bool, force: bool) -> str:
     from adapter.curves import curves_json, curves_png
     from adapter.io import load_adapter, save_adapter, weights_sha
     from adapter.project import project_collection
 
     cfg = result.adapter.config
-    save_adapter(result.adapter, out, extra_files={
+    save_adapter(result.adapter, out, force=force, extra_files={
         "curves.json": curves_json(result.curves),
         "curves.png": curves_png(result.curves, cfg.dev_metrics["metric"], result.adapter.describe()),
     })
@@ -115,6 +118,7 @@ def _train_summary(result) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     def job() -> None:
+        from adapter.io import check_adapter_out
         from core.store import Store
 
         a = parse_args(argv)
@@ -128,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{counts['collection']}: {counts['projected']} projected, {counts['unchanged']} unchanged, "
                   f"{counts['deleted']} deleted, {counts['count']} vectors")
             return
+        if a.out is not None:  # refuse an --out that is not ours before any work, not after it
+            check_adapter_out(a.out, a.force)
         store = Store(a.store, a.chroma_host, a.chroma_port, write=False)
         store.require(a.model)
         if a.command == "train":
@@ -137,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg.name = a.name
             result = train_adapter(store, cfg)
             print(_train_summary(result))
-            print(_save(store, result, a.out, project=not a.no_project))
+            print(_save(store, result, a.out, project=not a.no_project, force=a.force))
             return
         from adapter.grid import grid_table, run_grid
 
@@ -147,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = run_grid(store, base, grid)
         print(grid_table(runs, base.metric))
         if a.out and runs:
-            print(_save(store, runs[0][1], a.out, project=True))
+            print(_save(store, runs[0][1], a.out, project=True, force=a.force))
 
     return run_cli(job)
 

@@ -19,6 +19,8 @@ from core.embedding.base import l2_normalise
 from core.types import slug
 
 FORMAT_VERSION = 1
+#: written into every adapter's config.json: what makes a folder recognisably an adapter of ours
+ADAPTER_FORMAT = "nq-adapter.adapter"
 Sides = Literal["query", "both"]
 
 
@@ -39,6 +41,7 @@ class AdapterConfig:
     training: dict[str, Any] = field(default_factory=dict)
     dev_metrics: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    format: str = ADAPTER_FORMAT
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -6,7 +6,9 @@
       curves.json/.png    training curves (written by training)
 
 Saving writes a temporary folder beside the target and renames it into place, so an interrupted save
-leaves the previous adapter intact. Loading rebuilds the module from config.json and refuses an adapter
+leaves the previous adapter intact. It replaces only an adapter folder (config.json naming our format)
+or an empty one, unless forced: anything else at the target is refused before any work (`core.outputs`).
+Loading never changes anything on disk; it rebuilds the module from config.json and refuses an adapter
 whose base model or dimension does not match the store it is used with.
 """
 from __future__ import annotations
@@ -22,14 +24,34 @@ from safetensors.torch import load_file, save_file
 
 from core import atomic
 from core.errors import MismatchError, StoreError
-from adapter.adapter import FORMAT_VERSION, Adapter, AdapterConfig
+from core.outputs import OutputKind, check_output, read_json_object
+from adapter.adapter import ADAPTER_FORMAT, FORMAT_VERSION, Adapter, AdapterConfig
 from adapter.modules import build_module
 
 log = logging.getLogger(__name__)
 
 
-def save_adapter(adapter: Adapter, out_dir: str | Path, extra_files: dict[str, bytes] | None = None) -> Path:
-    out_dir = Path(out_dir)
+def is_adapter_dir(path: Path) -> bool:
+    """True for a folder whose config.json names our adapter format (or is an adapter config from before
+    the format was named: it has the fields only an adapter config has)."""
+    cfg = read_json_object(Path(path) / "config.json")
+    if cfg is None:
+        return False
+    return cfg.get("format") == ADAPTER_FORMAT or (
+        "format" not in cfg and {"kind", "sides", "base_model", "dim_in", "format_version"} <= set(cfg))
+
+
+ADAPTER_OUTPUT = OutputKind("an adapter folder", is_adapter_dir)
+
+
+def check_adapter_out(out_dir: str | Path, force: bool = False) -> Path:
+    """Refuse an `--out` that is not ours to replace, before training starts (rules: `core.outputs`)."""
+    return check_output(out_dir, ADAPTER_OUTPUT, force)
+
+
+def save_adapter(adapter: Adapter, out_dir: str | Path, extra_files: dict[str, bytes] | None = None,
+                 force: bool = False) -> Path:
+    out_dir = check_adapter_out(out_dir, force)
     atomic.recover_dir(out_dir)
     if atomic.remove_stale_temps(out_dir):
         log.info("removed the temporary folder of an interrupted save beside %s", out_dir)
@@ -50,9 +72,17 @@ def save_adapter(adapter: Adapter, out_dir: str | Path, extra_files: dict[str, b
     return out_dir
 
 
+def _readable(path: Path) -> Path:
+    """`path`, or where the previous adapter is when a save to `path` was killed between its two renames
+    (it is whole, under our hidden name); the repair is left to the next save: a reader changes nothing."""
+    if not path.exists() and (aside := atomic.interrupted_aside(path)) is not None:
+        log.warning("a save to %s was interrupted; reading the previous adapter from %s", path, aside)
+        return aside
+    return path
+
+
 def load_adapter(path: str | Path) -> Adapter:
-    path = Path(path)
-    atomic.recover_dir(path)
+    path = _readable(Path(path))
     cfg_path = path / "config.json"
     if not cfg_path.exists():
         raise StoreError(f"no adapter at {path} (no config.json). Train one with:\n"
@@ -75,8 +105,9 @@ def load_adapter(path: str | Path) -> Adapter:
 def weights_sha(path: str | Path) -> str:
     """Hash of the saved weights and config: names a projection so a retrained adapter is re-projected."""
     h = hashlib.sha256()
+    path = _readable(Path(path))
     for name in ("config.json", "model.safetensors"):
-        h.update((Path(path) / name).read_bytes())
+        h.update((path / name).read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 
@@ -39,8 +40,31 @@ def blocked_paths(cfg: AppConfig) -> list[str]:
     return [str(p.resolve()) for p in paths if not cache.is_relative_to(p.resolve())]
 
 
+def require_every_input(demo: gr.Blocks) -> None:
+    """A call with too few inputs gets a message that says what the endpoint takes.
+
+    Gradio checks the count before our handler runs and raises a plain ValueError, which (with
+    `show_error=False`, so that internals never reach a caller) arrives as `{"error": null}` plus a
+    traceback in the log. A `gr.Error` is the one kind of error Gradio always passes on, so the check is
+    redone here with one.
+    """
+    def validate_inputs(block_fn, inputs: list) -> None:
+        wanted = block_fn.inputs
+        if len(inputs) < len(wanted):
+            try:
+                params = list(inspect.signature(block_fn.fn).parameters)
+            except (TypeError, ValueError):
+                params = []
+            names = ", ".join(params if len(params) == len(wanted) else (f"input {i + 1}" for i in range(len(wanted))))
+            raise gr.Error(f"/{block_fn.api_name or block_fn.name} takes {len(wanted)} inputs ({names}); "
+                           f"got {len(inputs)}", print_exception=False)
+
+    demo.validate_inputs = validate_inputs
+
+
 def serve(demo: gr.Blocks, cfg: AppConfig, block: bool = True) -> str:
     """Launch `demo`; returns the local URL. With `block=False` the server runs in a background thread."""
+    require_every_input(demo)
     demo.queue(default_concurrency_limit=cfg.concurrency, max_size=cfg.queue_size, api_open=False)
     try:
         _, url, _ = demo.launch(

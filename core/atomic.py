@@ -53,33 +53,79 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
 
 
-def replace_dir(tmp_dir: str | Path, target: str | Path) -> None:
-    """Move a fully written `tmp_dir` to `target`, replacing any previous folder.
+def _replace_marker(target: Path) -> Path:
+    return target.parent / f".{target.name}.replacing.json"
 
-    POSIX cannot rename a folder over a non-empty one, so the old folder is first renamed aside and
-    removed only after the new one is in place: at every instant either the old or the new complete
-    folder exists at `target` (or, for one rename, at `target` + ".old", which `recover_dir` restores).
+
+def replace_dir(tmp_dir: str | Path, target: str | Path) -> None:
+    """Move a fully written `tmp_dir` (from `make_temp_dir`) to `target`, replacing the folder there.
+
+    POSIX cannot rename a folder over a non-empty one, so the old folder is renamed aside to a hidden name
+    of ours and removed only after the new one is in place. A marker file beside the target, written
+    before the first rename and removed after the last step, records that aside name: it is the only
+    evidence `recover_dir` acts on, so an unrelated `NAME.old` (or anything else) is never touched.
+    The caller decides beforehand whether `target` may be replaced (`core.outputs.check_output`); here a
+    target that is not a folder is refused, as a last guard.
     """
     tmp_dir, target = Path(tmp_dir), Path(target)
-    old = target.with_name(target.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(f"{target} is not a folder; refusing to replace it")
+    marker = _replace_marker(target)
+    aside = None
     if target.exists():
-        os.replace(target, old)
+        aside = target.parent / (tmp_dir.name.removesuffix(".tmp") + ".old")  # .NAME.XXXX.old: hidden, ours
+        write_json(marker, {"target": target.name, "aside": aside.name, "new": tmp_dir.name})
+        os.replace(target, aside)
     os.replace(tmp_dir, target)
     _fsync_dir(target.parent)
-    if old.exists():
-        shutil.rmtree(old)
+    if aside is not None:
+        shutil.rmtree(aside)
+        marker.unlink(missing_ok=True)
+        _fsync_dir(target.parent)
+
+
+def interrupted_aside(target: str | Path) -> Path | None:
+    """The previous folder of an interrupted `replace_dir`, when our marker says one is set aside."""
+    target = Path(target)
+    info = _read_marker(target)
+    if info is None:
+        return None
+    aside = target.parent / info["aside"]
+    return aside if aside.is_dir() else None
+
+
+def _read_marker(target: Path) -> dict | None:
+    marker = _replace_marker(target)
+    try:
+        info = json.loads(marker.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    aside = info.get("aside") if isinstance(info, dict) else None
+    # only a hidden name of ours beside the target is ever acted on, whatever the file says
+    if (not isinstance(aside, str) or "/" in aside or not aside.startswith(f".{target.name}.")
+            or not aside.endswith(".old")):
+        return None
+    return info
 
 
 def recover_dir(target: str | Path) -> None:
-    """Undo a `replace_dir` interrupted between its two renames (only `target.old` exists)."""
+    """Finish or undo a `replace_dir` that was interrupted, as its marker records; a writer calls this.
+
+    Previous folder aside and no target: the rename back restores it. Both present: the new folder was in
+    place, so the aside copy is removed. No marker of ours: nothing is touched.
+    """
     target = Path(target)
-    old = target.with_name(target.name + ".old")
-    if old.exists() and not target.exists():
-        os.replace(old, target)
-    elif old.exists():
-        shutil.rmtree(old)
+    info = _read_marker(target)
+    marker = _replace_marker(target)
+    if info is None:
+        return
+    aside = target.parent / info["aside"]
+    if aside.is_dir() and not target.exists():
+        os.replace(aside, target)
+    elif aside.is_dir():
+        shutil.rmtree(aside)
+    marker.unlink(missing_ok=True)
+    _fsync_dir(target.parent)
 
 
 def remove_stale_temps(target: str | Path) -> int:

@@ -51,3 +51,7 @@ class MismatchError(ProjectError):
 
 class InputError(ProjectError):
     """A user-supplied value (question text, CLI option) is not acceptable."""
+
+
+class OutputError(ProjectError):
+    """An output path cannot be written, or holds something that is not ours to replace."""

@@ -8,7 +8,9 @@
       chroma/                Chroma's files (embedded mode; absent when a Chroma server is used)
 
 Every file is written atomically; `manifest.json` is written last, so a store whose manifest lists a
-model is complete for that model.
+model is complete for that model. `.nq-store` is written first: it marks a folder as a store of ours
+even before its manifest exists (an interrupted first ingest), so a rerun may write into it while a
+non-empty folder of somebody else's is refused (`STORE_OUTPUT`, rules in `core.outputs`).
 """
 from __future__ import annotations
 
@@ -23,12 +25,26 @@ from typing import Any
 from core import atomic
 from core.chroma_store import ChromaTarget, get_collection, open_client, resolve_target
 from core.errors import StoreError
+from core.outputs import OutputKind, read_json_object
 from core.types import Corpus, Dataset, Passage, Qrels, Queries, SplitName, TrainingExample, slug
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STORE = Path(".data/store")
 FORMAT_VERSION = 1
+STORE_MARKER = ".nq-store"
+
+
+def is_store_dir(path: Path) -> bool:
+    """A store of ours: the marker ingest writes first, a manifest, or (stores from before the marker)
+    the lock file every ingest of the embedded store creates before writing anything else."""
+    path = Path(path)
+    manifest = read_json_object(path / "manifest.json")
+    return ((path / STORE_MARKER).is_file() or (manifest is not None and "models" in manifest)
+            or (path / ".store.lock").is_file())
+
+
+STORE_OUTPUT = OutputKind("a store folder", is_store_dir, replaces=False)
 
 
 def raw_collection_name(model_id: str) -> str:
@@ -77,8 +93,15 @@ class Store:
     def exists(self) -> bool:
         return self.manifest_path.exists()
 
+    def mark(self) -> None:
+        """Write the marker that makes this folder recognisably a store (before anything else is written)."""
+        if not (self.root / STORE_MARKER).exists():
+            atomic.write_text(self.root / STORE_MARKER, "a store written by `python -m ingest`; see core/store.py\n")
+
     def require(self, model_id: str | None = None) -> dict:
         """The manifest, or a StoreError that says which command builds what is missing."""
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"--store {self.root} is a file, not a store folder; pass the folder ingest built")
         if not self.exists():
             raise StoreError(
                 f"no store at {self.root} (no manifest.json). Build one with:\n"

@@ -21,12 +21,18 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--store", type=Path, default=d.store, help="store folder (env NQ_STORE)")
     p.add_argument("--out", type=Path, default=d.out, help="report folder (env NQ_REPORT)")
+    p.add_argument("--force", action="store_true",
+                   help="write into --out even if it is a non-empty folder that is not an eval report")
     p.add_argument("--adapter", type=Path, action="append", default=[], dest="adapters",
                    help="adapter folder; repeat for several (the first of a model is 'adapted' in metrics.json)")
     p.add_argument("--model", action="append", default=[], dest="models",
                    help="model to evaluate; repeat for several (default: every model in the store)")
     p.add_argument("--queries", type=Path, default=None, help="held-out BEIR queries.jsonl (with --qrels)")
     p.add_argument("--qrels", type=Path, default=None, help="held-out BEIR qrels.tsv: query-id, corpus-id, score, header line")
+    p.add_argument("--min-queries", type=int, default=d.min_queries,
+                   help="held-out queries: refuse to report when fewer can be scored")
+    p.add_argument("--min-usable", type=float, default=d.min_usable,
+                   help="held-out queries: refuse to report when a smaller fraction of the file can be scored")
     p.add_argument("--split", choices=SPLITS, default=d.split, help="store split to score when no --queries are given")
     p.add_argument("--no-bm25", action="store_true", help="skip the BM25 baseline")
     p.add_argument("--no-mse-baseline", action="store_true", help="skip training the MSE cookbook baseline")
@@ -54,7 +60,8 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
         hnsw=not a.no_hnsw, plots=not a.no_plots, bootstrap_resamples=a.bootstrap_resamples, seed=a.seed,
         plot_queries=a.plot_queries, plot_passages=a.plot_passages,
         cache_dir=None if a.no_cache else a.cache, batch_size=a.batch_size,
-        chroma_host=a.chroma_host, chroma_port=a.chroma_port)
+        chroma_host=a.chroma_host, chroma_port=a.chroma_port, min_queries=a.min_queries, min_usable=a.min_usable,
+        force=a.force)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,6 +49,7 @@ from core import atomic
 from core.cli import run_cli
 from core.embedding.registry import DEFAULT_MODEL
 from core.errors import StoreError
+from core.outputs import OutputKind, check_output, json_file_with
 from core.progress import progress
 from core.store import default_store
 from ingest.config import default_data
@@ -58,6 +59,9 @@ log = logging.getLogger(__name__)
 PARTS = ("ingest", "training", "latency", "scale")
 #: bench.json keys written by each part (a partial run keeps the other parts of an existing file)
 PART_KEYS = ("ingest", "training", "search_latency_ms", "synthetic_vectors", "chroma_scale")
+#: a bench.json of ours has these keys (so --out never overwrites another file by mistake)
+BENCH_OUTPUT = OutputKind("a bench file", lambda p: any(json_file_with(("generated_at", key))(p)
+                                                       for key in ("machine", *PART_KEYS)), is_dir=False)
 TARGETS = {"pipeline_vs_bare": 0.95, "search_p95_both_ms": 25.0, "train_seconds": 10.0}
 SCALES = (10_000, 100_000, 1_000_000)
 INSERT_BATCH = 5000
@@ -90,6 +94,8 @@ class BenchConfig:
     seed: int = 0
     work_dir: Path | None = None
     parts: tuple[str, ...] = PARTS
+    #: overwrite --out even when it is not a bench file
+    force: bool = False
 
     def to_json(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
@@ -411,6 +417,7 @@ def run_bench(cfg: BenchConfig) -> dict:
 
     from core.store import Store
 
+    check_output(cfg.out, BENCH_OUTPUT, cfg.force)  # a wrong --out costs a message, not 15 minutes of work
     t_start = time.perf_counter()
     own_work = cfg.work_dir is None
     work = Path(tempfile.mkdtemp(prefix="nq-bench-")) if own_work else Path(cfg.work_dir)
@@ -527,6 +534,7 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     p.add_argument("--store", type=Path, default=d.store, help="a full store, used when --ingest-limit is given")
     p.add_argument("--model", default=d.model)
     p.add_argument("--out", type=Path, default=d.out, help="where to write bench.json")
+    p.add_argument("--force", action="store_true", help="overwrite --out even if it is not a bench file")
     p.add_argument("--ingest-limit", type=int, default=None, help="queries through the pipeline (default: all)")
     p.add_argument("--latency-queries", type=int, default=d.latency_queries)
     p.add_argument("--scales", type=int, nargs="+", default=list(d.scales), help="synthetic collection sizes")
@@ -541,7 +549,7 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     logging.getLogger().setLevel(logging.DEBUG if a.verbose else logging.INFO)
     cfg = BenchConfig(data=a.data, store=a.store, model=a.model, out=a.out, ingest_limit=a.ingest_limit,
                       latency_queries=a.latency_queries, scales=tuple(a.scales), scale_budget=a.scale_budget,
-                      scale_queries=a.scale_queries, work_dir=a.work_dir, parts=tuple(a.parts))
+                      scale_queries=a.scale_queries, work_dir=a.work_dir, parts=tuple(a.parts), force=a.force)
     if a.quick:
         cfg.ingest_limit = a.ingest_limit or 40
         cfg.latency_queries, cfg.warmup, cfg.scale_queries, cfg.train_epochs = 10, 2, 20, 2

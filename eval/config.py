@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from core.errors import InputError
+from core.outputs import OutputKind, read_json_object
 from core.store import default_store
 from ingest.config import default_cache
 
@@ -20,6 +21,22 @@ P_METRICS = ("MRR@10", "nDCG@10")
 #: the metric the verdict in words is about ("helped / hurt / no significant difference")
 PRIMARY_METRIC = "MRR@10"
 SPLITS = ("dev", "test")
+#: details.json names its writer: what makes a folder recognisably an eval report of ours
+REPORT_GENERATOR = "nq-adapter eval"
+
+
+def is_report_dir(path: Path) -> bool:
+    """A report folder of ours: its details.json names our generator (or, from before it did, has the
+    fields only our details.json has, beside a metrics.json)."""
+    details = read_json_object(Path(path) / "details.json")
+    if details is None:
+        return False
+    return details.get("generator") == REPORT_GENERATOR or (
+        "generator" not in details and {"config", "models", "seconds"} <= set(details)
+        and (Path(path) / "metrics.json").is_file())
+
+
+REPORT_OUTPUT = OutputKind("an eval report folder", is_report_dir, replaces=False)
 
 
 def default_out() -> Path:
@@ -53,6 +70,12 @@ class EvalConfig:
     batch_size: int | None = None
     chroma_host: str | None = None
     chroma_port: int | None = None
+    #: held-out queries: refuse to report when fewer than this many can be scored ...
+    min_queries: int = 10
+    #: ... or when fewer than this fraction of the given queries can be scored
+    min_usable: float = 0.5
+    #: write into --out even when it is a non-empty folder that is not a report
+    force: bool = False
 
     def validate(self) -> None:
         if (self.queries is None) != (self.qrels is None):
@@ -67,6 +90,10 @@ class EvalConfig:
         for name in ("plot_queries", "plot_passages", "plot_lines"):
             if getattr(self, name) < 0:
                 raise InputError(f"--{name.replace('_', '-')} must not be negative")
+        if self.min_queries < 1:
+            raise InputError("--min-queries must be at least 1")
+        if not 0.0 <= self.min_usable <= 1.0:
+            raise InputError("--min-usable must be a fraction between 0 and 1")
         if len(set(self.models)) != len(self.models):
             raise InputError("a model is given twice with --model")
 

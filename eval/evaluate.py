@@ -34,9 +34,10 @@ from core.store import Store
 from core.types import Corpus, Qrels, Queries, Results, slug
 from eval import plots
 from eval.bm25 import bm25_search
-from eval.config import CI_METRICS, K_VALUES, METRICS, EvalConfig
+from core.outputs import check_output
+from eval.config import CI_METRICS, K_VALUES, METRICS, REPORT_OUTPUT, EvalConfig
 from eval.exact_search import exact_search
-from eval.heldout import HeldOut, load_heldout
+from eval.heldout import HeldOut, load_heldout, require_enough
 from eval.hnsw import chroma_search, recall_against_exact
 from eval.metrics import per_query_metrics, recall_at_k_curve
 from eval.stats import bootstrap_ci, paired_p_value
@@ -485,6 +486,7 @@ def run_eval(cfg: EvalConfig) -> EvalOutcome:
     from eval import report
 
     cfg.validate()
+    check_output(cfg.out, REPORT_OUTPUT, cfg.force)  # refuse a wrong --out before the work, not after it
     t0 = time.perf_counter()
     store = Store(cfg.store, cfg.chroma_host, cfg.chroma_port, write=False)
     store.require()
@@ -495,6 +497,7 @@ def run_eval(cfg: EvalConfig) -> EvalOutcome:
     heldout = None
     if cfg.heldout:
         heldout = load_heldout(cfg.queries, cfg.qrels, corpus, store_queries, store.load_splits())
+        require_enough(heldout, cfg.min_queries, cfg.min_usable)
     cfg.out.mkdir(parents=True, exist_ok=True)
     bm25_cache: dict = {}
     evaluations = []

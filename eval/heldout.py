@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import DataError
-from core.types import Corpus, Qrels, Queries, normalise_for_id
+from core.types import Corpus, Dataset, Qrels, Queries, normalise_for_id
 from ingest.clean import clean_text
+from ingest.id_rule import IdRule
 from ingest.jsonl import get_str, read_jsonl
 from ingest.load_beir import read_qrels
 
@@ -33,6 +34,8 @@ class HeldOut:
     qrels: Qrels
     source: str
     skipped: dict[str, int] = field(default_factory=dict)
+    #: queries in the queries file
+    n_given: int = 0
     #: split name -> scored query ids that the store also has in that split (train/dev = not held out)
     overlap: dict[str, list[str]] = field(default_factory=dict)
 
@@ -40,23 +43,26 @@ class HeldOut:
         self.skipped[reason] = self.skipped.get(reason, 0) + n
 
 
-def read_queries_file(path: Path) -> Queries:
-    """id -> cleaned text from a BEIR queries.jsonl (`_id` or `id`, `text`); a duplicate id is an error."""
-    out: Queries = {}
+def read_queries_file(path: Path, counts: dict[str, int] | None = None) -> Queries:
+    """id -> cleaned text from a BEIR queries.jsonl (`_id` or `id`, `text`); repeated ids follow ingest's
+    rule (`ingest.id_rule`: different text refused, identical merged and counted into `counts`)."""
+    ds = Dataset(corpus={}, queries={}, qrels={}, source=str(path))
+    ids = IdRule(ds)
     for line, obj in read_jsonl(path):
-        qid = get_str(obj, ("_id", "id"), path, line)
-        if qid in out:
-            raise DataError(f"query id {qid!r} appears twice", path, line)
-        out[qid] = clean_text(get_str(obj, ("text",), path, line))
-    return out
+        ids.add_query(get_str(obj, ("_id", "id"), path, line), clean_text(get_str(obj, ("text",), path, line)), path, line)
+    if counts is not None:
+        for reason, n in ds.skipped.items():
+            counts[reason] = counts.get(reason, 0) + n
+    return ds.queries
 
 
 def load_heldout(queries_path: Path, qrels_path: Path, corpus: Corpus,
                  store_queries: Queries, store_splits: dict[str, str]) -> HeldOut:
     """Read both files and keep the queries that can be scored against `corpus` (rules: module docstring)."""
     queries_path, qrels_path = Path(queries_path), Path(qrels_path)
-    given = read_queries_file(queries_path)
     held = HeldOut(queries={}, qrels={}, source=f"{queries_path} + {qrels_path}")
+    given = read_queries_file(queries_path, held.skipped)
+    held.n_given = len(given)
     for qid, pid, score in read_qrels(qrels_path):
         if score <= 0:
             held.skip("qrels_row_not_relevant")
@@ -89,3 +95,19 @@ def load_heldout(queries_path: Path, qrels_path: Path, corpus: Corpus,
     if held.skipped:
         log.info("held-out queries: scoring %d; skipped %s", len(held.queries), held.skipped)
     return held
+
+
+def require_enough(held: HeldOut, min_queries: int, min_usable: float) -> None:
+    """Refuse to report on a handful of queries: a figure on 1 of 51 queries is not the file's figure.
+
+    Too few is fewer than `min_queries`, or fewer than `min_usable` of the queries the file gives; the
+    message lists why the others were skipped, so the user can fix the files (or lower the bounds).
+    """
+    n, given = len(held.queries), held.n_given
+    if n >= min_queries and n >= min_usable * given:
+        return
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(held.skipped.items())) or "none"
+    raise DataError(
+        f"only {n} of the {given} queries can be scored (need at least {min_queries} and at least "
+        f"{min_usable:.0%} of the file); skipped: {reasons}. Check that the qrels name passages of this store's "
+        f"corpus, or lower --min-queries / --min-usable to report anyway")

@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from core import atomic
-from eval.config import CI_METRICS, METRICS, P_METRICS, PRIMARY_METRIC
+from eval.config import CI_METRICS, METRICS, P_METRICS, PRIMARY_METRIC, REPORT_GENERATOR
 
 if TYPE_CHECKING:
     from eval.evaluate import EvalOutcome, ModelEvaluation, SystemRun
@@ -119,6 +119,7 @@ def _system_details(s: SystemRun) -> dict:
 
 def details_json(outcome: EvalOutcome) -> dict:
     return {
+        "generator": REPORT_GENERATOR,
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": outcome.config.to_json(),
         "seconds": round(outcome.seconds, 2),

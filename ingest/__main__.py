@@ -16,6 +16,8 @@ def parse_args(argv: list[str] | None = None) -> IngestConfig:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default=d.data, help="BEIR folder, pairs .jsonl, NQ simplified .jsonl(.gz), or a dataset id (env NQ_DATA)")
     p.add_argument("--store", type=Path, default=d.store, help="store folder (env NQ_STORE)")
+    p.add_argument("--force", action="store_true",
+                   help="write into --store even if it is a non-empty folder that is not a store")
     p.add_argument("--model", default=d.model, help="all-MiniLM-L6-v2, paraphrase-MiniLM-L3-v2, openai:text-embedding-3-small, openai:text-embedding-ada-002, or a path")
     p.add_argument("--limit", type=int, default=None, help="keep only the first N queries and their passages")
     p.add_argument("--k-hard", type=int, default=d.k_hard, help="hard negatives per query")
@@ -41,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> IngestConfig:
         data=a.data, store=a.store, model=a.model, limit=a.limit, k_hard=a.k_hard, k_weak=a.k_weak,
         hard_depth=a.hard_depth, hard_margin=a.hard_margin, near_dup=a.near_dup, seed=a.seed,
         split=tuple(a.split), min_words=a.min_words, max_words=a.max_words, batch_size=a.batch_size,
-        cache_dir=None if a.no_cache else a.cache, chroma_host=a.chroma_host, chroma_port=a.chroma_port)
+        cache_dir=None if a.no_cache else a.cache, chroma_host=a.chroma_host, chroma_port=a.chroma_port,
+        force=a.force)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,8 @@ class IngestConfig:
     cache_dir: Path | None = field(default_factory=default_cache)
     chroma_host: str | None = None
     chroma_port: int | None = None
+    #: write into --store even when it is a non-empty folder that is not a store
+    force: bool = False
 
     def mining(self) -> MiningConfig:
         return MiningConfig(k_weak=self.k_weak, k_hard=self.k_hard, depth=self.hard_depth,

@@ -8,6 +8,7 @@ from core.errors import DataError
 from core.progress import progress
 from core.types import Dataset, Passage
 from ingest.clean import clean_text
+from ingest.id_rule import IdRule
 from ingest.jsonl import get_id, get_str, open_text, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ def load_beir(folder: str | Path) -> Dataset:
     corpus_path = folder / "corpus.jsonl" if (folder / "corpus.jsonl").exists() else folder / "corpus.jsonl.gz"
     queries_path = folder / "queries.jsonl" if (folder / "queries.jsonl").exists() else folder / "queries.jsonl.gz"
     ds = Dataset(corpus={}, queries={}, qrels={}, source=f"beir:{folder}")
+    ids = IdRule(ds)
     for line, obj in progress(read_jsonl(corpus_path), desc="read corpus", unit="passage"):
         pid = get_id(obj, ("_id", "id"), corpus_path, line)
         text = clean_text(get_str(obj, ("text",), corpus_path, line))
@@ -64,14 +66,14 @@ def load_beir(folder: str | Path) -> Dataset:
         if not text:
             ds.skip("empty_passage")
             continue
-        ds.corpus[pid] = Passage(title=title, text=text)
+        ids.add_passage(pid, Passage(title=title, text=text), corpus_path, line)
     for line, obj in read_jsonl(queries_path):
         qid = get_id(obj, ("_id", "id"), queries_path, line)
         text = clean_text(get_str(obj, ("text",), queries_path, line))
         if not text:
             ds.skip("empty_query")
             continue
-        ds.queries[qid] = text
+        ids.add_query(qid, text, queries_path, line)
     for qrels_path in qrels_files(folder):
         for qid, pid, score in read_qrels(qrels_path):
             if score <= 0:

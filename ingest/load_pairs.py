@@ -2,7 +2,8 @@
 
 Fields: `query` (or `question`), `passage` (or `answer`, `positive`, `text`), optional `title`, optional
 ids (`id`/`query_id`, `passage_id`). Missing ids are made stable from content (`stable_id`), so
-re-ingesting the same file gives the same ids; rows repeating a query add positives to it.
+re-ingesting the same file gives the same ids; rows repeating a query add positives to it. An id given to
+two different texts is refused, naming both lines (`ingest.id_rule`); a repeated pair is counted.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Iterable
 from core.progress import progress
 from core.types import Dataset, Passage, stable_id
 from ingest.clean import clean_text
+from ingest.id_rule import IdRule
 from ingest.jsonl import get_id, get_str, read_jsonl
 
 QUERY_KEYS = ("query", "question", "question_text", "anchor")
@@ -25,8 +27,10 @@ def looks_like_pairs(obj: dict) -> bool:
     return any(k in obj for k in QUERY_KEYS) and any(k in obj for k in PASSAGE_KEYS)
 
 
-def add_pair(ds: Dataset, query: str, passage: str, title: str = "", qid: str | None = None, pid: str | None = None) -> None:
+def add_pair(ids: IdRule, query: str, passage: str, title: str = "", qid: str | None = None, pid: str | None = None,
+             path: Path | str = "", line: int | None = None) -> None:
     """Clean one pair and add it; empty query or passage is skipped and counted."""
+    ds = ids.dataset
     query, passage, title = clean_text(query), clean_text(passage), clean_text(title)
     if not query:
         ds.skip("empty_query")
@@ -34,24 +38,28 @@ def add_pair(ds: Dataset, query: str, passage: str, title: str = "", qid: str | 
     if not passage:
         ds.skip("empty_passage")
         return
-    qid = qid or stable_id("q_", query)
-    pid = pid or stable_id("p_", passage)
-    ds.queries.setdefault(qid, query)
-    ds.corpus.setdefault(pid, Passage(title=title, text=passage))
+    derived_q, derived_p = qid is None, pid is None
+    qid, pid = qid or stable_id("q_", query), pid or stable_id("p_", passage)
+    ids.add_query(qid, query, path, line, derived=derived_q)
+    ids.add_passage(pid, Passage(title=title, text=passage), path, line, derived=derived_p)
+    if pid in ds.qrels.get(qid, {}):
+        ds.skip("duplicate_pair")
     ds.qrels.setdefault(qid, {})[pid] = 1
 
 
 def load_pairs(path: str | Path) -> Dataset:
     path = Path(path)
     ds = Dataset(corpus={}, queries={}, qrels={}, source=f"pairs:{path}")
+    ids = IdRule(ds, repeats_expected=True)
     for line, obj in progress(read_jsonl(path), desc="read pairs", unit="pair"):
         add_pair(
-            ds,
+            ids,
             query=get_str(obj, QUERY_KEYS, path, line),
             passage=get_str(obj, PASSAGE_KEYS, path, line),
             title=get_str(obj, TITLE_KEYS, path, line, required=False) or "",
             qid=get_id(obj, QUERY_ID_KEYS, path, line, required=False),
             pid=get_id(obj, PASSAGE_ID_KEYS, path, line, required=False),
+            path=path, line=line,
         )
     return ds
 
@@ -59,7 +67,8 @@ def load_pairs(path: str | Path) -> Dataset:
 def pairs_from_rows(rows: Iterable[dict], source: str, columns: dict[str, str]) -> Dataset:
     """Pairs from an iterable of dict rows (a `datasets` split) using the given column mapping."""
     ds = Dataset(corpus={}, queries={}, qrels={}, source=source)
-    for row in progress(rows, desc="read rows", unit="row"):
-        add_pair(ds, query=str(row[columns["query"]] or ""), passage=str(row[columns["passage"]] or ""),
-                 title=str(row[columns["title"]] or "") if "title" in columns else "")
+    ids = IdRule(ds, repeats_expected=True)
+    for n, row in enumerate(progress(rows, desc="read rows", unit="row"), start=1):
+        add_pair(ids, query=str(row[columns["query"]] or ""), passage=str(row[columns["passage"]] or ""),
+                 title=str(row[columns["title"]] or "") if "title" in columns else "", path=source, line=n)
     return ds

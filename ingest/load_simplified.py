@@ -43,6 +43,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 from core.errors import DataError, InputError
 from core.progress import progress
 from core.types import Dataset, Passage, stable_id
+from ingest.id_rule import IdRule
 from ingest.clean import clean_text
 from ingest.filters import DEFAULT_MAX_WORDS, DEFAULT_MIN_WORDS
 from ingest.html_text import html_to_text, tag_name
@@ -87,10 +88,14 @@ def load_simplified(
         raise InputError(f"need 1 <= min_words <= max_words, got min_words={min_words}, max_words={max_words}")
     path = Path(path)
     dataset = Dataset(corpus={}, queries={}, qrels={}, source=f"nq-simplified:{path}")
+    ids = IdRule(dataset)
     n_records = 0
     for line_no, record in progress(read_jsonl(path), desc=f"reading {path.name}", unit=" examples"):
         n_records += 1
-        _add_example(dataset, _parse(record, path, line_no), min_words, max_words)
+        example = _parse(record, path, line_no)
+        # the example id is the query id: the same id twice must be the same question (ingest.id_rule)
+        if ids.claim("query", example.query_id, clean_text(example.question), path, line_no):
+            _add_example(dataset, example, min_words, max_words)
     logger.info(
         "%s: %d examples -> %d queries, %d passages; skipped %s",
         path, n_records, len(dataset.queries), len(dataset.corpus), dataset.skipped or "nothing",
@@ -160,9 +165,6 @@ def _as_tuple(kinds: type | tuple[type, ...]) -> tuple[type, ...]:
 
 def _add_example(dataset: Dataset, example: _Example, min_words: int, max_words: int) -> None:
     """Add one example's query, positive and same-document negatives, or count why it was skipped."""
-    if example.query_id in dataset.queries:
-        dataset.skip("duplicate_query_id")
-        return
     if not example.long_answers:
         dataset.skip("no_long_answer")
         return

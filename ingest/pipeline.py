@@ -18,7 +18,8 @@ from typing import Iterator
 from core import atomic, chroma_store, query_vectors
 from core.embedding import EmbeddingCache, embed_cached, load_embedder
 from core.embedding.base import Embedder
-from core.store import Store, raw_collection_name
+from core.outputs import check_output
+from core.store import STORE_OUTPUT, Store, raw_collection_name
 from core.errors import DataError
 from core.types import SPLITS, Dataset, corpus_fingerprint, text_sha
 from ingest.config import IngestConfig
@@ -58,6 +59,7 @@ def run_ingest(cfg: IngestConfig, embedder: Embedder | None = None) -> dict:
     """Run every step; returns the summary (also saved as STORE/ingest_summary.json)."""
     timer = _Timer()
     t_start = time.perf_counter()
+    check_output(cfg.store, STORE_OUTPUT, cfg.force, option="--store")  # a wrong --store costs a message, not data
     # the model loads in the background while the data is read (both take seconds); a bad file is
     # still reported first, and its error does not wait for the model
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest")
@@ -78,7 +80,9 @@ def run_ingest(cfg: IngestConfig, embedder: Embedder | None = None) -> dict:
 def _store_and_embed(cfg: IngestConfig, ds: Dataset, kind: str, splits: dict, embedder: Embedder,
                      timer: _Timer, t_start: float, pool: ThreadPoolExecutor) -> dict:
     store = Store(cfg.store, cfg.chroma_host, cfg.chroma_port, write=True)
-    client = store.client  # takes the lock now: refuse early if another process writes
+    client = store.client  # takes the lock now: refuse early if another process writes (or the server is down)
+    store.root.mkdir(parents=True, exist_ok=True)
+    store.mark()
     fingerprint = corpus_fingerprint(ds.corpus)
     pids = sorted(ds.corpus)
     qids = sorted(ds.queries)

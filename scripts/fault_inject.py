@@ -450,9 +450,9 @@ def save_trial(work: Path, n: int, rng: random.Random) -> dict:
     other = "A" if name == "B" else "B"
     allowed = {name} if state == "end" else {name, other}  # mid-save: the new one or the previous one
     loaded = which_adapter(folder)
-    leftovers = sum(1 for _ in folder.parent.glob(".adapter.*.tmp")) + (folder.parent / "adapter.old").exists()
+    leftovers = sum(1 for _ in folder.parent.glob(".adapter.*"))  # temp folder, aside copy, replace marker
     save_named(folder, "A")  # the next save clears what the killed one left
-    leftovers_after = sum(1 for _ in folder.parent.glob(".adapter.*.tmp")) + (folder.parent / "adapter.old").exists()
+    leftovers_after = sum(1 for _ in folder.parent.glob(".adapter.*"))
     result = {"trial": n, "killed": killed, "landed": "inside save" if state == "begin" else "between saves",
               "delay_s": round(delay, 4), "saves_completed": sum(1 for ln in child.output.splitlines() if ln.startswith("end")),
               "loaded": loaded, "allowed": sorted(allowed), "leftovers_after_kill": int(leftovers),
@@ -675,7 +675,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one, removed)")
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--force", action="store_true", help="overwrite --out even if it is not a fault-injection result")
     a = p.parse_args(argv)
+    from core.errors import OutputError
+    from core.outputs import OutputKind, check_output, json_file_with
+
+    try:  # before the minutes of faults, not after them; trials make and remove folders inside --work
+        check_output(a.out, OutputKind("a fault-injection result", json_file_with(("trials", "seconds")), is_dir=False),
+                     a.force)
+        if a.work is not None:
+            check_output(a.work, OutputKind("a scratch folder", lambda _: False), a.force, option="--work")
+    except OutputError as exc:
+        p.error(str(exc))
     work = a.work or Path(tempfile.mkdtemp(prefix="faults-"))
     work.mkdir(parents=True, exist_ok=True)
     try:

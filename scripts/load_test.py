@@ -271,9 +271,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--questions-from", type=Path, default=None, help="store whose test questions to ask (with --url)")
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--force", action="store_true", help="overwrite --out even if it is not a load-test result")
     a = p.parse_args(argv)
     if min(a.clients, a.searches, a.rounds) < 1:
         p.error("--clients, --searches and --rounds must be positive")
+    from core.errors import OutputError
+    from core.outputs import OutputKind, check_output, json_file_with
+
+    try:  # before the minutes of load, not after them
+        check_output(a.out, OutputKind("a load-test result", json_file_with(("rounds", "rss_mb")), is_dir=False), a.force)
+    except OutputError as exc:
+        p.error(str(exc))
     proc = None
     try:
         if a.store:

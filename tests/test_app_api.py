@@ -109,3 +109,28 @@ def test_store_repo_and_report_files_are_not_served(app):
         for prefix in ("/gradio_api/file=", "/gradio_api/file/", "/file="):
             status = get_status(app.url.rstrip("/") + prefix + urllib.parse.quote(str(path)))
             assert status in (403, 404), f"{prefix}{path} answered {status}"
+
+
+def raw_call(url: str, body: dict) -> str:
+    """POST to /gradio_api/call/search as a plain HTTP client does, then read the event stream."""
+    import json
+
+    req = urllib.request.Request(url.rstrip("/") + "/gradio_api/call/search", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        event_id = json.loads(resp.read())["event_id"]
+    with urllib.request.urlopen(f"{url.rstrip('/')}/gradio_api/call/search/{event_id}", timeout=30) as resp:
+        return resp.read().decode("utf-8")
+
+
+@pytest.mark.parametrize("data", [[], ["who wrote hamlet"]])
+def test_a_missing_argument_over_raw_http_gets_a_clear_message(app, data, capfd):
+    stream = raw_call(app.url, {"data": data})
+    assert "event: error" in stream
+    assert f"/search takes 2 inputs (question, k); got {len(data)}" in stream  # was {"error": null}
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_both_arguments_over_raw_http_search(app):
+    stream = raw_call(app.url, {"data": ["who wrote hamlet", 3]})
+    assert "event: complete" in stream and '"rank": 3' in stream

@@ -241,7 +241,7 @@ def test_heldout_queries_score_exactly_the_given_queries(tiny, tmp_path):
     rfile.write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{a}\t{b}\t{c}\n" for a, b, c in qrels_rows))
     out = tmp_path / "out"
     rc = main(["--store", str(tiny["store"]), "--out", str(out), "--queries", str(qfile), "--qrels", str(rfile),
-               "--no-mse-baseline", "--no-plots", "--bootstrap-resamples", "300"])
+               "--no-mse-baseline", "--no-plots", "--bootstrap-resamples", "300", "--min-queries", "5"])
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
     details = json.loads((out / "details.json").read_text())["models"][MODEL]
@@ -312,3 +312,25 @@ def test_heldout_files_with_nothing_to_score_fail_clearly(tiny, tmp_path, capsys
 def test_missing_store_says_how_to_build_one(tmp_path, capsys):
     assert main(["--store", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "python -m ingest" in capsys.readouterr().err
+
+
+def test_heldout_with_almost_nothing_usable_is_refused_with_the_reasons(tiny, tmp_path, capsys):
+    """Issue 9 case 5: 50 of 51 queries unusable used to exit 0 with a report on one query."""
+    store = Store(tiny["store"])
+    queries, qrels = store.load_queries(), store.load_qrels()
+    qid = next(q for q in store.split_query_ids("test") if q in qrels)
+    rows = [{"_id": qid, "text": queries[qid]}] + [{"_id": f"x{i}", "text": f"question number {i}"} for i in range(50)]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pid = next(iter(qrels[qid]))
+    (tmp_path / "r.tsv").write_text("query-id\tcorpus-id\tscore\n" + f"{qid}\t{pid}\t1\n"
+                                    + "".join(f"x{i}\tp_not_in_this_store\t1\n" for i in range(50)))
+    argv = ["--store", str(tiny["store"]), "--out", str(tmp_path / "o"), "--queries", str(tmp_path / "q.jsonl"),
+            "--qrels", str(tmp_path / "r.tsv"), "--no-mse-baseline", "--no-plots", "--no-hnsw", "--no-bm25",
+            "--bootstrap-resamples", "100"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "only 1 of the 51 queries can be scored" in err
+    assert "qrels_row_for_passage_not_in_store 50" in err and "query_without_usable_qrels 50" in err
+    assert not (tmp_path / "o").exists()
+    assert main(argv + ["--min-queries", "1", "--min-usable", "0"]) == 0  # the user can still ask for it
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["n_queries"] == 1

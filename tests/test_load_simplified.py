@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 QUERY_ID = "nq_5328212470870865242"  # the record with a long answer (candidate 15)
 NO_ANSWER_ID = "nq_-8062182676792486818"  # the record without one
-EXAMPLE_REASONS = ("no_long_answer", "empty_query", "positive_too_short", "positive_too_long", "duplicate_query_id")
+EXAMPLE_REASONS = ("no_long_answer", "empty_query", "positive_too_short", "positive_too_long", "duplicate_query_identical")
 NAIVE_TAG = re.compile(r"^<[^<>\s]+>$")
 
 
@@ -209,7 +209,7 @@ def test_duplicate_and_empty_questions_are_counted(records, tmp_path) -> None:
     blank["question_text"], blank["example_id"] = " \t\u200b ", 7
     ds = load_simplified(write_jsonl(tmp_path / "dup.jsonl", [records[1], records[1], blank, records[0]]))
     assert list(ds.queries) == [QUERY_ID]
-    assert ds.skipped["duplicate_query_id"] == 1
+    assert ds.skipped["duplicate_query_identical"] == 1
     assert ds.skipped["empty_query"] == 1
     assert ds.skipped["no_long_answer"] == 1
 

@@ -7,6 +7,11 @@
 - bounded session state: Gradio keeps the state of 10,000 sessions by default and every API call is a new
   session, so memory grew with every search (scripts/load_test.py measured ~85 MB per 1,000); we keep
   `state_sessions` (the page has no per-session state to lose);
+- bounded queue bookkeeping: Gradio 6's queue keeps, per session, a set of pending event ids (never
+  removed, and scanned linearly by every REST result request), a message queue (up to 2,000 sessions) and
+  10,000 analytics records; every API call is a new session, so memory and latency grew with every search.
+  `IdleSessionPruner` drops the entries of sessions with nothing pending after each request, and the
+  analytics are capped (`ANALYTICS_EVENTS`; monitoring is off, nothing reads them);
 - no analytics, no monitoring endpoint, no MCP server, no run history kept in the browser;
 - files: Gradio serves only what the app itself created (its cache); the store, adapter and report
   folders and the repository are additionally on the block list, so even a future `allowed_paths`
@@ -17,6 +22,7 @@ from __future__ import annotations
 import inspect
 import logging
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 
@@ -62,10 +68,54 @@ def require_every_input(demo: gr.Blocks) -> None:
     demo.validate_inputs = validate_inputs
 
 
+#: analytics records Gradio's queue keeps (its default 10,000; nothing reads them with monitoring off)
+ANALYTICS_EVENTS = 256
+
+
+def prune_idle_sessions(queue: Any) -> int:
+    """Forget the queue bookkeeping of sessions with nothing pending; returns how many were dropped.
+
+    A session is idle when every event it queued has had its completion delivered (its pending-id set is
+    empty) and no message waits for it. Such a session's next event recreates both entries (Gradio's
+    `Queue.push` does), so nothing a client can still ask for is lost. Must run on the server's event loop,
+    where Gradio itself reads and writes these dicts. A Gradio without these attributes makes it a no-op.
+    """
+    ids = getattr(queue, "pending_event_ids_session", None)
+    messages = getattr(queue, "pending_messages_per_session", None)
+    if not isinstance(ids, dict) or not isinstance(messages, dict):
+        return 0
+    idle = [s for s in set(ids) | set(messages)
+            if not ids.get(s) and (s not in messages or messages[s].empty())]
+    for s in idle:
+        ids.pop(s, None)
+        messages.pop(s, None)
+    return len(idle)
+
+
+class IdleSessionPruner:
+    """ASGI middleware: after each HTTP request (a search's result stream included) prune idle sessions,
+    so the queue holds only sessions with work in flight however many searches have been served."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            server_app = scope.get("app")
+            if scope.get("type") == "http" and server_app is not None and hasattr(server_app, "get_blocks"):
+                prune_idle_sessions(getattr(server_app.get_blocks(), "_queue", None))
+
+
 def serve(demo: gr.Blocks, cfg: AppConfig, block: bool = True) -> str:
     """Launch `demo`; returns the local URL. With `block=False` the server runs in a background thread."""
+    from starlette.middleware import Middleware
+
     require_every_input(demo)
     demo.queue(default_concurrency_limit=cfg.concurrency, max_size=cfg.queue_size, api_open=False)
+    if hasattr(demo._queue, "ANALYTICS_MAX_EVENTS"):
+        demo._queue.ANALYTICS_MAX_EVENTS = ANALYTICS_EVENTS
     try:
         _, url, _ = demo.launch(
             server_name=cfg.host, server_port=cfg.port, share=False, inbrowser=False,
@@ -73,6 +123,7 @@ def serve(demo: gr.Blocks, cfg: AppConfig, block: bool = True) -> str:
             blocked_paths=blocked_paths(cfg), max_file_size="1mb", enable_monitoring=False,
             ssr_mode=False, mcp_server=False, pwa=False, run_history=False, footer_links=["api"], css=CSS,
             state_session_capacity=cfg.state_sessions,
+            app_kwargs={"middleware": [Middleware(IdleSessionPruner)]},
         )
     except OSError as exc:
         raise InputError(f"cannot listen on {cfg.host}:{cfg.port} ({exc}); pass another --port") from None

@@ -237,8 +237,29 @@ def run_load(base: str, pid: int | None, clients: int, searches: int, rounds: in
         result["rss_mb"]["growth_after_warmup"] = round(after - before, 1)
         if rounds > 1 and result["rounds"][0]["rss_mb_after"]:
             result["rss_mb"]["growth_between_rounds"] = round(after - result["rounds"][0]["rss_mb_after"], 1)
+    result["rss_mb"]["growth_per_1000_searches"] = growth_per_1000(result["rounds"])
     result["errors"] = warm_errors + sum(x["errors"] for x in result["rounds"])
     return result
+
+
+def growth_per_1000(rounds: list[dict]) -> float | None:
+    """Soak figure: least-squares slope of the memory after each round against the searches served so far,
+    in MB per 1,000 searches, leaving out round 1 (allocator and cache warm-up). None below 3 rounds.
+
+    A leak shows as a steady positive slope however long the run; a level memory gives about 0.
+    """
+    points, served = [], 0
+    for r in rounds:
+        served += r["requests"]
+        if r.get("rss_mb_after") is not None:
+            points.append((served / 1000, r["rss_mb_after"]))
+    points = points[1:]
+    if len(points) < 2:
+        return None
+    mx = sum(x for x, _ in points) / len(points)
+    my = sum(y for _, y in points) / len(points)
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    return round(sum((x - mx) * (y - my) for x, y in points) / sxx, 2) if sxx else None
 
 
 def table(result: dict) -> str:
@@ -252,7 +273,8 @@ def table(result: dict) -> str:
     lines.insert(1, "-+-".join("-" * w for w in widths))
     m = result["rss_mb"]
     lines.append(f"RSS after warm-up {m['after_warmup']} MB, peak {m.get('peak')} MB, growth after warm-up "
-                 f"{m.get('growth_after_warmup')} MB, between rounds {m.get('growth_between_rounds')} MB")
+                 f"{m.get('growth_after_warmup')} MB, between rounds {m.get('growth_between_rounds')} MB, "
+                 f"soak slope after round 1 {m.get('growth_per_1000_searches')} MB per 1,000 searches")
     return "\n".join(lines)
 
 
@@ -267,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", type=Path, default=None, help="passed to the app it starts")
     p.add_argument("--clients", type=int, default=20)
     p.add_argument("--searches", type=int, default=50, help="searches per client per round")
-    p.add_argument("--rounds", type=int, default=3, help="rounds of clients x searches (memory is read after each)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds of clients x searches; memory is read after each, and from 3 rounds on the report "
+                        "has the soak slope (MB per 1,000 searches after round 1): use e.g. --rounds 10 to soak")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--questions-from", type=Path, default=None, help="store whose test questions to ask (with --url)")
     p.add_argument("--out", type=Path, default=OUT)

@@ -55,7 +55,7 @@ app: setup
 	$(PY) -m app --store $(STORE) --model $(APP_MODEL) --adapter $(ADAPTERS)/$(APP_MODEL) --report $(REPORT)
 
 bench: setup
-	$(PY) -m eval.bench
+	$(PY) -m scripts.bench
 
 # Reliability figures (README): kill -9 at random points of ingest, adapter save and projection;
 # then a bounded loopback load (20 clients x 50 searches) against the app on the demo store.

@@ -28,8 +28,8 @@ from adapter.modules import build_module, pca_basis
 from core.progress import progress
 from core.store import Store
 from core.types import slug
-from eval.exact_search import exact_search
-from eval.metrics import retrieval_metrics
+from core.exact_search import exact_search
+from core.metrics import retrieval_metrics
 
 log = logging.getLogger(__name__)
 

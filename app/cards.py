@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import html
 
-from core.retriever import Hit, SearchResult, Side
+from search.retriever import Hit, SearchResult, Side
 
 SNIPPET_CHARS = 240
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.embedding.registry import DEFAULT_MODEL
-from core.retriever import DEFAULT_MAX_CHARS, DEFAULT_MAX_K
+from search.retriever import DEFAULT_MAX_CHARS, DEFAULT_MAX_K
 from core.store import default_store
 
 DEFAULT_ADAPTERS = Path(".data/adapters")

@@ -3,7 +3,9 @@
     REPORT/metrics.json   {"model", "adapter", "n_queries", "retrieval": {"raw": {...}, "adapted": {...}, ...},
                            "ci95", "p_value_adapted_vs_raw", "threshold_accuracy"}  (or {"models": {MODEL: {...}}})
     REPORT/report.md      eval's own write-up
-    REPORT/*.png          similarity histograms, latent-space plots
+    REPORT/details.json   {"models": {MODEL: {"figures": {key: "figures/MODEL/NAME.png", ...}}}}: the plots
+                          eval made for each model (similarity histograms, Recall@k, latent space, training
+                          curves), read from where eval says it put them
 
 The metrics table puts the raw baseline beside every delta (GUIDE §5: an adapter's gain means nothing
 without the number it is a gain over). Plots are read into memory, checked to be PNG images, and put
@@ -25,10 +27,12 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-MAX_IMAGES = 12
+MAX_IMAGES = 24
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 _SYSTEM_ORDER = ("adapted", "bm25", "mse_baseline")
 _MD_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
+#: eval's report.md links its figures by relative path; the page shows the PNGs inline instead
+_MD_FIGURE_LINK = re.compile(r"\[([^\]]*)\]\((figures/[^)]*)\)")
 
 
 @dataclass
@@ -56,20 +60,54 @@ def load_report(folder: Path, model: str, store: Path, adapter_dir: Path) -> Rep
             parts.append(f"`{metrics_path}` could not be read ({exc}); re-run eval.")
     if md_path.exists():
         text = md_path.read_text("utf-8", errors="replace")
-        parts.append("---\n\n" + _MD_IMAGE.sub(lambda m: f"*({m.group(1) or 'plot'}: shown below)*", text))
-    images = _read_images(folder)
+        text = _MD_IMAGE.sub(lambda m: f"*({m.group(1) or 'plot'}: shown below)*", text)
+        text = _MD_FIGURE_LINK.sub(lambda m: f"{m.group(1)} *({'shown below' if m.group(2).endswith('.png') else 'file `' + m.group(2) + '` in the report folder'})*", text)
+        parts.append("---\n\n" + text)
+    images = _read_images(folder, model)
     if not parts and not images:
         return ReportView(markdown=missing_note(folder, store, adapter_dir))
     return ReportView(markdown="\n\n".join(parts) or "(no metrics.json or report.md, only plots)", images=images, found=True)
 
 
-def _read_images(folder: Path) -> list[tuple[bytes, str]]:
+FIGURE_NAMES = {"similarity_hist": "cosine of test pairs, raw vs adapted", "recall_at_k": "Recall@k",
+                "latent_space": "latent space (2-d projection)"}
+
+
+def figure_list(folder: Path, model: str) -> list[tuple[Path, str]]:
+    """(PNG path, caption) of every figure eval's details.json lists, the app's model first.
+
+    Paths come from the file, so each must stay inside the report folder (a crafted details.json cannot
+    make the page read /etc/passwd); anything else is skipped with a warning."""
+    from core.outputs import read_json_object
+
+    details = read_json_object(folder / "details.json")
+    models = details.get("models") if details else None
+    if not isinstance(models, dict):
+        return []
+    root = folder.resolve()
+    out: list[tuple[Path, str]] = []
+    for name in sorted(models, key=lambda m: (m != model, m)):
+        figures = models[name].get("figures") if isinstance(models[name], dict) else None
+        for key, rel in (figures or {}).items():
+            if not isinstance(rel, str) or not rel.endswith(".png"):
+                continue
+            path = (folder / rel).resolve()
+            if not path.is_relative_to(root):
+                log.warning("skipping figure %r of %s: outside the report folder", rel, name)
+                continue
+            what = FIGURE_NAMES.get(key) or (f"training curves of {key.split(':', 1)[1]}" if key.startswith("training:")
+                                             else key.replace("_", " "))
+            out.append((path, f"{name}: {what}"))
+    return out
+
+
+def _read_images(folder: Path, model: str) -> list[tuple[bytes, str]]:
     if not folder.is_dir():
         return []
     from PIL import Image
 
     out: list[tuple[bytes, str]] = []
-    for path in sorted(folder.glob("*.png"))[:MAX_IMAGES]:
+    for path, caption in figure_list(folder, model)[:MAX_IMAGES]:
         try:
             if path.stat().st_size > MAX_IMAGE_BYTES:
                 log.warning("skipping %s: larger than %d bytes", path, MAX_IMAGE_BYTES)
@@ -79,7 +117,7 @@ def _read_images(folder: Path) -> list[tuple[bytes, str]]:
                 if im.format != "PNG":
                     raise OSError(f"not a PNG but {im.format}")
                 im.verify()
-            out.append((data, path.stem.replace("_", " ").replace("-", " ")))
+            out.append((data, caption))
         except (OSError, SyntaxError) as exc:  # PIL raises SyntaxError for some broken PNGs
             log.warning("skipping unreadable image %s (%s)", path, exc)
     return out

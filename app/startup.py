@@ -16,7 +16,7 @@ from core.embedding import load_embedder
 from core.embedding.base import Embedder
 from core.embedding.registry import DEFAULT_MODEL
 from core.errors import ProjectError
-from core.retriever import Retriever, check_adapter
+from search.retriever import Retriever, check_adapter
 from core.store import Store
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from app import cards
 from app.report import ReportView, load_report, plots_html
 from app.startup import AppState
 from core.errors import ProjectError
-from core.retriever import SearchResult
+from search.retriever import SearchResult
 
 log = logging.getLogger(__name__)
 

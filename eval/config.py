@@ -12,7 +12,7 @@ from ingest.config import default_cache
 
 DEFAULT_OUT = Path(".data/report")
 K_VALUES = (1, 5, 10, 100)
-#: the metrics every system gets (names as in eval.metrics)
+#: the metrics every system gets (names as in core.metrics)
 METRICS = ("Recall@1", "Recall@5", "Recall@10", "Recall@100", "MRR@10", "nDCG@10")
 #: metrics that get a 95% interval in metrics.json (the report shows them for every system)
 CI_METRICS = ("MRR@10", "nDCG@10", "Recall@10")

@@ -3,10 +3,10 @@
 For each model (every model in the store unless `--model` narrows it):
 
 1. the queries: the store's test split, or the held-out `--queries/--qrels` files (`eval.heldout`);
-2. the systems, all ranked by *exact* search over the stored vectors (`eval.exact_search`):
+2. the systems, all ranked by *exact* search over the stored vectors (`core.exact_search`):
    `raw` (the model's embeddings), each given adapter (`adapted`, then `adapted:<name>`), the OpenAI
    cookbook MSE matrix trained here on the store's train split (`mse_baseline`), and BM25 (`bm25`);
-3. per-query metrics by pytrec_eval (`eval.metrics`), BCa bootstrap intervals and paired permutation
+3. per-query metrics by pytrec_eval (`core.metrics`), BCa bootstrap intervals and paired permutation
    p-values against raw (`eval.stats`);
 4. what Chroma's HNSW index returns for raw and each adapter, and its recall@10 against exact search;
 5. threshold accuracy on (query, positive) vs (query, weak / hard negative) pairs: threshold chosen
@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,18 +30,19 @@ from adapter.io import check_compatible, load_adapter, weights_sha
 from core import chroma_store, query_vectors
 from core.embedding.base import l2_normalise
 from core.errors import MismatchError, ProjectError, StoreError
-from core.store import Store
-from core.types import Corpus, Qrels, Queries, Results, slug
-from eval import plots
-from eval.bm25 import bm25_search
+from core.exact_search import exact_search
+from core.metrics import per_query_metrics, recall_at_k_curve
 from core.outputs import check_output
+from core.store import Store
+from core.types import Corpus, Qrels, Queries, slug
+from eval import plots, report
 from eval.config import CI_METRICS, K_VALUES, METRICS, REPORT_OUTPUT, EvalConfig
-from eval.exact_search import exact_search
 from eval.heldout import HeldOut, load_heldout, require_enough
-from eval.hnsw import chroma_search, recall_against_exact
-from eval.metrics import per_query_metrics, recall_at_k_curve
+from eval.results import EvalOutcome, ModelEvaluation, SystemRun
 from eval.stats import bootstrap_ci, paired_p_value
 from eval.threshold import best_threshold, threshold_accuracy
+from search.chroma_ann import chroma_search, recall_against_exact
+from search.lexical import bm25_search
 
 log = logging.getLogger(__name__)
 
@@ -50,64 +51,6 @@ TOP_K = max(K_VALUES)
 DELTA_METRICS = ("MRR@10", "nDCG@10", "Recall@10", "Recall@100")
 RECALL_CURVE_KS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100)
 PAIR_KINDS = ("weak", "hard")
-
-
-@dataclass
-class SystemRun:
-    """One ranked system on the evaluated queries, with everything the report says about it."""
-
-    key: str  # "raw", "adapted", "adapted:<name>", "mse_baseline", "bm25"
-    label: str
-    results: Results
-    per_query: dict[str, dict[str, float]] = field(default_factory=dict)
-    means: dict[str, float] = field(default_factory=dict)
-    ci95: dict[str, tuple[float, float]] = field(default_factory=dict)
-    #: metric -> {"delta", "ci95" (of the paired difference), "p"}; empty for raw
-    vs_raw: dict[str, dict] = field(default_factory=dict)
-    #: {"collection", "metrics", "recall@10_vs_exact"} or {"skipped": reason}; None for non-dense systems
-    hnsw: dict | None = None
-    #: pair kind -> {"threshold", "accuracy", "se", "n_pos", "n_neg", "dev_accuracy"}
-    threshold: dict[str, dict] = field(default_factory=dict)
-    adapter: Adapter | None = None
-    adapter_dir: str | None = None
-    curves: list[dict] | None = None
-    seconds: float | None = None
-    #: dense systems: raw vectors -> this system's query vectors; passage vectors in this system's space
-    project_queries: Callable[[np.ndarray], np.ndarray] | None = None
-    passages: np.ndarray | None = None
-
-    @property
-    def dense(self) -> bool:
-        return self.passages is not None
-
-
-@dataclass
-class ModelEvaluation:
-    model: str
-    dim: int
-    scope: str  # "test split" or "held-out queries from FILE"
-    query_ids: list[str]
-    systems: dict[str, SystemRun]
-    notes: list[str] = field(default_factory=list)
-    figures: dict[str, str] = field(default_factory=dict)
-    pair_counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def n_queries(self) -> int:
-        return len(self.query_ids)
-
-    @property
-    def adapter_keys(self) -> list[str]:
-        return [k for k in self.systems if k == "adapted" or k.startswith("adapted:")]
-
-
-@dataclass
-class EvalOutcome:
-    config: EvalConfig
-    models: list[ModelEvaluation]
-    out: Path
-    seconds: float
 
 
 # -- inputs ------------------------------------------------------------------------------------------
@@ -237,7 +180,7 @@ def _score(system: SystemRun, qrels: Qrels, raw: SystemRun | None, cfg: EvalConf
 
 
 def _hnsw(store: Store, system: SystemRun, model: str, q: np.ndarray, qids: list[str], qrels: Qrels) -> dict:
-    """Query the collection the app would query for this system (see eval.hnsw)."""
+    """Query the collection the app would query for this system (see search.chroma_ann)."""
     ad = system.adapter
     if ad is not None and ad.config.sides == "both":
         name = ad.collection_name
@@ -483,8 +426,6 @@ def evaluate_model(store: Store, model: str, cfg: EvalConfig, adapters: list[tup
 
 def run_eval(cfg: EvalConfig) -> EvalOutcome:
     """Evaluate every requested model and write the report files into `cfg.out`."""
-    from eval import report
-
     cfg.validate()
     check_output(cfg.out, REPORT_OUTPUT, cfg.force)  # refuse a wrong --out before the work, not after it
     t0 = time.perf_counter()

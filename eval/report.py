@@ -27,13 +27,10 @@ from __future__ import annotations
 import logging
 import math
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
 
 from core import atomic
+from eval.results import EvalOutcome, ModelEvaluation, SystemRun
 from eval.config import CI_METRICS, METRICS, P_METRICS, PRIMARY_METRIC, REPORT_GENERATOR
-
-if TYPE_CHECKING:
-    from eval.evaluate import EvalOutcome, ModelEvaluation, SystemRun
 
 log = logging.getLogger(__name__)
 

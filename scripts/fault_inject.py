@@ -29,7 +29,7 @@ What is checked:
   be exactly one of the two (the one being saved or the one before), and the next save must clear the
   killed save's temporary folder.
 - projection: after the kill the half-written collection must be refused by the check the app and eval
-  run (`core.retriever.check_adapter`) unless it is already complete and equal to the reference; the
+  run (`search.retriever.check_adapter`) unless it is already complete and equal to the reference; the
   rerun must give the reference collection bit for bit. Half the trials start from a store that already
   holds an older projection by an adapter of the same name, the case where a half-finished rewrite could
   pass for a finished one.
@@ -511,7 +511,7 @@ def served_check(store_root: Path, pref: ProjectionReference) -> str:
     """What the app/eval check says about the store's projection right now: 'accepted' or the refusal."""
     from adapter.io import load_adapter
     from core.errors import ProjectError
-    from core.retriever import check_adapter
+    from search.retriever import check_adapter
     from core.store import Store
 
     store = Store(store_root)

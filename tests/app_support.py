@@ -75,34 +75,26 @@ def exact_top(query: np.ndarray, ids: list[str], passages: np.ndarray, k: int) -
 
 # -- a running app shared by the API and browser tests ----------------------------------------------------
 
-def make_report(folder: Path, model: str = "all-MiniLM-L6-v2") -> Path:
-    """A small eval report in eval's layout: metrics.json, report.md and one histogram PNG."""
-    import json
+_reports: dict[tuple[str, str], Path] = {}
 
-    from PIL import Image, ImageDraw
 
-    folder.mkdir(parents=True, exist_ok=True)
-    metrics = {
-        "n_queries": 30, "model": model, "adapter": "test-query-1",
-        "retrieval": {
-            "raw": {"Recall@10": 0.9, "MRR@10": 0.7, "nDCG@10": 0.75},
-            "adapted": {"Recall@10": 0.88, "MRR@10": 0.72, "nDCG@10": 0.74},
-            "bm25": {"Recall@10": 0.6, "MRR@10": 0.4, "nDCG@10": 0.45},
-            "mse_baseline": {"Recall@10": 0.4, "MRR@10": 0.2, "nDCG@10": 0.25},
-        },
-        "ci95": {"adapted": {"Recall@10": [0.8, 0.95]}},
-        "p_value_adapted_vs_raw": 0.41,
-        "threshold_accuracy": {"raw": 0.81, "adapted": 0.8},
-    }
-    (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
-    (folder / "report.md").write_text("# Eval report\n\nThe adapter does not beat raw here.\n\n"
-                                      "![similarity histogram](similarity_histogram.png)\n", encoding="utf-8")
-    im = Image.new("RGB", (320, 200), "white")
-    draw = ImageDraw.Draw(im)
-    for i, h in enumerate([20, 60, 120, 90, 40]):
-        draw.rectangle([20 + i * 55, 190 - h, 60 + i * 55, 190], fill=(60, 110, 200))
-    im.save(folder / "similarity_histogram.png")
-    return folder
+def make_report(folder: Path, store_root: Path, adapter_dir: Path) -> Path:
+    """What `python -m eval` really writes for this store and adapter (figures included), in `folder`.
+
+    Run once per (store, adapter) in a test process and copied after that: the app's report tab must be
+    tested against eval's own output, never a hand-made layout."""
+    from eval.config import EvalConfig
+    from eval.evaluate import run_eval
+
+    key = (str(store_root), str(adapter_dir))
+    if key not in _reports:
+        out = folder.parent / f"{folder.name}-eval"
+        run_eval(EvalConfig(store=store_root, out=out, adapters=[adapter_dir], mse_baseline=False,
+                            bootstrap_resamples=200, plot_queries=60, plot_passages=200, cache_dir=None))
+        _reports[key] = out
+    if Path(folder).resolve() != _reports[key].resolve():
+        shutil.copytree(_reports[key], folder, dirs_exist_ok=True)
+    return Path(folder)
 
 
 class RunningApp:
@@ -128,7 +120,7 @@ def running_app(store_root: Path, work_dir: Path) -> RunningApp:
 
     adapter_dir = work_dir / "adapters" / "all-MiniLM-L6-v2"
     make_adapter(adapter_dir, store_root, sides="query", scale=0.02, seed=1, name="test-query-1")
-    cfg = AppConfig(store=store_root, adapter=adapter_dir, report=make_report(work_dir / "report"),
+    cfg = AppConfig(store=store_root, adapter=adapter_dir, report=make_report(work_dir / "report", store_root, adapter_dir),
                     host="127.0.0.1", port=free_port())
     state = open_app(cfg)
     demo = build_demo(state)

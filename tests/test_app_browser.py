@@ -3,10 +3,13 @@ read both columns, check the gold marker; Enter and the examples work; the repor
 Screenshots go to artifacts/tests/ (app.png: the search; app-report.png: the report tab)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from app_support import running_app
+
+MODEL = "all-MiniLM-L6-v2"
 
 pytestmark = pytest.mark.browser
 
@@ -117,11 +120,16 @@ def test_report_tab_shows_the_table_and_plots(app, browser, artifacts_dir):
     page.get_by_role("tab", name="Eval report").click()
     report = page.locator("#report")
     report.get_by_text("Δ adapted − raw").first.wait_for()
-    assert "0.880 [0.800, 0.950]" in report.inner_text()
+    metrics = json.loads((app.cfg.report / "metrics.json").read_text("utf-8"))  # what eval really wrote
+    raw, ci = metrics["retrieval"]["raw"]["MRR@10"], metrics["ci95"]["raw"]["MRR@10"]
+    assert f"{raw:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" in report.inner_text()
+    figures = json.loads((app.cfg.report / "details.json").read_text("utf-8"))["models"][MODEL]["figures"]
+    n_png = sum(rel.endswith(".png") for rel in figures.values())
+    assert page.locator("#report-plots img").count() == n_png >= 3
     img = page.locator("#report-plots img").first
     img.wait_for()
     page.wait_for_function("(el) => el.complete && el.naturalWidth > 0", arg=img.element_handle())
     assert img.get_attribute("src").startswith("data:image/png;base64,")  # inline: no file is served
-    assert "similarity histogram" in page.locator("#report-plots").inner_text()
+    assert "Recall@k" in page.locator("#report-plots").inner_text()
     page.screenshot(path=str(artifacts_dir / "app-report.png"), full_page=True)
     page.close()

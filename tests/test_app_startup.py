@@ -88,7 +88,7 @@ def test_examples_are_test_split_questions_with_gold(small_store, tmp_path, embe
 
 
 def test_untrusted_text_is_escaped_in_cards(small_store, tmp_path, embedder):
-    from core.retriever import Hit, Side
+    from search.retriever import Hit, Side
 
     hit = Hit(rank=1, id='p"1', title="<script>alert(1)</script>", text="<img src=x onerror=alert(1)>", score=0.5,
               gold=True, raw_rank=1, adapted_rank=2, movement="↓1")
@@ -98,26 +98,59 @@ def test_untrusted_text_is_escaped_in_cards(small_store, tmp_path, embedder):
 
 # -- report tab -----------------------------------------------------------------------------------------------
 
-def test_report_table_puts_raw_beside_every_delta(tmp_path):
-    view = load_report(make_report(tmp_path / "r"), MODEL, tmp_path, tmp_path)
-    assert view.found and len(view.images) == 1 and view.images[0][1] == "similarity histogram"
-    md = view.markdown
+def test_report_table_puts_raw_beside_every_delta():
+    block = {"n_queries": 30, "adapter": "a", "p_value_adapted_vs_raw": 0.41,
+             "retrieval": {"raw": {"Recall@10": 0.9}, "adapted": {"Recall@10": 0.88}, "bm25": {"Recall@10": 0.6},
+                           "mse_baseline": {"Recall@10": 0.4}},
+             "ci95": {"adapted": {"Recall@10": [0.8, 0.95]}}, "threshold_accuracy": {"raw": 0.81, "adapted": 0.8}}
+    md = metrics_markdown(block, MODEL)
     assert "| Metric | raw | adapted | Δ adapted − raw | bm25 | Δ bm25 − raw | mse_baseline | Δ mse_baseline − raw |" in md
     assert "| Recall@10 | 0.900 | 0.880 [0.800, 0.950] | -0.020 | 0.600 | -0.300 | 0.400 | -0.500 |" in md
     assert "adapted vs raw:** p = 0.41" in md and "raw: 0.81; adapted: 0.8" in md
-    assert "The adapter does not beat raw here." in md and "](similarity_histogram.png)" not in md
 
 
-def test_report_skips_broken_images_and_inlines_the_rest(tmp_path):
+@pytest.fixture(scope="module")
+def real_report(small_store, tmp_path_factory):
+    """The report `python -m eval` writes for the small store and a query-side adapter."""
+    work = tmp_path_factory.mktemp("report")
+    adapter_dir = work / "adapter"
+    make_adapter(adapter_dir, small_store[0].store, sides="query", scale=0.02, seed=1, name="test-query-1")
+    return make_report(work / "report", small_store[0].store, adapter_dir)
+
+
+def test_report_shows_every_figure_eval_made_inline(real_report, tmp_path):
+    import json
+
     from app.report import plots_html
 
-    folder = make_report(tmp_path / "r")
-    (folder / "broken.png").write_bytes(b"not a png at all")
-    (folder / "fake.png").write_bytes((folder / "similarity_histogram.png").read_bytes()[:40])  # truncated
-    view = load_report(folder, MODEL, tmp_path, tmp_path)
-    assert [caption for _, caption in view.images] == ["similarity histogram"]
+    details = json.loads((real_report / "details.json").read_text("utf-8"))["models"][MODEL]
+    pngs = [rel for rel in details["figures"].values() if rel.endswith(".png")]
+    assert len(pngs) >= 3  # histograms, Recall@k, latent space (+ training curves for a trained adapter)
+    view = load_report(real_report, MODEL, tmp_path, tmp_path)
+    assert view.found and [data for data, _ in view.images] == [(real_report / rel).read_bytes() for rel in pngs]
+    captions = [c for _, c in view.images]
+    assert all(c.startswith(f"{MODEL}: ") for c in captions) and any("Recall@k" in c for c in captions)
+    metrics = json.loads((real_report / "metrics.json").read_text("utf-8"))
+    assert f"{metrics['retrieval']['raw']['MRR@10']:.3f}" in view.markdown  # the table is eval's own numbers
     html = plots_html(view.images)
-    assert html.count("<img") == 1 and 'src="data:image/png;base64,' in html and str(folder) not in html
+    assert html.count("<img") == len(pngs) and str(real_report) not in html
+
+
+def test_report_skips_broken_images_and_paths_outside_the_folder(real_report, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "r"
+    shutil.copytree(real_report, folder)
+    details = json.loads((folder / "details.json").read_text("utf-8"))
+    figures = details["models"][MODEL]["figures"]
+    n_good = sum(rel.endswith(".png") for rel in figures.values())
+    (folder / "broken.png").write_bytes(b"not a png at all")
+    (tmp_path / "secret.png").write_bytes((folder / figures["recall_at_k"]).read_bytes())
+    figures.update({"broken": "broken.png", "escape": "../secret.png", "abs": str(tmp_path / "secret.png")})
+    (folder / "details.json").write_text(json.dumps(details), encoding="utf-8")
+    view = load_report(folder, MODEL, tmp_path, tmp_path)
+    assert len(view.images) == n_good  # the broken one and both outside the folder are left out
 
 
 def test_report_with_several_models_shows_ours_first():
@@ -133,10 +166,16 @@ def test_missing_report_says_which_command_makes_it(tmp_path):
 
 
 def test_status_mentions_train_split_leakage():
-    from core.retriever import NQMatch, SearchResult, Side
+    from search.retriever import NQMatch, SearchResult, Side
 
     res = SearchResult(question="q", k=1, model=MODEL, adapter="a", adapter_note=None,
                        nq=NQMatch("q1", "train", ("p1",)),
                        raw=Side("r", "c", [], 1.0, gold_rank=3), adapted=Side("a", "c", [], 1.0, gold_rank=None))
     status = render_status(res)
     assert "raw #3" in status and "adapted: not in the top" in status and "train split" in status
+
+
+def test_report_text_does_not_link_figures_the_page_cannot_serve(real_report, tmp_path):
+    assert "](figures/" in (real_report / "report.md").read_text("utf-8")  # eval links them ...
+    md = load_report(real_report, MODEL, tmp_path, tmp_path).markdown
+    assert "](figures/" not in md and "shown below" in md  # ... the page shows them inline instead

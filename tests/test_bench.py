@@ -1,11 +1,11 @@
-"""`python -m eval.bench --quick`: a smoke-size run that every part of the benchmark works and
+"""`python -m scripts.bench --quick`: a smoke-size run that every part of the benchmark works and
 writes what the README table is built from. The real numbers come from a full run (`make bench`),
 never from a timed test."""
 from __future__ import annotations
 
 import json
 
-from eval.bench import main, markdown_table, percentiles
+from scripts.bench import main, markdown_table, percentiles
 
 
 def test_quick_bench_writes_every_section(nq_dir, tmp_path, monkeypatch, capsys):

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from core.types import Passage
-from eval.bm25 import bm25_search
-from eval.metrics import retrieval_metrics
+from search.lexical import bm25_search
+from core.metrics import retrieval_metrics
 
 TOY = {
     "p_cat": Passage("Cats", "The domestic cat is a small carnivorous mammal that purrs."),

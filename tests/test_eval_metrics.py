@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import ndcg_score
 
-from eval.metrics import per_query_metrics, recall_at_k_curve, retrieval_metrics
+from core.metrics import per_query_metrics, recall_at_k_curve, retrieval_metrics
 
 KEYS = ["Recall@1", "Recall@5", "Recall@10", "Recall@100", "MRR@10", "nDCG@10"]
 

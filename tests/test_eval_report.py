@@ -16,8 +16,9 @@ from adapter.adapter import Adapter, AdapterConfig
 from adapter.modules import build_module
 from core.types import TrainingExample
 from eval.config import EvalConfig
-from eval.evaluate import EvalOutcome, ModelEvaluation, SystemRun, _pairs
-from eval.hnsw import recall_against_exact
+from eval.evaluate import _pairs
+from eval.results import EvalOutcome, ModelEvaluation, SystemRun
+from search.chroma_ann import recall_against_exact
 from eval.report import _finite, describe_change, main_table, metrics_json, report_md, verdict, write_reports
 from eval.synthetic import TextLikeGenerator, TextLikeSpec, neighbour_stats
 

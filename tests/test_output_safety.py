@@ -26,7 +26,7 @@ from core.errors import OutputError
 from core.outputs import check_output
 from core.store import STORE_OUTPUT
 from eval import __main__ as eval_cli
-from eval.bench import BENCH_OUTPUT
+from scripts.bench import BENCH_OUTPUT
 from eval.config import REPORT_OUTPUT
 from ingest import __main__ as ingest_cli
 
@@ -250,7 +250,7 @@ def test_ingest_refuses_a_non_empty_folder_that_is_not_a_store(tmp_path, nq_dir,
 
 
 def test_bench_refuses_to_overwrite_a_file_that_is_not_a_bench_file(tmp_path, capsys):
-    from eval import bench
+    from scripts import bench
 
     f = tmp_path / "results.json"
     f.write_text('{"mine": 1}\n', encoding="utf-8")

@@ -13,7 +13,7 @@ from core import chroma_store
 from core.embedding import load_embedder
 from core.embedding.base import Embedder
 from core.errors import MismatchError, StoreError
-from core.retriever import EMPTY_MESSAGE, Retriever, movement
+from search.retriever import EMPTY_MESSAGE, Retriever, movement
 from core.store import Store
 
 MODEL = "all-MiniLM-L6-v2"

@@ -3,7 +3,7 @@ same stages on an embedded store built from the same data: identical ids and ran
 
 The stages run through their real CLIs (in this process, to save start-up time): ingest and adapter with
 `--chroma-host/--chroma-port`, eval with `CHROMA_HOST/CHROMA_PORT`; the search goes through the app's start-up
-(`app.startup.open_app`) and `core.retriever`. The oracle for the search is the embedded store and a brute-force
+(`app.startup.open_app`) and `search.retriever`. The oracle for the search is the embedded store and a brute-force
 cosine ranking of the stored vectors.
 """
 from __future__ import annotations

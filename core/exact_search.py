@@ -7,7 +7,7 @@ Queries go in blocks of `batch` rows so memory stays at batch x n_passages score
 of each row; every passage scoring at least that much is a candidate, and candidates are ordered by
 score descending, then passage id ascending. Taking *all* candidates tied at the k-th score before
 cutting to k makes the result independent of the selection's internal order, so the same inputs
-always give the same top-k. The rule matches `eval.metrics`, which ranks
+always give the same top-k. The rule matches `core.metrics`, which ranks
 ties the same way.
 
 The arithmetic runs in the inputs' precision (float32 unless an input is float64).

@@ -16,7 +16,7 @@ import numpy as np
 
 from core.progress import progress
 from core.types import Results
-from eval.metrics import ranked_ids
+from core.metrics import ranked_ids
 
 log = logging.getLogger(__name__)
 

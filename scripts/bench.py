@@ -1,4 +1,4 @@
-"""`python -m eval.bench` (`make bench`): the speed benchmark, written to `bench.json` plus a markdown table.
+"""`python -m scripts.bench` (`make bench`): the speed benchmark, written to `bench.json` plus a markdown table.
 
 What is measured, and how, so that the numbers can be trusted and repeated:
 
@@ -15,7 +15,7 @@ What is measured, and how, so that the numbers can be trusted and repeated:
    benchmark's store (the full corpus unless `--ingest-limit` was given; then `--store` when it has the
    model). Target <= 10 s.
 3. **Search latency** for one question at a time, query embedding included, on the full corpus,
-   through the app's own search service (`core.retriever.Retriever`, the app's torch threads):
+   through the app's own search service (`search.retriever.Retriever`, the app's torch threads):
    raw column (embed + Chroma query), adapted column (embed + project + Chroma query) and both
    together (`total`: one embedding, two queries of the comparison depth with documents, gold marks and
    rank moves). p50/p95/p99 over test-split questions after a warm-up. Target: both columns p95 <= 25 ms.
@@ -246,13 +246,13 @@ def bench_training(cfg: BenchConfig, store_dir: Path):
 # -- 3. search latency -------------------------------------------------------------------------------
 
 def bench_latency(cfg: BenchConfig, store_dir: Path, adapter, work: Path) -> dict:
-    """One question at a time through the app's own search service (`core.retriever.Retriever`: embed once,
+    """One question at a time through the app's own search service (`search.retriever.Retriever`: embed once,
     raw and adapted Chroma queries of the comparison depth with documents, gold marks, rank moves), with
     the app's torch thread setting. Its own timings split the work into the columns."""
     import torch
 
     from app.config import AppConfig
-    from core.retriever import Retriever
+    from search.retriever import Retriever
     from core.store import Store
 
     store = Store(store_dir)
@@ -528,7 +528,7 @@ def markdown_table(r: dict) -> str:
 
 def parse_args(argv: list[str] | None = None) -> BenchConfig:
     d = BenchConfig()
-    p = argparse.ArgumentParser(prog="python -m eval.bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m scripts.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=d.data, help="NQ data for the ingest benchmark (env NQ_DATA)")
     p.add_argument("--store", type=Path, default=d.store, help="a full store, used when --ingest-limit is given")

@@ -1,0 +1,72 @@
+"""What one eval run produced: each system's ranking and figures (`SystemRun`), per model
+(`ModelEvaluation`), for the whole run (`EvalOutcome`). `eval.evaluate` fills them; `eval.report` and
+`eval.plots` only read them, so the report never reaches back into the run."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from adapter.adapter import Adapter
+from core.types import Results
+from eval.config import EvalConfig
+
+
+@dataclass
+class SystemRun:
+    """One ranked system on the evaluated queries, with everything the report says about it."""
+
+    key: str  # "raw", "adapted", "adapted:<name>", "mse_baseline", "bm25"
+    label: str
+    results: Results
+    per_query: dict[str, dict[str, float]] = field(default_factory=dict)
+    means: dict[str, float] = field(default_factory=dict)
+    ci95: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: metric -> {"delta", "ci95" (of the paired difference), "p"}; empty for raw
+    vs_raw: dict[str, dict] = field(default_factory=dict)
+    #: {"collection", "metrics", "recall@10_vs_exact"} or {"skipped": reason}; None for non-dense systems
+    hnsw: dict | None = None
+    #: pair kind -> {"threshold", "accuracy", "se", "n_pos", "n_neg", "dev_accuracy"}
+    threshold: dict[str, dict] = field(default_factory=dict)
+    adapter: Adapter | None = None
+    adapter_dir: str | None = None
+    curves: list[dict] | None = None
+    seconds: float | None = None
+    #: dense systems: raw vectors -> this system's query vectors; passage vectors in this system's space
+    project_queries: Callable[[np.ndarray], np.ndarray] | None = None
+    passages: np.ndarray | None = None
+
+    @property
+    def dense(self) -> bool:
+        return self.passages is not None
+
+
+@dataclass
+class ModelEvaluation:
+    model: str
+    dim: int
+    scope: str  # "test split" or "held-out queries from FILE"
+    query_ids: list[str]
+    systems: dict[str, SystemRun]
+    notes: list[str] = field(default_factory=list)
+    figures: dict[str, str] = field(default_factory=dict)
+    pair_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_queries(self) -> int:
+        return len(self.query_ids)
+
+    @property
+    def adapter_keys(self) -> list[str]:
+        return [k for k in self.systems if k == "adapted" or k.startswith("adapted:")]
+
+
+@dataclass
+class EvalOutcome:
+    config: EvalConfig
+    models: list[ModelEvaluation]
+    out: Path
+    seconds: float

@@ -4,14 +4,14 @@ SHELL := /bin/bash
 
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
-STORE   ?= .data/store
+STORE   ?= $(or $(NQ_STORE),.data/store)
 MODELS  ?= all-MiniLM-L6-v2 paraphrase-MiniLM-L3-v2
 APP_MODEL ?= paraphrase-MiniLM-L3-v2
-ADAPTERS := .data/adapters
-REPORT  ?= .data/report
+ADAPTERS ?= $(or $(NQ_ADAPTERS),.data/adapters)
+REPORT  ?= $(or $(NQ_REPORT),.data/report)
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False \
             ANONYMIZED_TELEMETRY=False NQ_PROGRESS=0 TOKENIZERS_PARALLELISM=false \
-            NQ_DATA=$${NQ_DATA:-$(CURDIR)/../shared/data/nq}
+            NQ_DATA=$${NQ_DATA:-$${SHARED_DATA:-$(CURDIR)/../shared/data}/nq}
 
 .PHONY: help setup system test test-slow test-all demo app bench faults load clean
 

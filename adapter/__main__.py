@@ -8,9 +8,15 @@ import sys
 from pathlib import Path
 
 from adapter.config import LOSSES, METRICS, TrainConfig
+from adapter.curves import curves_json, curves_png
+from adapter.grid import grid_table, run_grid
+from adapter.io import adapter_sha, check_adapter_out, load_adapter, save_adapter
 from adapter.modules import KINDS
+from adapter.project import project_collection
+from adapter.train import train_adapter
 from core.cli import run_cli
-from core.store import default_store
+from core.settings import default_store
+from core.store import Store
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -82,10 +88,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _save(store, result, out: Path, project: bool, force: bool) -> str:
-    from adapter.curves import curves_json, curves_png
-    from adapter.io import load_adapter, save_adapter, weights_sha
-    from adapter.project import project_collection
-
     cfg = result.adapter.config
     save_adapter(result.adapter, out, force=force, extra_files={
         "curves.json": curves_json(result.curves),
@@ -93,10 +95,8 @@ def _save(store, result, out: Path, project: bool, force: bool) -> str:
     })
     lines = [f"saved adapter to {out}"]
     if project and cfg.sides == "both":
-        from core.store import Store
-
         wstore = Store(store.root, store.chroma_host, store.chroma_port, write=True)
-        counts = project_collection(wstore, load_adapter(out), weights_sha(out))
+        counts = project_collection(wstore, load_adapter(out), adapter_sha(out))
         lines.append(f"projected collection {counts['collection']}: {counts['projected']} written, "
                      f"{counts['unchanged']} unchanged, {counts['count']} vectors")
     return "\n".join(lines)
@@ -118,17 +118,11 @@ def _train_summary(result) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     def job() -> None:
-        from adapter.io import check_adapter_out
-        from core.store import Store
-
         a = parse_args(argv)
         if a.command == "project":
-            from adapter.io import load_adapter, weights_sha
-            from adapter.project import project_collection
-
             store = Store(a.store, a.chroma_host, a.chroma_port, write=True)
             store.require()
-            counts = project_collection(store, load_adapter(a.adapter), weights_sha(a.adapter))
+            counts = project_collection(store, load_adapter(a.adapter), adapter_sha(a.adapter))
             print(f"{counts['collection']}: {counts['projected']} projected, {counts['unchanged']} unchanged, "
                   f"{counts['deleted']} deleted, {counts['count']} vectors")
             return
@@ -137,16 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         store = Store(a.store, a.chroma_host, a.chroma_port, write=False)
         store.require(a.model)
         if a.command == "train":
-            from adapter.train import train_adapter
-
             cfg = _config(a, a.out)
             cfg.name = a.name
             result = train_adapter(store, cfg)
             print(_train_summary(result))
             print(_save(store, result, a.out, project=not a.no_project, force=a.force))
             return
-        from adapter.grid import grid_table, run_grid
-
         base = _config(a, a.out)
         grid = {k: v for k, v in {"kind": a.kinds, "sides": a.sides_list, "loss": a.losses, "lr": a.lrs,
                                   "temperature": a.temperatures, "weight_decay": a.weight_decays}.items() if v}

@@ -4,11 +4,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from adapter.modules import KINDS
 from core.embedding.registry import DEFAULT_MODEL
-from core.store import default_store
+from core.errors import InputError
+from core.settings import METRICS as ALL_METRICS, default_store
 
 LOSSES = ("infonce", "triplet", "mse")
-METRICS = ("MRR@10", "nDCG@10", "Recall@1", "Recall@5", "Recall@10", "Recall@100")
+#: dev metrics the selection may use (the primary metric first, as the CLI lists them)
+METRICS = ("MRR@10", *(m for m in ALL_METRICS if m != "MRR@10"))
 
 
 @dataclass
@@ -41,9 +44,6 @@ class TrainConfig:
     chroma_port: int | None = None
 
     def validate(self) -> None:
-        from core.errors import InputError
-        from adapter.modules import KINDS
-
         if self.kind not in KINDS:
             raise InputError(f"--kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.sides not in ("query", "both"):

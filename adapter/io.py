@@ -20,6 +20,7 @@ import os
 import shutil
 from pathlib import Path
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from core import atomic
@@ -97,12 +98,12 @@ def load_adapter(path: str | Path) -> Adapter:
     try:
         state = load_file(str(path / "model.safetensors"))
         module.load_state_dict(state)
-    except Exception as exc:
-        raise StoreError(f"cannot read {path / 'model.safetensors'}: {exc}") from None
+    except (OSError, RuntimeError, SafetensorError) as exc:  # missing/damaged file, or weights of another shape
+        raise StoreError(f"cannot read {path / 'model.safetensors'}: {exc}") from exc
     return Adapter(config, module)
 
 
-def weights_sha(path: str | Path) -> str:
+def adapter_sha(path: str | Path) -> str:
     """Hash of the saved weights and config: names a projection so a retrained adapter is re-projected."""
     h = hashlib.sha256()
     path = _readable(Path(path))

@@ -5,7 +5,7 @@
   known positives of the query (besides the target) are masked out: they are not negatives.
 - `triplet`: hinge on cosine: max(0, margin - cos(q, p) + cos(q, n)) for each negative.
 - `cosine_mse`: the OpenAI-cookbook objective, (cos(a, b) - label)^2 with label +1 / -1. It optimises
-  pair classification, not ranking; kept as the baseline to compare against (GUIDE §5).
+  pair classification, not ranking; kept as the baseline to compare against.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 the best linear compression of the data).
 
 Why start at identity: the raw embeddings are already good; a randomly initialised projection would
-first have to relearn them from ~8k queries and usually ends worse (GUIDE §5). Weight decay on the
+first have to relearn them from ~6.6k training queries and usually ends worse. Weight decay on the
 *change* (delta, A·B, the MLP) then pulls toward identity, not toward zero.
 
 - `LinearAdapter`:    y = x (W0 + Δ), Δ initialised at 0; W0 = I (square) or a PCA basis (rectangular).

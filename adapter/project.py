@@ -1,8 +1,12 @@
 """Writing the adapter-projected collection: raw stored vectors -> adapter -> `adapted-<name>`.
 
-No re-embedding: the raw vectors are read back from Chroma. Each row carries the adapter's weights
-hash and the raw row's text hash, so a rerun skips rows already projected by this very adapter
-(idempotent, resumable after a crash) and a retrained adapter re-projects everything.
+No re-embedding: the raw vectors are read back from Chroma. The collection's metadata carries
+`adapter_sha` (`adapter.io.adapter_sha` of the adapter folder) and each row a `projection_key`
+(`adapter_sha:text_sha`), so a rerun skips rows already projected by this very adapter (idempotent,
+resumable after a crash) and a retrained adapter re-projects everything.
+
+`projection_problem` is the one staleness check: the app's Retriever refuses a stale projection, eval
+skips its Chroma (HNSW) figures with the same reason.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import numpy as np
 from adapter.adapter import Adapter
 from adapter.io import check_compatible
 from core import chroma_store
-from core.errors import InputError
+from core.errors import InputError, MismatchError, StoreError
 from core.store import Store
 
 log = logging.getLogger(__name__)
@@ -54,3 +58,35 @@ def project_collection(store: Store, adapter: Adapter, adapter_sha: str, batch: 
     chroma_store.set_metadata(col, {"adapter_sha": adapter_sha, "data_fingerprint": info["data_fingerprint"]})
     return {"collection": adapter.collection_name, "projected": len(todo), "deleted": len(stale),
             "unchanged": len(dump.ids) - len(todo), "count": col.count()}
+
+
+def reproject_command(store: Store, adapter_dir: str | None = None) -> str:
+    return f"python -m adapter project --store {store.root} --adapter {adapter_dir or 'ADAPTER_DIR'}"
+
+
+def projection_problem(store: Store, adapter: Adapter, adapter_sha: str | None,
+                       adapter_dir: str | None = None) -> StoreError | MismatchError | None:
+    """Why the adapter's projected collection cannot be searched, or None when it can.
+
+    It must exist, hold one vector per raw passage, and (when `adapter_sha` is given) have been written by
+    this very version of the adapter: a retrained but not re-projected adapter would otherwise search
+    stale vectors without a word. The error names the command that fixes it.
+    """
+    c = adapter.config
+    name = adapter.collection_name
+    if name is None:
+        return None
+    fix = reproject_command(store, adapter_dir)
+    col = chroma_store.get_collection(store.client, name)
+    if col is None:
+        return StoreError(f"adapter {c.name!r} projects passages too, but its collection {name!r} is not in the "
+                          f"store; build it with: {fix}")
+    have = (col.metadata or {}).get("adapter_sha")
+    if adapter_sha and have is not None and have != adapter_sha:
+        return MismatchError(f"collection {name!r} was projected by another version of adapter {c.name!r} "
+                             f"(adapter_sha {have} != {adapter_sha}); re-project it: {fix}")
+    n_raw, n_adapted = store.raw_collection(c.base_model).count(), col.count()
+    if n_adapted != n_raw:
+        return StoreError(f"collection {name!r} holds {n_adapted} vectors but the raw collection {n_raw}; "
+                          f"finish the projection: {fix}")
+    return None

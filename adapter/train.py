@@ -30,10 +30,10 @@ from core.store import Store
 from core.types import slug
 from core.exact_search import exact_search
 from core.metrics import retrieval_metrics
+from core.settings import K_VALUES, TOP_K
 
 log = logging.getLogger(__name__)
 
-DEV_K = (1, 5, 10, 100)
 
 
 @dataclass
@@ -59,8 +59,8 @@ def dev_metrics(module: nn.Module | None, data: TrainingData, sides: str) -> dic
             Q = _project(module, Q)
             if sides == "both":
                 P = _project(module, P)
-    results = exact_search(Q.numpy(), split.query_ids, P.numpy(), data.passage_ids, k=max(DEV_K))
-    return retrieval_metrics(split.qrels, results, DEV_K)
+    results = exact_search(Q.numpy(), split.query_ids, P.numpy(), data.passage_ids, k=TOP_K)
+    return retrieval_metrics(split.qrels, results, K_VALUES)
 
 
 def _batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
 import sys
 from pathlib import Path
 
-from app.config import DEFAULT_ADAPTERS, AppConfig
+from app.config import AppConfig
 from core.cli import run_cli
+from core.errors import InputError
 
 
 def parse_args(argv: list[str] | None = None) -> AppConfig:
@@ -18,8 +20,8 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
     p.add_argument("--store", type=Path, default=d.store, help="store folder (env NQ_STORE)")
     p.add_argument("--model", default=d.model, help="embedding model whose collection to search")
     p.add_argument("--adapter", type=Path, default=None,
-                   help=f"adapter folder (default: {DEFAULT_ADAPTERS}/MODEL, where `make demo` puts it)")
-    p.add_argument("--report", type=Path, default=d.report, help="eval report folder shown in the report tab")
+                   help="adapter folder (default: NQ_ADAPTERS/MODEL, .data/adapters/MODEL unless set: where `make demo` puts it)")
+    p.add_argument("--report", type=Path, default=d.report, help="eval report folder shown in the report tab (env NQ_REPORT)")
     p.add_argument("--host", default=d.host, help="address to bind; 0.0.0.0 exposes the page to your network")
     p.add_argument("--port", type=int, default=d.port)
     p.add_argument("--chroma-host", default=None, help="use a Chroma server (env CHROMA_HOST)")
@@ -30,15 +32,15 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
     p.add_argument("--torch-threads", type=int, default=d.torch_threads, help="threads for embedding a question")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
-    if not 0 < a.port < 65536:
-        p.error("--port must be between 1 and 65535")
-    for name in ("max_chars", "concurrency", "queue_size", "torch_threads"):
-        if getattr(a, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be positive")
     logging.getLogger().setLevel(logging.DEBUG if a.verbose else logging.INFO)
-    return AppConfig(store=a.store, model=a.model, adapter=a.adapter, report=a.report, host=a.host, port=a.port,
-                     chroma_host=a.chroma_host, chroma_port=a.chroma_port, max_chars=a.max_chars,
-                     concurrency=a.concurrency, queue_size=a.queue_size, torch_threads=a.torch_threads)
+    cfg = AppConfig(store=a.store, model=a.model, adapter=a.adapter, report=a.report, host=a.host, port=a.port,
+                    chroma_host=a.chroma_host, chroma_port=a.chroma_port, max_chars=a.max_chars,
+                    concurrency=a.concurrency, queue_size=a.queue_size, torch_threads=a.torch_threads)
+    try:
+        cfg.validate()
+    except InputError as exc:
+        p.error(str(exc))
+    return cfg
 
 
 def limit_malloc_arenas(n: int = 2) -> bool:
@@ -53,8 +55,6 @@ def limit_malloc_arenas(n: int = 2) -> bool:
     if os.environ.get("MALLOC_ARENA_MAX"):
         return False
     try:
-        import ctypes
-
         libc = ctypes.CDLL("libc.so.6")
         return bool(libc.mallopt(-8, n))  # -8 = M_ARENA_MAX
     except (OSError, AttributeError):
@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     limit_malloc_arenas()
 
+    # The heavy imports below (torch, Chroma, Gradio) stay inside `job` on purpose: they start threads and
+    # read the environment, so they must come after the malloc cap and the Gradio default set above.
     def job() -> None:
         cfg = parse_args(argv)
         from core.store import Store

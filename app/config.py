@@ -5,20 +5,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.embedding.registry import DEFAULT_MODEL
+from core.errors import InputError
 from search.retriever import DEFAULT_MAX_CHARS, DEFAULT_MAX_K
-from core.store import default_store
-
-DEFAULT_ADAPTERS = Path(".data/adapters")
-DEFAULT_REPORT = Path(".data/report")
+from core.settings import default_adapters, default_report, default_store
 
 
 @dataclass
 class AppConfig:
     store: Path = field(default_factory=default_store)
     model: str = DEFAULT_MODEL
-    #: None: `.data/adapters/<model>`, where `make demo` puts the adapter it trains
+    #: None: `<adapters>/<model>` (env NQ_ADAPTERS, default .data/adapters), where `make demo` puts the adapter it trains
     adapter: Path | None = None
-    report: Path = DEFAULT_REPORT
+    report: Path = field(default_factory=default_report)
     host: str = "127.0.0.1"
     port: int = 7860
     chroma_host: str | None = None
@@ -39,5 +37,15 @@ class AppConfig:
     #: busy 2-core machine two threads spin against each other: measured 24 ms vs 490 ms p50 per question here.
     torch_threads: int = 1
 
+    def validate(self) -> None:
+        """Every option checked in one place (the CLI turns a failure into its usage error)."""
+        if not 0 < self.port < 65536:
+            raise InputError("--port must be between 1 and 65535")
+        for name in ("max_chars", "max_k", "default_k", "concurrency", "queue_size", "torch_threads", "state_sessions"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be positive")
+        if self.default_k > self.max_k:
+            raise InputError(f"default_k ({self.default_k}) must not exceed max_k ({self.max_k})")
+
     def adapter_dir(self) -> Path:
-        return self.adapter if self.adapter is not None else DEFAULT_ADAPTERS / self.model
+        return self.adapter if self.adapter is not None else default_adapters() / self.model

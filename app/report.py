@@ -7,7 +7,7 @@
                           eval made for each model (similarity histograms, Recall@k, latent space, training
                           curves), read from where eval says it put them
 
-The metrics table puts the raw baseline beside every delta (GUIDE §5: an adapter's gain means nothing
+The metrics table puts the raw baseline beside every delta (an adapter's gain means nothing
 without the number it is a gain over). Plots are read into memory, checked to be PNG images, and put
 into the page as `data:` URIs, so no file is ever served from the report, store or repository folders
 (nor copied into Gradio's cache).
@@ -24,6 +24,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
+
+from core.outputs import read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +82,6 @@ def figure_list(folder: Path, model: str) -> list[tuple[Path, str]]:
 
     Paths come from the file, so each must stay inside the report folder (a crafted details.json cannot
     make the page read /etc/passwd); anything else is skipped with a warning."""
-    from core.outputs import read_json_object
-
     details = read_json_object(folder / "details.json")
     models = details.get("models") if details else None
     if not isinstance(models, dict):
@@ -104,8 +106,6 @@ def figure_list(folder: Path, model: str) -> list[tuple[Path, str]]:
 def _read_images(folder: Path, model: str) -> list[tuple[bytes, str]]:
     if not folder.is_dir():
         return []
-    from PIL import Image
-
     out: list[tuple[bytes, str]] = []
     for path, caption in figure_list(folder, model)[:MAX_IMAGES]:
         try:

@@ -9,18 +9,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from adapter.adapter import Adapter
+from adapter.io import adapter_sha, load_adapter
 from app.config import AppConfig
 from core.embedding import load_embedder
 from core.embedding.base import Embedder
 from core.embedding.registry import DEFAULT_MODEL
 from core.errors import ProjectError
-from search.retriever import Retriever, check_adapter
 from core.store import Store
-
-if TYPE_CHECKING:
-    from adapter.adapter import Adapter
+from search.retriever import Retriever, check_adapter
 
 log = logging.getLogger(__name__)
 
@@ -39,22 +37,22 @@ def open_app(cfg: AppConfig, embedder: Embedder | None = None) -> AppState:
     embedder = embedder or load_embedder(cfg.model)
     adapter, sha, note = load_adapter_or_note(store, cfg, info["dim"])
     retriever = Retriever(store, cfg.model, adapter, embedder=embedder, adapter_note=note, adapter_sha=sha,
+                          adapter_dir=str(cfg.adapter_dir()),
                           max_chars=cfg.max_chars, max_k=cfg.max_k)
     manifest = store.manifest()
     summary = (f"Store `{cfg.store}`: {manifest.get('n_passages', '?')} passages, {manifest.get('n_queries', '?')} "
                f"NQ questions · model `{cfg.model}` · adapter: "
-               + (f"`{adapter.describe()}`" if adapter is not None else "none"))
+               + (f"`{adapter.describe()}`" if adapter is not None else "none")
+               + "".join(f" · {w}" for w in retriever.warnings))
     return AppState(cfg=cfg, retriever=retriever, examples=example_questions(store, retriever, cfg.n_examples),
                     summary=summary)
 
 
 def load_adapter_or_note(store: Store, cfg: AppConfig, dim: int) -> tuple[Adapter | None, str | None, str | None]:
-    """(adapter, its weights hash, note): the adapter when usable, else None and what to do about it.
+    """(adapter, its `adapter_sha`, note): the adapter when usable, else None and what to do about it.
 
     Notes also flag adapters that load but deserve a word (identity, trained on other data).
     """
-    from adapter.io import load_adapter, weights_sha
-
     folder: Path = cfg.adapter_dir()
     if not (folder / "config.json").exists():
         log.warning("no adapter at %s: serving the raw column only", folder)
@@ -63,11 +61,11 @@ def load_adapter_or_note(store: Store, cfg: AppConfig, dim: int) -> tuple[Adapte
                       f"`python -m adapter train --store {cfg.store}{model} --out {folder}` and restart the app.")
     try:
         adapter = load_adapter(folder)
-        sha = weights_sha(folder)
-        check_adapter(store, cfg.model, dim, adapter, sha)
+        sha = adapter_sha(folder)
+        check_adapter(store, cfg.model, dim, adapter, sha, str(folder))
     except ProjectError as exc:
         log.warning("adapter at %s refused: %s", folder, exc)
-        return None, None, f"Adapter at `{folder}` refused: {exc}".replace("ADAPTER_DIR", str(folder))
+        return None, None, f"Adapter at `{folder}` refused: {exc}"
     notes = []
     if adapter.config.identity:
         notes.append("This adapter is the identity: training found nothing that beat the raw embeddings on dev, "

@@ -1,4 +1,5 @@
-"""Code shared by every stage: data types, errors, atomic files, embedding backends, the Chroma store.
+"""Code shared by every stage: data types, errors, settings, atomic files, embedding backends, the
+Chroma store, exact search and metrics.
 
-Stages (`ingest`, `adapter`, `eval`, `app`) import from here and never copy it.
+Every other package (`ingest`, `adapter`, `search`, `eval`, `app`, `scripts`) imports from here and never copies it.
 """

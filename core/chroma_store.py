@@ -28,7 +28,10 @@ from core.progress import progress
 
 log = logging.getLogger(__name__)
 
-os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")  # before chromadb reads it at import
+
+import chromadb  # noqa: E402
+from chromadb.config import Settings  # noqa: E402
 
 COSINE = {"hnsw": {"space": "cosine"}}
 SCHEMA_VERSION = 1
@@ -101,19 +104,16 @@ def release_locks() -> None:
 
 def open_client(target: ChromaTarget, write: bool) -> Any:
     """A Chroma client for `target`; embedded stores are locked (exclusive when `write`)."""
-    import chromadb
-    from chromadb.config import Settings
-
     settings = Settings(anonymized_telemetry=False)
     if target.is_server:
         try:  # chromadb >= 1.x already contacts the server in the constructor (ValueError when it is down)
             client = chromadb.HttpClient(host=target.host, port=target.port, settings=settings)
             client.heartbeat()
-        except Exception as exc:
+        except Exception as exc:  # chromadb/httpx raise many types for "not there"; the cause stays chained (-v)
             raise StoreError(
                 f"cannot reach the Chroma server at {target.host}:{target.port} ({type(exc).__name__}). "
                 f"Start one with: chroma run --path DIR --host {target.host} --port {target.port}"
-            ) from None
+            ) from exc
         return client
     assert target.path is not None
     if not write and not target.path.exists():

@@ -1,7 +1,8 @@
 """What every `python -m STAGE` does around its work: logging set-up and clean exits.
 
 Our own errors (`ProjectError`) are printed as one clear message with exit code 2; Ctrl-C exits 130
-with a note that re-running resumes; anything else is a bug and keeps its traceback.
+with a note that re-running resumes; anything else is a bug and keeps its traceback. The cause an error was raised from is logged at
+DEBUG, so `-v` shows it.
 """
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ def run_cli(job: Callable[[], None]) -> int:
         job()
     except ProjectError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if exc.__cause__ is not None:  # what went wrong underneath, for a bug report (-v shows it)
+            logging.getLogger(__name__).debug("caused by", exc_info=exc.__cause__)
         return 2
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume (finished work is kept)", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 Why a pure function of its own: the app's textbox limit is enforced only in the browser, so the
 handler must apply the same rules to text that arrives through the API, and the rules deserve
-tests of their own (GUIDE §4: `""`, whitespace, `\\x00`, right-to-left marks, emoji, 100,000 characters).
+tests of their own (`""`, whitespace, `\\x00`, right-to-left marks, emoji, 100,000 characters).
 
 The rules, in order:
 1. `None` is the empty question; anything else that is not a string is refused (`InputError`).

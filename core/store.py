@@ -2,9 +2,12 @@
 
     STORE/
       manifest.json          what is in here: data source, fingerprint, models and their collections
-      dataset/               the cleaned, filtered data in BEIR layout (corpus.jsonl, queries.jsonl, qrels.tsv)
+      dataset/               the cleaned, filtered data in BEIR layout (corpus.jsonl, queries.jsonl, qrels.tsv,
+                             same_doc.json)
       splits.json            query id -> train/dev/test (seeded, no positive shared across splits)
       negatives/MODEL.jsonl  training examples: positives, weak and hard negatives per query
+      query_vectors/MODEL.npz  the query embeddings (eval and training read them; no re-embedding)
+      ingest_summary.json    what the last ingest did (counts, skips, timings)
       chroma/                Chroma's files (embedded mode; absent when a Chroma server is used)
 
 Every file is written atomically; `manifest.json` is written last, so a store whose manifest lists a
@@ -16,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -25,12 +27,12 @@ from typing import Any
 from core import atomic
 from core.chroma_store import ChromaTarget, get_collection, open_client, resolve_target
 from core.errors import StoreError
+from core.jsonl import read_jsonl
 from core.outputs import OutputKind, read_json_object
 from core.types import Corpus, Dataset, Passage, Qrels, Queries, SplitName, TrainingExample, slug
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STORE = Path(".data/store")
 FORMAT_VERSION = 1
 STORE_MARKER = ".nq-store"
 
@@ -50,10 +52,6 @@ STORE_OUTPUT = OutputKind("a store folder", is_store_dir, replaces=False)
 def raw_collection_name(model_id: str) -> str:
     """`raw-<model>`: one raw collection per embedding model in a store."""
     return "raw-" + slug(model_id)[:100]
-
-
-def default_store() -> Path:
-    return Path(os.environ.get("NQ_STORE", DEFAULT_STORE))
 
 
 @dataclass
@@ -211,8 +209,7 @@ class Store:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    try:
-        with path.open(encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh if line.strip()]
-    except FileNotFoundError:
-        raise StoreError(f"{path} missing; re-run ingest") from None
+    """The objects of a store file; a missing file names the fix, a damaged one its line (`core.jsonl`)."""
+    if not path.is_file():
+        raise StoreError(f"{path} missing; re-run ingest")
+    return [obj for _, obj in read_jsonl(path)]

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from core.cli import run_cli
 from eval.config import SPLITS, EvalConfig
+from eval.evaluate import run_eval
+from eval.report import main_table
 
 
 def parse_args(argv: list[str] | None = None) -> EvalConfig:
@@ -65,9 +67,6 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from eval.evaluate import run_eval
-    from eval.report import main_table
-
     def job() -> None:
         cfg = parse_args(argv)
         outcome = run_eval(cfg)

@@ -1,22 +1,16 @@
 """Settings of one `python -m eval` run (the CLI fills this; tests build it directly)."""
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from core.errors import InputError
 from core.outputs import OutputKind, read_json_object
-from core.store import default_store
-from ingest.config import default_cache
+from core.settings import default_cache, default_report, default_store
 
-DEFAULT_OUT = Path(".data/report")
-K_VALUES = (1, 5, 10, 100)
-#: the metrics every system gets (names as in core.metrics)
-METRICS = ("Recall@1", "Recall@5", "Recall@10", "Recall@100", "MRR@10", "nDCG@10")
 #: metrics that get a 95% interval in metrics.json (the report shows them for every system)
 CI_METRICS = ("MRR@10", "nDCG@10", "Recall@10")
-#: metrics that get a paired permutation p-value, adapted vs raw
+#: metrics whose adapted-vs-raw p-value goes into metrics.json (`p_value_adapted_vs_raw`)
 P_METRICS = ("MRR@10", "nDCG@10")
 #: the metric the verdict in words is about ("helped / hurt / no significant difference")
 PRIMARY_METRIC = "MRR@10"
@@ -39,14 +33,10 @@ def is_report_dir(path: Path) -> bool:
 REPORT_OUTPUT = OutputKind("an eval report folder", is_report_dir, replaces=False)
 
 
-def default_out() -> Path:
-    return Path(os.environ.get("NQ_REPORT", DEFAULT_OUT))
-
-
 @dataclass
 class EvalConfig:
     store: Path = field(default_factory=default_store)
-    out: Path = field(default_factory=default_out)
+    out: Path = field(default_factory=default_report)
     #: adapter folders; each is evaluated with the store model it was trained on
     adapters: list[Path] = field(default_factory=list)
     #: models to evaluate; empty = every model in the store

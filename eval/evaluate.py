@@ -2,7 +2,7 @@
 
 For each model (every model in the store unless `--model` narrows it):
 
-1. the queries: the store's test split, or the held-out `--queries/--qrels` files (`eval.heldout`);
+1. the queries: the store's `--split` (default test), or the held-out `--queries/--qrels` files (`eval.heldout`);
 2. the systems, all ranked by *exact* search over the stored vectors (`core.exact_search`):
    `raw` (the model's embeddings), each given adapter (`adapted`, then `adapted:<name>`), the OpenAI
    cookbook MSE matrix trained here on the store's train split (`mse_baseline`), and BM25 (`bm25`);
@@ -20,23 +20,29 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from adapter.adapter import Adapter
-from adapter.io import check_compatible, load_adapter, weights_sha
+from adapter.config import TrainConfig
+from adapter.io import adapter_sha, check_compatible, load_adapter
+from adapter.project import projection_problem
+from adapter.train import train_adapter
 from core import chroma_store, query_vectors
+from core.embedding import EmbeddingCache, embed_cached, load_embedder
 from core.embedding.base import l2_normalise
 from core.errors import MismatchError, ProjectError, StoreError
 from core.exact_search import exact_search
 from core.metrics import per_query_metrics, recall_at_k_curve
 from core.outputs import check_output
+from core.settings import K_VALUES, METRICS, TOP_K
 from core.store import Store
-from core.types import Corpus, Qrels, Queries, slug
+from core.types import Corpus, Qrels, Queries, Results, slug
 from eval import plots, report
-from eval.config import CI_METRICS, K_VALUES, METRICS, REPORT_OUTPUT, EvalConfig
+from eval.config import CI_METRICS, REPORT_OUTPUT, EvalConfig
 from eval.heldout import HeldOut, load_heldout, require_enough
 from eval.results import EvalOutcome, ModelEvaluation, SystemRun
 from eval.stats import bootstrap_ci, paired_p_value
@@ -46,7 +52,6 @@ from search.lexical import bm25_search
 
 log = logging.getLogger(__name__)
 
-TOP_K = max(K_VALUES)
 #: metrics whose change against raw gets a paired interval and p-value in the report
 DELTA_METRICS = ("MRR@10", "nDCG@10", "Recall@10", "Recall@100")
 RECALL_CURVE_KS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100)
@@ -97,8 +102,6 @@ def _query_vectors_for(store: Store, model: str, dim: int, queries: Queries, cfg
         else:
             todo.append(i)
     if todo:
-        from core.embedding import EmbeddingCache, embed_cached, load_embedder
-
         embedder = load_embedder(model)
         if embedder.dim != dim:
             raise MismatchError(f"{model} now embeds {embedder.dim}-d vectors but the store holds {dim}-d ones; re-ingest")
@@ -132,13 +135,6 @@ def _adapter_label(adapter: Adapter) -> str:
 def _mse_baseline(store: Store, model: str, cfg: EvalConfig, q: np.ndarray, qids: list[str], p_raw: np.ndarray,
                   pids: list[str], notes: list[str]) -> SystemRun | None:
     """The OpenAI-cookbook objective (cosine MSE against ±1, one matrix on both sides), trained here."""
-    try:
-        from adapter.config import TrainConfig
-        from adapter.train import train_adapter
-    except ImportError as exc:  # the training module is part of this repository; say so if it is missing
-        notes.append(f"MSE cookbook baseline skipped: adapter training is not available ({exc}).")
-        log.warning("MSE baseline skipped: %s", exc)
-        return None
     tcfg = TrainConfig(store=store.root, model=model, kind="linear", sides="both", loss="mse",
                        epochs=cfg.mse_epochs, keep_identity_candidate=False, selection="last",
                        name=f"{slug(model)}-mse-cookbook",
@@ -162,40 +158,33 @@ def _mse_baseline(store: Store, model: str, cfg: EvalConfig, q: np.ndarray, qids
 
 # -- statistics ------------------------------------------------------------------------------------
 
-def _score(system: SystemRun, qrels: Qrels, raw: SystemRun | None, cfg: EvalConfig) -> None:
-    system.per_query = per_query_metrics(qrels, system.results, K_VALUES)
-    system.means = {m: float(np.mean(list(system.per_query[m].values()))) for m in METRICS}
-    for m in CI_METRICS:
-        system.ci95[m] = bootstrap_ci(list(system.per_query[m].values()), n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
-    if raw is None or raw is system:
-        return
-    for m in DELTA_METRICS:
-        a, b = system.per_query[m], raw.per_query[m]
-        diff = [a[q] - b[q] for q in b]
-        system.vs_raw[m] = {
-            "delta": system.means[m] - raw.means[m],
-            "ci95": bootstrap_ci(diff, n_resamples=cfg.bootstrap_resamples, seed=cfg.seed),
+def _score(results: Results, qrels: Qrels, cfg: EvalConfig, raw: dict | None = None) -> dict:
+    """SystemRun's score fields for one ranking: per-query metrics, means, intervals and (given raw's
+    scores) the paired comparison with raw."""
+    per_query = per_query_metrics(qrels, results, K_VALUES)
+    means = {m: float(np.mean(list(per_query[m].values()))) for m in METRICS}
+    ci95 = {m: bootstrap_ci(list(per_query[m].values()), n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
+            for m in CI_METRICS}
+    vs_raw = {}
+    for m in DELTA_METRICS if raw is not None else ():
+        a, b = per_query[m], raw["per_query"][m]
+        vs_raw[m] = {
+            "delta": means[m] - raw["means"][m],
+            "ci95": bootstrap_ci([a[q] - b[q] for q in b], n_resamples=cfg.bootstrap_resamples, seed=cfg.seed),
             "p": paired_p_value(a, b, n_resamples=cfg.bootstrap_resamples, seed=cfg.seed),
         }
+    return {"per_query": per_query, "means": means, "ci95": ci95, "vs_raw": vs_raw}
 
 
 def _hnsw(store: Store, system: SystemRun, model: str, q: np.ndarray, qids: list[str], qrels: Qrels) -> dict:
     """Query the collection the app would query for this system (see search.chroma_ann)."""
     ad = system.adapter
     if ad is not None and ad.config.sides == "both":
-        name = ad.collection_name
-        col = chroma_store.get_collection(store.client, name)
-        if col is None:
-            return {"skipped": f"collection {name!r} not found: project the adapter into Chroma first "
-                               f"(python -m adapter project --store STORE --adapter {system.adapter_dir})"}
-        have = (col.metadata or {})
-        sha = weights_sha(system.adapter_dir) if system.adapter_dir else None
-        for k in ("weights_sha", "adapter_sha"):
-            if k in have and sha and have[k] != sha:
-                return {"skipped": f"collection {name!r} holds another version of this adapter ({k} {have[k]} != {sha}); "
-                                   "re-project it"}
-        if col.count() != len(system.passages):
-            return {"skipped": f"collection {name!r} holds {col.count()} vectors, the store {len(system.passages)}; re-project"}
+        sha = adapter_sha(system.adapter_dir) if system.adapter_dir else None
+        problem = projection_problem(store, ad, sha, str(system.adapter_dir) if system.adapter_dir else None)
+        if problem is not None:
+            return {"skipped": str(problem)}
+        col = chroma_store.get_collection(store.client, ad.collection_name)
     else:
         col = store.raw_collection(model)
     approx = chroma_search(col, system.project_queries(q), qids, k=TOP_K)
@@ -244,21 +233,31 @@ def _pair_scores(Q: np.ndarray, P: np.ndarray, qi: np.ndarray, pi: np.ndarray) -
     return np.einsum("ij,ij->i", Q[qi], P[pi]).astype(np.float64)
 
 
-def _threshold_all(systems: list[SystemRun], store: Store, model: str, pids: list[str],
-                   ev: ModelEvaluation) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Fill `system.threshold` for every dense system; returns test-split score arrays for the histograms."""
+@dataclass
+class ThresholdRun:
+    """Threshold accuracy of every dense system: per system and pair kind its figures (`SystemRun.threshold`),
+    the test-split pair scores for the histograms, the pair counts and what could not be measured."""
+
+    by_system: dict[str, dict[str, dict]]
+    hist: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]
+    pair_counts: dict[str, dict[str, int]]
+    notes: list[str]
+
+
+def _threshold_all(systems: list[SystemRun], store: Store, model: str, pids: list[str]) -> ThresholdRun:
+    """Threshold chosen on dev pairs, accuracy on test pairs, for every dense system in `systems`."""
     examples = store.load_examples(model)
     ids, raw_q = query_vectors.load(store.root, model)
     qrow = {q: i for i, q in enumerate(ids)}
     prow = {p: i for i, p in enumerate(pids)}
-    hist: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    run = ThresholdRun(by_system={s.key: {} for s in systems}, hist={}, pair_counts={}, notes=[])
     for kind in PAIR_KINDS:
         dev, test = (_pairs(examples, qrow, prow, s, kind, balanced=True) for s in ("dev", "test"))
         every = _pairs(examples, qrow, prow, "test", kind, balanced=False)
-        ev.pair_counts[kind] = {"dev_pos": len(dev.pos_q), "dev_neg": len(dev.neg_q),
-                                "test_pos": len(test.pos_q), "test_neg": len(test.neg_q)}
+        run.pair_counts[kind] = {"dev_pos": len(dev.pos_q), "dev_neg": len(dev.neg_q),
+                                 "test_pos": len(test.pos_q), "test_neg": len(test.neg_q)}
         if min(len(dev.pos_q), len(dev.neg_q), len(test.pos_q), len(test.neg_q)) == 0:
-            ev.notes.append(f"threshold accuracy ({kind}): not enough dev/test pairs in the store ({ev.pair_counts[kind]}).")
+            run.notes.append(f"threshold accuracy ({kind}): not enough dev/test pairs in the store ({run.pair_counts[kind]}).")
             continue
         for s in systems:
             Q = s.project_queries(raw_q)
@@ -268,31 +267,34 @@ def _threshold_all(systems: list[SystemRun], store: Store, model: str, pids: lis
             dev_acc, _ = threshold_accuracy(dev_pos, dev_neg, t)
             acc, se = threshold_accuracy(_pair_scores(Q, P, test.pos_q, test.pos_p),  # ... reported on test
                                          _pair_scores(Q, P, test.neg_q, test.neg_p), t)
-            s.threshold[kind] = {"threshold": t, "accuracy": acc, "se": se, "dev_accuracy": dev_acc,
-                                 "n_pos": len(test.pos_q), "n_neg": len(test.neg_q)}
-            hist.setdefault(s.key, {})[kind] = (_pair_scores(Q, P, every.pos_q, every.pos_p),
-                                                _pair_scores(Q, P, every.neg_q, every.neg_p))
-    return hist
+            run.by_system[s.key][kind] = {"threshold": t, "accuracy": acc, "se": se, "dev_accuracy": dev_acc,
+                                          "n_pos": len(test.pos_q), "n_neg": len(test.neg_q)}
+            run.hist.setdefault(s.key, {})[kind] = (_pair_scores(Q, P, every.pos_q, every.pos_p),
+                                                    _pair_scores(Q, P, every.neg_q, every.neg_p))
+    return run
 
 
 # -- figures -----------------------------------------------------------------------------------------
 
-def _figures(ev: ModelEvaluation, cfg: EvalConfig, q: np.ndarray, qids: list[str], qrels: Qrels,
-             queries: Queries, corpus: Corpus, pids: list[str], hist: dict) -> None:
+def _figures(ev: ModelEvaluation, cfg: EvalConfig, q: np.ndarray, qrels: Qrels, queries: Queries,
+             corpus: Corpus, pids: list[str], hist: dict) -> dict[str, str]:
+    """Draw the model's figures into `figures/MODEL/` of the report; returns name -> path inside the report."""
     rel = Path("figures") / slug(ev.model)
     folder = cfg.out / rel
     folder.mkdir(parents=True, exist_ok=True)
+    qids = ev.query_ids
+    figures: dict[str, str] = {}
     dense = [s for s in ev.systems.values() if s.dense]
 
     rows = [(s.label, {k: (*hist[s.key][k], s.threshold.get(k, {}).get("threshold"), s.threshold.get(k, {}).get("accuracy"))
                        for k in PAIR_KINDS if k in hist.get(s.key, {})}) for s in dense if s.key in hist]
     if rows:
         plots.similarity_histograms(folder / "similarity_hist.png", rows, title=f"{ev.model}: cosine of test pairs")
-        ev.figures["similarity_hist"] = str(rel / "similarity_hist.png")
+        figures["similarity_hist"] = str(rel / "similarity_hist.png")
 
     curves = {s.label: recall_at_k_curve(qrels, s.results, RECALL_CURVE_KS) for s in ev.systems.values()}
     plots.recall_curves(folder / "recall_at_k.png", curves, title=f"{ev.model}: Recall@k, {ev.scope}")
-    ev.figures["recall_at_k"] = str(rel / "recall_at_k.png")
+    figures["recall_at_k"] = str(rel / "recall_at_k.png")
 
     if cfg.plot_queries > 0:
         rng = np.random.default_rng(cfg.seed)
@@ -314,114 +316,132 @@ def _figures(ev: ModelEvaluation, cfg: EvalConfig, q: np.ndarray, qids: list[str
             query_text=[queries[qids[i]] for i in sample],
             passage_text=[f"{corpus[pids[r]].title}: {corpus[pids[r]].text[:120]}" for r in p_rows],
             title=f"{ev.model}: {n} queries, their positives and {len(extra)} random passages (PCA 2-D)")
-        ev.figures["latent_space"] = str(rel / "latent_space.png")
-        ev.figures["latent_space_html"] = str(rel / "latent_space.html")
+        figures["latent_space"] = str(rel / "latent_space.png")
+        figures["latent_space_html"] = str(rel / "latent_space.html")
 
     for s in ev.systems.values():
         if s.curves:
             name = f"training_{slug(s.key)}.png"
             metric = (s.adapter.config.dev_metrics or {}).get("metric", "MRR@10") if s.adapter is not None else "MRR@10"
             plots.training_curves(folder / name, s.curves, metric, title=f"{ev.model}: training curves of {s.label}")
-            ev.figures[f"training:{s.key}"] = str(rel / name)
+            figures[f"training:{s.key}"] = str(rel / name)
+    return figures
 
 
 # -- the run -----------------------------------------------------------------------------------------
 
-def evaluate_model(store: Store, model: str, cfg: EvalConfig, adapters: list[tuple[Path, Adapter]],
-                   corpus: Corpus, store_queries: Queries, heldout: HeldOut | None,
-                   bm25_cache: dict) -> ModelEvaluation:
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
-    info = store.model_info(model)
-    dim = int(info["dim"])
-    dump = chroma_store.fetch_all(store.raw_collection(model))
-    pids, p_raw = dump.ids, l2_normalise(dump.embeddings)
-    if set(pids) != set(corpus):
-        raise StoreError(f"collection {info['collection']} holds {len(pids)} passages but the store's corpus has "
-                         f"{len(corpus)} (or other ids); re-run ingest for {model}")
-    notes: list[str] = []
-    if heldout is not None:
-        queries, qrels = heldout.queries, heldout.qrels
-        scope = f"held-out queries from {cfg.queries}"
-    else:
-        all_qrels = store.load_qrels()
-        qids_split = [q for q in store.split_query_ids(cfg.split) if q in all_qrels and q in store_queries]
-        queries = {q: store_queries[q] for q in qids_split}
-        qrels = {q: all_qrels[q] for q in qids_split}
-        scope = f"{cfg.split} split"
-        if cfg.split == "dev" and adapters:
-            notes.append("these are dev-split numbers: training selected each adapter's epoch (and the MSE baseline's) "
-                         "on this very split, so their gains are optimistic; the test split is the honest score.")
-    qids = list(queries)
-    q, n_embedded = _query_vectors_for(store, model, dim, queries, cfg, store_queries)
-    if n_embedded:
-        notes.append(f"{n_embedded} of the {len(qids)} queries were embedded now with {model} (not in the store).")
-    timings["load"] = time.perf_counter() - t
+@dataclass
+class Scope:
+    """The queries one model is scored on: a split of the store, or the held-out files."""
 
+    queries: Queries
+    qrels: Qrels
+    label: str  # "<split> split" (test or dev) or "held-out queries from FILE"
+    notes: list[str]
+
+
+def _scope(store: Store, cfg: EvalConfig, store_queries: Queries, heldout: HeldOut | None, adapters: bool) -> Scope:
+    if heldout is not None:
+        notes = [f"{len(ids)} of the given queries are also in the store's {split} split (by id or text): the adapter "
+                 f"was {'trained' if split == 'train' else 'selected'} on them, so they are not held out."
+                 for split, ids in heldout.overlap.items()]
+        if heldout.skipped:
+            notes.append("left out of the given files: "
+                         + ", ".join(f"{k} {v}" for k, v in sorted(heldout.skipped.items())) + ".")
+        return Scope(heldout.queries, heldout.qrels, f"held-out queries from {cfg.queries}", notes)
+    all_qrels = store.load_qrels()
+    qids = [q for q in store.split_query_ids(cfg.split) if q in all_qrels and q in store_queries]
+    notes = []
+    if cfg.split == "dev" and adapters:
+        notes.append("these are dev-split numbers: training selected each adapter's epoch (and the MSE baseline's) "
+                     "on this very split, so their gains are optimistic; the test split is the honest score.")
+    return Scope({q: store_queries[q] for q in qids}, {q: all_qrels[q] for q in qids}, f"{cfg.split} split", notes)
+
+
+def _adapter_systems(adapters: list[tuple[Path, Adapter]], model: str, info: dict, q: np.ndarray, qids: list[str],
+                     p_raw: np.ndarray, pids: list[str], taken: set[str]) -> tuple[dict[str, SystemRun], list[str]]:
+    """One dense system per adapter (refusing an incompatible one), and what the report should say about them."""
     systems: dict[str, SystemRun] = {}
-    t = time.perf_counter()
-    systems["raw"] = _dense_system("raw", f"raw {model}", q, qids, p_raw, pids, l2_normalise, l2_normalise)
+    notes: list[str] = []
     for i, (path, ad) in enumerate(adapters):
-        check_compatible(ad, model, dim, info.get("data_fingerprint"))
+        check_compatible(ad, model, int(info["dim"]), info.get("data_fingerprint"))
         if ad.config.data_fingerprint != info.get("data_fingerprint"):
             notes.append(f"adapter {ad.name} was trained on other data ({ad.config.data_fingerprint}) than this store "
                          f"holds ({info.get('data_fingerprint')}): its test queries may include its training queries.")
         if ad.config.identity:
             notes.append(f"adapter {ad.name} is the identity: training found nothing better than the raw embeddings "
                          "on dev, so its rows equal raw by construction.")
-        key = _adapter_key(i, ad, set(systems))
-        curves = plots.read_curves(path)
+        key = _adapter_key(i, ad, taken | set(systems))
         systems[key] = _dense_system(key, _adapter_label(ad), q, qids, p_raw, pids, ad.project_queries,
-                                     ad.project_passages, adapter=ad, adapter_dir=str(path), curves=curves)
-    timings["search"] = time.perf_counter() - t
+                                     ad.project_passages, adapter=ad, adapter_dir=str(path), curves=plots.read_curves(path))
+    return systems, notes
 
+
+@contextmanager
+def _timed(timings: dict[str, float], step: str):
+    t = time.perf_counter()
+    yield
+    timings[step] = round(time.perf_counter() - t, 2)
+
+
+def evaluate_model(store: Store, model: str, cfg: EvalConfig, adapters: list[tuple[Path, Adapter]],
+                   corpus: Corpus, store_queries: Queries, heldout: HeldOut | None,
+                   bm25_cache: dict) -> ModelEvaluation:
+    """Every system of one model on the same queries: rank, score, check HNSW, threshold accuracy, figures."""
+    timings: dict[str, float] = {}
+    with _timed(timings, "load"):
+        info = store.model_info(model)
+        dim = int(info["dim"])
+        dump = chroma_store.fetch_all(store.raw_collection(model))
+        pids, p_raw = dump.ids, l2_normalise(dump.embeddings)
+        if set(pids) != set(corpus):
+            raise StoreError(f"collection {info['collection']} holds {len(pids)} passages but the store's corpus has "
+                             f"{len(corpus)} (or other ids); re-run ingest for {model}")
+        scope = _scope(store, cfg, store_queries, heldout, bool(adapters))
+        notes = list(scope.notes) if heldout is None else []
+        qids = list(scope.queries)
+        q, n_embedded = _query_vectors_for(store, model, dim, scope.queries, cfg, store_queries)
+        if n_embedded:
+            notes.append(f"{n_embedded} of the {len(qids)} queries were embedded now with {model} (not in the store).")
+
+    with _timed(timings, "search"):
+        systems = {"raw": _dense_system("raw", f"raw {model}", q, qids, p_raw, pids, l2_normalise, l2_normalise)}
+        adapted, adapter_notes = _adapter_systems(adapters, model, info, q, qids, p_raw, pids, set(systems))
+        systems.update(adapted)
+        notes += adapter_notes
     if cfg.mse_baseline:
-        t = time.perf_counter()
-        mse = _mse_baseline(store, model, cfg, q, qids, p_raw, pids, notes)
-        if mse is not None:
-            systems["mse_baseline"] = mse
-        timings["mse_baseline"] = time.perf_counter() - t
+        with _timed(timings, "mse_baseline"):
+            mse = _mse_baseline(store, model, cfg, q, qids, p_raw, pids, notes)
+            if mse is not None:
+                systems["mse_baseline"] = mse
     if cfg.bm25:
-        t = time.perf_counter()
-        key = tuple(qids)
-        if key not in bm25_cache:
-            bm25_cache[key] = bm25_search(corpus, queries, k=TOP_K)
-        systems["bm25"] = SystemRun(key="bm25", label="BM25 (bm25s)", results=bm25_cache[key])
-        timings["bm25"] = time.perf_counter() - t
+        with _timed(timings, "bm25"):
+            key = tuple(qids)
+            if key not in bm25_cache:
+                bm25_cache[key] = bm25_search(corpus, scope.queries, k=TOP_K)
+            systems["bm25"] = SystemRun(key="bm25", label="BM25 (bm25s)", results=bm25_cache[key])
 
-    t = time.perf_counter()
-    raw = systems["raw"]
-    _score(raw, qrels, None, cfg)
-    for s in systems.values():
-        if s is not raw:
-            _score(s, qrels, raw, cfg)
-    timings["statistics"] = time.perf_counter() - t
-
-    ev = ModelEvaluation(model=model, dim=dim, scope=scope, query_ids=qids, systems=systems, notes=notes)
+    with _timed(timings, "statistics"):
+        raw_scores = _score(systems["raw"].results, scope.qrels, cfg)
+        scores = {k: raw_scores if k == "raw" else _score(s.results, scope.qrels, cfg, raw_scores)
+                  for k, s in systems.items()}
     if heldout is not None:
-        for split, ids in heldout.overlap.items():
-            ev.notes.append(f"{len(ids)} of the given queries are also in the store's {split} split (by id or text): "
-                            f"the adapter was {'trained' if split == 'train' else 'selected'} on them, so they are not held out.")
-        if heldout.skipped:
-            ev.notes.append("left out of the given files: " + ", ".join(f"{k} {v}" for k, v in sorted(heldout.skipped.items())) + ".")
-
+        notes += scope.notes
+    hnsw: dict[str, dict] = {}
     if cfg.hnsw:
-        t = time.perf_counter()
-        for s in systems.values():
-            if s.dense and s.key != "mse_baseline":
-                s.hnsw = _hnsw(store, s, model, q, qids, qrels)
-        timings["hnsw"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    hist = _threshold_all([s for s in systems.values() if s.dense], store, model, pids, ev)
-    timings["threshold"] = time.perf_counter() - t
-
+        with _timed(timings, "hnsw"):
+            hnsw = {k: _hnsw(store, s, model, q, qids, scope.qrels) for k, s in systems.items()
+                    if s.dense and k != "mse_baseline"}
+    with _timed(timings, "threshold"):
+        thresholds = _threshold_all([s for s in systems.values() if s.dense], store, model, pids)
+    systems = {k: replace(s, **scores[k], hnsw=hnsw.get(k), threshold=thresholds.by_system.get(k, {}))
+               for k, s in systems.items()}
+    ev = ModelEvaluation(model=model, dim=dim, scope=scope.label, query_ids=qids, systems=systems,
+                         notes=notes + thresholds.notes, pair_counts=thresholds.pair_counts)
     if cfg.plots:
-        t = time.perf_counter()
-        _figures(ev, cfg, q, qids, qrels, queries, corpus, pids, hist)
-        timings["plots"] = time.perf_counter() - t
-    ev.seconds = {k: round(v, 2) for k, v in timings.items()}
-    return ev
+        with _timed(timings, "plots"):
+            ev = replace(ev, figures=_figures(ev, cfg, q, scope.qrels, scope.queries, corpus, pids, thresholds.hist))
+    return replace(ev, seconds=timings)
 
 
 def run_eval(cfg: EvalConfig) -> EvalOutcome:

@@ -20,7 +20,7 @@ from core.errors import DataError
 from core.types import Corpus, Dataset, Qrels, Queries, normalise_for_id
 from ingest.clean import clean_text
 from ingest.id_rule import IdRule
-from ingest.jsonl import get_str, read_jsonl
+from core.jsonl import get_str, read_jsonl
 from ingest.load_beir import read_qrels
 
 log = logging.getLogger(__name__)

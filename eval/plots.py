@@ -23,6 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from adapter.curves import curves_png  # noqa: E402
 from core import atomic  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def similarity_histograms(path: Path, rows: list[tuple[str, dict]], title: str) 
 
 
 def _pca_2d(x: np.ndarray) -> np.ndarray:
-    from sklearn.decomposition import PCA
+    from sklearn.decomposition import PCA  # lazy: scikit-learn costs ~1 s to import and only this plot uses it
 
     return PCA(n_components=2, random_state=0).fit_transform(x)
 
@@ -118,7 +119,7 @@ def latent_space(png: Path, html: Path | None, spaces: list[tuple[str, np.ndarra
 
 
 def _latent_space_html(path: Path, projected, lines, n_positive, query_text, passage_text, title) -> None:
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # lazy: plotly is heavy and only the interactive page uses it
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=1, cols=len(projected), subplot_titles=[p[0] for p in projected])
@@ -175,7 +176,5 @@ def recall_curves(path: Path, curves: dict[str, dict[int, float]], title: str) -
 
 def training_curves(path: Path, curves: list[dict], metric: str, title: str) -> None:
     """Train loss and dev metrics per epoch (epoch 0 = raw embeddings), as `python -m adapter train` draws them."""
-    from adapter.curves import curves_png
-
     atomic.write_bytes(path, curves_png(curves, metric, title))
     log.info("figure: %s", path)

@@ -30,7 +30,8 @@ from datetime import datetime, timezone
 
 from core import atomic
 from eval.results import EvalOutcome, ModelEvaluation, SystemRun
-from eval.config import CI_METRICS, METRICS, P_METRICS, PRIMARY_METRIC, REPORT_GENERATOR
+from core.settings import METRICS
+from eval.config import CI_METRICS, P_METRICS, PRIMARY_METRIC, REPORT_GENERATOR
 
 log = logging.getLogger(__name__)
 

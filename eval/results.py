@@ -14,9 +14,13 @@ from core.types import Results
 from eval.config import EvalConfig
 
 
-@dataclass
+@dataclass(frozen=True)
 class SystemRun:
-    """One ranked system on the evaluated queries, with everything the report says about it."""
+    """One ranked system on the evaluated queries, with everything the report says about it.
+
+    Built in two steps by `eval.evaluate`: the ranking first, then (with `dataclasses.replace`) its scores,
+    HNSW check and threshold figures, each computed by a pure function; nothing changes it afterwards.
+    """
 
     key: str  # "raw", "adapted", "adapted:<name>", "mse_baseline", "bm25"
     label: str
@@ -43,11 +47,11 @@ class SystemRun:
         return self.passages is not None
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelEvaluation:
     model: str
     dim: int
-    scope: str  # "test split" or "held-out queries from FILE"
+    scope: str  # "<split> split" (test or dev) or "held-out queries from FILE"
     query_ids: list[str]
     systems: dict[str, SystemRun]
     notes: list[str] = field(default_factory=list)

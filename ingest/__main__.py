@@ -8,6 +8,7 @@ from pathlib import Path
 
 from core.cli import run_cli
 from ingest.config import IngestConfig
+from ingest.pipeline import format_summary, run_ingest
 
 
 def parse_args(argv: list[str] | None = None) -> IngestConfig:
@@ -36,8 +37,6 @@ def parse_args(argv: list[str] | None = None) -> IngestConfig:
     p.add_argument("--chroma-port", type=int, default=None, help="(env CHROMA_PORT)")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
-    if a.limit is not None and a.limit <= 0:
-        p.error("--limit must be positive")
     logging.getLogger().setLevel(logging.DEBUG if a.verbose else logging.INFO)
     return IngestConfig(
         data=a.data, store=a.store, model=a.model, limit=a.limit, k_hard=a.k_hard, k_weak=a.k_weak,
@@ -48,8 +47,6 @@ def parse_args(argv: list[str] | None = None) -> IngestConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ingest.pipeline import format_summary, run_ingest
-
     def job() -> None:
         cfg = parse_args(argv)
         summary = run_ingest(cfg)

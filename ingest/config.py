@@ -1,23 +1,14 @@
 """Settings of one ingest run (the CLI fills this; tests build it directly)."""
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from core.embedding.registry import DEFAULT_MODEL
-from core.store import default_store
+from core.errors import InputError
+from core.settings import default_cache, default_data, default_store
 from ingest.filters import DEFAULT_MAX_WORDS, DEFAULT_MIN_WORDS
-from ingest.load_hub import DEFAULT_DATASET
 from ingest.negatives import MiningConfig
-
-
-def default_data() -> str:
-    return os.environ.get("NQ_DATA") or DEFAULT_DATASET
-
-
-def default_cache() -> Path:
-    return Path(os.environ.get("NQ_CACHE", ".data/cache"))
 
 
 @dataclass
@@ -41,6 +32,27 @@ class IngestConfig:
     chroma_port: int | None = None
     #: write into --store even when it is a non-empty folder that is not a store
     force: bool = False
+
+    def validate(self) -> None:
+        """Every option checked in one place, before any work: a bad value costs one line, not a traceback."""
+        if self.limit is not None and self.limit <= 0:
+            raise InputError("--limit must be positive")
+        for name in ("k_hard", "k_weak"):
+            if getattr(self, name) < 0:
+                raise InputError(f"--{name.replace('_', '-')} must not be negative")
+        if self.hard_depth <= 0:
+            raise InputError("--hard-depth must be positive")
+        if not 0.0 < self.hard_margin <= 1.0:
+            raise InputError(f"--hard-margin must be a fraction in (0, 1], got {self.hard_margin}")
+        if not 0.0 <= self.near_dup <= 1.0:
+            raise InputError(f"--near-dup must be a fraction in [0, 1], got {self.near_dup}")
+        if len(self.split) != 3 or any(f < 0 for f in self.split) or abs(sum(self.split) - 1.0) > 1e-6:
+            raise InputError(f"--split takes three non-negative fractions summing to 1 (train dev test), got "
+                             f"{' '.join(str(f) for f in self.split)}")
+        if not 1 <= self.min_words <= self.max_words:
+            raise InputError(f"need 1 <= --min-words <= --max-words, got {self.min_words} and {self.max_words}")
+        if self.batch_size is not None and self.batch_size <= 0:
+            raise InputError("--batch-size must be positive")
 
     def mining(self) -> MiningConfig:
         return MiningConfig(k_weak=self.k_weak, k_hard=self.k_hard, depth=self.hard_depth,

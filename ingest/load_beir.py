@@ -9,7 +9,7 @@ from core.progress import progress
 from core.types import Dataset, Passage
 from ingest.clean import clean_text
 from ingest.id_rule import IdRule
-from ingest.jsonl import get_id, get_str, open_text, read_jsonl
+from core.jsonl import get_id, get_str, open_text, read_jsonl
 
 log = logging.getLogger(__name__)
 

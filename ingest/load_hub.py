@@ -15,7 +15,6 @@ from ingest.load_pairs import PASSAGE_KEYS, QUERY_KEYS, TITLE_KEYS, pairs_from_r
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DATASET = "sentence-transformers/natural-questions"
 OFFLINE_HINT = (
     "set NQ_DATA (or --data) to a local folder or file instead, e.g. NQ_DATA=../shared/data/nq "
     "(a BEIR folder), a pairs .jsonl file, or an NQ simplified .jsonl(.gz) file"
@@ -30,16 +29,17 @@ def load_hub(dataset_id: str, split: str = "train", limit: int | None = None) ->
     offline_mode = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
     if not offline_mode and not hub_reachable():
         raise OfflineError(f"cannot reach huggingface.co to download the dataset {dataset_id!r}: {OFFLINE_HINT}")
-    import datasets
+    import datasets  # lazy: a heavy import (seconds), needed only for hub ids, not for local data
 
     try:
         table = datasets.load_dataset(dataset_id, split=split)
     except Exception as exc:  # datasets raises many types for "not cached" / "no connection"
+        # one clear line for the CLI; the cause stays chained for tracebacks and debuggers
         if offline_mode:
             raise OfflineError(
                 f"dataset {dataset_id!r} is not in the local Hugging Face cache and offline mode is on "
-                f"(HF_DATASETS_OFFLINE/HF_HUB_OFFLINE): {OFFLINE_HINT}") from None
-        raise DataError(f"could not load dataset {dataset_id!r}: {type(exc).__name__}: {exc}") from None
+                f"(HF_DATASETS_OFFLINE/HF_HUB_OFFLINE): {OFFLINE_HINT}") from exc
+        raise DataError(f"could not load dataset {dataset_id!r}: {type(exc).__name__}: {exc}") from exc
     names = list(table.column_names)
     columns = {}
     for role, keys in (("query", QUERY_KEYS), ("passage", PASSAGE_KEYS), ("title", TITLE_KEYS)):

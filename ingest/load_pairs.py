@@ -14,7 +14,7 @@ from core.progress import progress
 from core.types import Dataset, Passage, stable_id
 from ingest.clean import clean_text
 from ingest.id_rule import IdRule
-from ingest.jsonl import get_id, get_str, read_jsonl
+from core.jsonl import get_id, get_str, read_jsonl
 
 QUERY_KEYS = ("query", "question", "question_text", "anchor")
 PASSAGE_KEYS = ("passage", "answer", "positive", "text", "context")

@@ -47,7 +47,7 @@ from ingest.id_rule import IdRule
 from ingest.clean import clean_text
 from ingest.filters import DEFAULT_MAX_WORDS, DEFAULT_MIN_WORDS
 from ingest.html_text import html_to_text, tag_name
-from ingest.jsonl import read_jsonl
+from core.jsonl import read_jsonl
 
 logger = logging.getLogger(__name__)
 

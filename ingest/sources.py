@@ -13,10 +13,11 @@ from typing import Literal
 
 from core.errors import DataError
 from core.types import Dataset
-from ingest.jsonl import read_jsonl
+from core.jsonl import read_jsonl
 from ingest.load_beir import is_beir_dir, load_beir
 from ingest.load_hub import OFFLINE_HINT, load_hub, looks_like_dataset_id
 from ingest.load_pairs import load_pairs, looks_like_pairs
+from ingest.load_simplified import load_simplified
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,5 @@ def load_source(data: str, min_words: int, max_words: int, limit: int | None = N
     if kind == "pairs":
         return load_pairs(data)
     if kind == "simplified":
-        from ingest.load_simplified import load_simplified
-
         return load_simplified(data, min_words=min_words, max_words=max_words)
     return load_hub(data, limit=limit)

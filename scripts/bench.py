@@ -43,16 +43,28 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import chromadb
 import numpy as np
+import torch
+from chromadb.config import Settings
 
-from core import atomic
+from adapter.config import TrainConfig
+from adapter.train import train_adapter
+from app.config import AppConfig
+from core import atomic, chroma_store
+from core.chroma_store import COSINE
 from core.cli import run_cli
+from core.embedding import load_embedder
 from core.embedding.registry import DEFAULT_MODEL
 from core.errors import StoreError
 from core.outputs import OutputKind, check_output, json_file_with
 from core.progress import progress
-from core.store import default_store
-from ingest.config import default_data
+from core.settings import default_data, default_store, shared_data
+from core.store import Store
+from eval.synthetic import TextLikeGenerator, TextLikeSpec, neighbour_stats
+from ingest.config import IngestConfig
+from ingest.pipeline import run_ingest
+from search.retriever import Retriever
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +80,9 @@ INSERT_BATCH = 5000
 
 
 def bench_data() -> str:
-    """NQ_DATA, else the shared NQ folder beside the repository (the corpus the targets refer to)."""
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "nq"
+    """NQ_DATA, else the shared NQ folder (`core.settings.shared_data`: the corpus the targets refer to),
+    else ingest's default."""
+    shared = shared_data("nq")
     if not os.environ.get("NQ_DATA") and (shared / "corpus.jsonl").exists():
         return str(shared)
     return default_data()
@@ -151,11 +164,6 @@ def _du_mb(path: Path) -> float:
 # -- 1. ingest throughput -------------------------------------------------------------------------
 
 def bench_ingest(cfg: BenchConfig, work: Path) -> tuple[dict, Path]:
-    from core.embedding import load_embedder
-    from core.store import Store
-    from ingest.config import IngestConfig
-    from ingest.pipeline import run_ingest
-
     icfg = IngestConfig(data=cfg.data, store=work / "store", model=cfg.model, limit=cfg.ingest_limit, cache_dir=None)
     log.info("ingest benchmark: %s, %s, no cache", cfg.model, "all queries" if cfg.ingest_limit is None else f"{cfg.ingest_limit} queries")
     load_before, cpu0 = os.getloadavg()[0], _cpu_seconds()
@@ -219,10 +227,6 @@ def bench_ingest(cfg: BenchConfig, work: Path) -> tuple[dict, Path]:
 # -- 2. training -------------------------------------------------------------------------------------
 
 def bench_training(cfg: BenchConfig, store_dir: Path):
-    from adapter.config import TrainConfig
-    from adapter.train import train_adapter
-    from core.store import Store
-
     store = Store(store_dir)
     tcfg = TrainConfig(store=store_dir, model=cfg.model)
     if cfg.train_epochs:
@@ -249,12 +253,6 @@ def bench_latency(cfg: BenchConfig, store_dir: Path, adapter, work: Path) -> dic
     """One question at a time through the app's own search service (`search.retriever.Retriever`: embed once,
     raw and adapted Chroma queries of the comparison depth with documents, gold marks, rank moves), with
     the app's torch thread setting. Its own timings split the work into the columns."""
-    import torch
-
-    from app.config import AppConfig
-    from search.retriever import Retriever
-    from core.store import Store
-
     store = Store(store_dir)
     retriever = Retriever(store, cfg.model, adapter)
     queries = store.load_queries()
@@ -299,11 +297,6 @@ def bench_latency(cfg: BenchConfig, store_dir: Path, adapter, work: Path) -> dic
 def _scale_worker(n: int, spec_arrays: dict, n_queries: int, folder: str, seed: int) -> dict:
     """Runs in a fresh process: stream `n` synthetic vectors into Chroma, then time queries and check recall."""
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-    import chromadb
-    from chromadb.config import Settings
-
-    from core.chroma_store import COSINE
-    from eval.synthetic import TextLikeGenerator, TextLikeSpec
 
     rss_before = _proc_status_mb("VmRSS")
     gen = TextLikeGenerator(TextLikeSpec.from_arrays(spec_arrays), seed=seed)
@@ -396,12 +389,7 @@ def bench_scale(cfg: BenchConfig, spec, work: Path) -> list[dict]:
 
 def _synthetic_spec(store_dir: Path | None, model: str):
     """Fit the generator to the benchmark store's real passage vectors (fallback: the built-in shape)."""
-    from eval.synthetic import TextLikeGenerator, TextLikeSpec, neighbour_stats
-
     if store_dir is not None:
-        from core import chroma_store
-        from core.store import Store
-
         real = chroma_store.fetch_all(Store(store_dir).raw_collection(model)).embeddings
         if len(real) >= 1000:
             spec = TextLikeSpec.fit(real)
@@ -413,10 +401,6 @@ def _synthetic_spec(store_dir: Path | None, model: str):
 
 
 def run_bench(cfg: BenchConfig) -> dict:
-    import torch
-
-    from core.store import Store
-
     check_output(cfg.out, BENCH_OUTPUT, cfg.force)  # a wrong --out costs a message, not 15 minutes of work
     t_start = time.perf_counter()
     own_work = cfg.work_dir is None

@@ -29,7 +29,7 @@ What is checked:
   be exactly one of the two (the one being saved or the one before), and the next save must clear the
   killed save's temporary folder.
 - projection: after the kill the half-written collection must be refused by the check the app and eval
-  run (`search.retriever.check_adapter`) unless it is already complete and equal to the reference; the
+  share (`adapter.project.projection_problem`, reached by the app through `search.retriever.check_adapter`) unless it is already complete and equal to the reference; the
   rerun must give the reference collection bit for bit. Half the trials start from a store that already
   holds an older projection by an adapter of the same name, the case where a half-finished rewrite could
   pass for a finished one.
@@ -56,6 +56,22 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from adapter.adapter import Adapter, AdapterConfig  # noqa: E402
+from adapter.io import adapter_sha, load_adapter, save_adapter  # noqa: E402
+from adapter.modules import build_module  # noqa: E402
+from core import atomic, chroma_store, query_vectors  # noqa: E402
+from core.chroma_store import ChromaTarget, open_client, release_locks  # noqa: E402
+from core.embedding.cache import EmbeddingCache  # noqa: E402
+from core.errors import OutputError, ProjectError  # noqa: E402
+from core.outputs import OutputKind, check_output, json_file_with  # noqa: E402
+from core.settings import shared_data  # noqa: E402 - after the path set-up above
+from core.store import Store, raw_collection_name  # noqa: E402
+from core.types import slug  # noqa: E402
+from search.retriever import check_adapter  # noqa: E402
+
 DEFAULT_MODEL = "paraphrase-MiniLM-L3-v2"
 INGEST_PHASES = ("embedding", "upsert", "mining")
 #: ingest step (as logged) -> phase reported here
@@ -66,10 +82,6 @@ STEP_PHASE = {"load": "startup", "split": "startup", "load_model": "startup", "c
 #: the steps that make up each phase, in order
 PHASE_STEPS = {"embedding": ("embed_passages", "embed_queries"), "upsert": ("upsert",), "mining": ("mine_negatives",)}
 OUT = REPO / "artifacts" / "reliability" / "faults.json"
-
-
-def default_data() -> Path:
-    return Path(os.environ.get("NQ_DATA", REPO.parent / "shared" / "data" / "nq")).resolve()
 
 
 def child_env() -> dict[str, str]:
@@ -217,9 +229,6 @@ def digest(*parts: bytes) -> str:
 
 def snapshot_collection(store_root: Path, name: str) -> dict:
     """Count, duplicates and digests of every part of a collection (ids, documents, metadata, embedding bits)."""
-    from core import chroma_store
-    from core.chroma_store import ChromaTarget, open_client, release_locks
-
     client = open_client(ChromaTarget(path=Path(store_root) / "chroma"), write=False)
     try:
         col = chroma_store.get_collection(client, name)
@@ -238,12 +247,6 @@ def snapshot_collection(store_root: Path, name: str) -> dict:
 
 def snapshot_store(store_root: Path, model: str) -> dict:
     """Everything an ingest leaves in a store, in comparable form (timestamps and timings left out)."""
-    import numpy as np
-
-    from core import query_vectors
-    from core.store import Store, raw_collection_name
-    from core.types import slug
-
     root = Path(store_root)
     snap: dict = {}
     for rel in ("dataset/corpus.jsonl", "dataset/queries.jsonl", "dataset/qrels.tsv", "dataset/same_doc.json",
@@ -265,10 +268,6 @@ def snapshot_store(store_root: Path, model: str) -> dict:
 
 def snapshot_cache(cache_dir: Path, model: str, dim: int) -> dict:
     """Keys and vectors the cache serves (read from a copy: opening a cache deletes damaged chunks)."""
-    import numpy as np
-
-    from core.embedding.cache import EmbeddingCache
-
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copytree(cache_dir, Path(tmp) / "c")
         cache = EmbeddingCache(Path(tmp) / "c", model, dim)
@@ -280,8 +279,6 @@ def snapshot_cache(cache_dir: Path, model: str, dim: int) -> dict:
 
 def cache_leftovers(cache_dir: Path) -> dict:
     """What a killed run left in the cache folder: temporary files and chunks that fail their checks."""
-    from core.embedding.cache import EmbeddingCache
-
     tmp_files = sum(1 for _ in Path(cache_dir).rglob(".*.tmp"))
     damaged = 0
     for model_dir in (p for p in Path(cache_dir).iterdir() if p.is_dir()) if Path(cache_dir).exists() else ():
@@ -297,8 +294,6 @@ def cache_leftovers(cache_dir: Path) -> dict:
 
 
 def _chunk_meta(path: Path) -> dict:
-    import numpy as np
-
     try:
         with np.load(path, allow_pickle=False) as z:
             return json.loads(str(z["meta"]))
@@ -377,11 +372,6 @@ def ingest_trial(ref: Reference, n: int, phase: str, rng: random.Random, truncat
 def demo_adapter(seed: int, name: str = "fault", sides: str = "both", data_fingerprint: str = "fp",
                  raw_collection: str = "raw", base_model: str = DEFAULT_MODEL, dim: int = 384):
     """A linear adapter W = I + 0.02 N(0, 1), seeded: different seeds, different weights, same name."""
-    import torch
-
-    from adapter.adapter import Adapter, AdapterConfig
-    from adapter.modules import build_module
-
     module = build_module("linear", dim, dim)
     with torch.no_grad():
         module.delta.copy_(0.02 * torch.randn(dim, dim, generator=torch.Generator().manual_seed(seed)))
@@ -396,8 +386,6 @@ SAVE_SEEDS = {"A": 1, "B": 2}
 
 def save_named(folder: Path, name: str, cache: dict | None = None) -> None:
     """Save adapter `name` ("A" or "B") with a curves.json that names it (a torn folder would mix the two)."""
-    from adapter.io import save_adapter
-
     cache = {} if cache is None else cache
     adapter = cache.setdefault(name, demo_adapter(SAVE_SEEDS[name]))
     save_adapter(adapter, folder, extra_files={"curves.json": json.dumps([{"epoch": 0, "adapter": name}]).encode()})
@@ -418,10 +406,6 @@ def save_loop(folder: Path) -> None:
 
 def which_adapter(folder: Path) -> str:
     """'A' or 'B' when the folder loads and equals that adapter bit for bit, else what is wrong."""
-    import torch
-
-    from adapter.io import load_adapter
-
     try:
         got = load_adapter(folder)
     except Exception as exc:  # noqa: BLE001 - reported
@@ -486,9 +470,6 @@ def project_args(store: Path, adapter_dir: Path) -> list[str]:
 
 
 def make_projection_reference(ref: Reference) -> ProjectionReference:
-    from adapter.io import save_adapter, weights_sha
-    from core.store import Store, raw_collection_name
-
     info = Store(ref.store).manifest()["models"][ref.model]
     meta = {"data_fingerprint": info["data_fingerprint"], "raw_collection": info["collection"], "base_model": ref.model}
     adapter_dir = save_adapter(demo_adapter(11, name="fault-both", **meta), ref.work / "adapters" / "new")
@@ -502,18 +483,13 @@ def make_projection_reference(ref: Reference) -> ProjectionReference:
     collection = "adapted-fault-both"
     return ProjectionReference(
         ref=ref, adapter_dir=adapter_dir, old_adapter_dir=old_dir, with_old=with_old, collection=collection,
-        sha=weights_sha(adapter_dir), phase_start=dict(child.seen),
+        sha=adapter_sha(adapter_dir), phase_start=dict(child.seen),
         snapshot=snapshot_collection(full, collection),
         raw_snapshot=snapshot_collection(full, raw_collection_name(ref.model)))
 
 
 def served_check(store_root: Path, pref: ProjectionReference) -> str:
     """What the app/eval check says about the store's projection right now: 'accepted' or the refusal."""
-    from adapter.io import load_adapter
-    from core.errors import ProjectError
-    from search.retriever import check_adapter
-    from core.store import Store
-
     store = Store(store_root)
     try:
         dim = pref.ref.snapshot["manifest"]["models"][pref.ref.model]["dim"]
@@ -524,14 +500,11 @@ def served_check(store_root: Path, pref: ProjectionReference) -> str:
     finally:
         if store._client is not None:
             store._client.close()
-        from core.chroma_store import release_locks
 
         release_locks()
 
 
 def project_trial(pref: ProjectionReference, n: int, rng: random.Random, over_old: bool) -> dict:
-    from core.store import raw_collection_name
-
     store = pref.ref.work / f"project-{n:02d}"
     shutil.copytree(pref.with_old if over_old else pref.ref.store, store)
     args = project_args(store, pref.adapter_dir)
@@ -671,14 +644,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--project-kills", type=int, default=8, help="kill points in projection")
     p.add_argument("--limit", type=int, default=400, help="queries ingested per run")
     p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--data", type=Path, default=default_data())
+    p.add_argument("--data", type=Path, default=shared_data("nq"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one, removed)")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--force", action="store_true", help="overwrite --out even if it is not a fault-injection result")
     a = p.parse_args(argv)
-    from core.errors import OutputError
-    from core.outputs import OutputKind, check_output, json_file_with
 
     try:  # before the minutes of faults, not after them; trials make and remove folders inside --work
         check_output(a.out, OutputKind("a fault-injection result", json_file_with(("trials", "seconds")), is_dir=False),
@@ -694,7 +665,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if a.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    from core import atomic
 
     atomic.write_json(a.out, figures)
     print()

@@ -37,6 +37,12 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from core import atomic
+from core.errors import OutputError
+from core.outputs import OutputKind, check_output, json_file_with
+from core.procs import free_port, stop_process  # noqa: E402 - after the path set-up above
+
 OUT = REPO / "artifacts" / "reliability" / "load.json"
 FALLBACK_QUESTIONS = ["who wrote the declaration of independence", "what is the capital of france",
                       "when did world war 2 end", "how many bones are in the human body",
@@ -55,12 +61,6 @@ def loopback_only(url: str) -> str:
     if not addrs or not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs):
         raise SystemExit(f"refusing {url}: this load test only talks to loopback addresses (got {sorted(addrs)})")
     return url if url.endswith("/") else url + "/"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_app(store: Path, model: str | None, adapter: Path | None, report: Path | None, port: int,
@@ -85,16 +85,6 @@ def start_app(store: Path, model: str | None, adapter: Path | None, report: Path
         time.sleep(0.5)
     proc.kill()
     raise SystemExit(f"the app did not answer within {timeout:.0f} s; see {log.name}")
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
-    """SIGTERM, then SIGKILL if it has not exited after `timeout` seconds."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def rss_mb(pid: int | None) -> float | None:
@@ -299,8 +289,6 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if min(a.clients, a.searches, a.rounds) < 1:
         p.error("--clients, --searches and --rounds must be positive")
-    from core.errors import OutputError
-    from core.outputs import OutputKind, check_output, json_file_with
 
     try:  # before the minutes of load, not after them
         check_output(a.out, OutputKind("a load-test result", json_file_with(("rounds", "rss_mb")), is_dir=False), a.force)
@@ -323,7 +311,6 @@ def main(argv: list[str] | None = None) -> int:
             stop_process(proc)
     result["store"] = str(a.store) if a.store else None
     result["n_questions"] = len(questions)
-    from core import atomic
 
     atomic.write_json(a.out, result)
     print(table(result))

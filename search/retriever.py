@@ -1,6 +1,6 @@
 """The search service: one question in, the raw and the adapted top-k out, side by side (`Retriever`).
 
-Shared by the app, eval's latency bench and the load script, so that all three measure and show the
+Shared by the app, the benchmark (`scripts/bench.py`) and the load script, so that all three measure and show the
 same thing. What it does for one `search(question, k)`:
 
 1. Cleans the question (`core.query_text.clean_query`); an empty question returns a friendly message
@@ -24,19 +24,19 @@ import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from adapter.adapter import Adapter
+from adapter.io import check_compatible
+from adapter.project import projection_problem
 from core.embedding import load_embedder
 from core.embedding.base import Embedder
 from core.errors import MismatchError, StoreError
 from core.query_text import clean_query
 from core.store import Store
 from core.types import normalise_for_id
-
-if TYPE_CHECKING:  # torch is imported only by callers that load an adapter
-    from adapter.adapter import Adapter
 
 log = logging.getLogger(__name__)
 
@@ -120,15 +120,13 @@ def movement(raw_rank: int | None, adapted_rank: int | None) -> str:
     return f"↑{raw_rank - adapted_rank}" if adapted_rank < raw_rank else f"↓{adapted_rank - raw_rank}"
 
 
-def check_adapter(store: Store, model_id: str, dim: int, adapter: Adapter, adapter_sha: str | None = None) -> None:
+def check_adapter(store: Store, model_id: str, dim: int, adapter: Adapter, adapter_sha: str | None = None,
+                  adapter_dir: str | None = None) -> None:
     """Refuse an adapter that cannot be used with this store and model (MismatchError/StoreError with the reason).
 
-    For a both-sides adapter the projected collection must exist, be complete, and (when `adapter_sha`,
-    `adapter.io.weights_sha` of its folder, is given) have been written by this very version of the adapter:
-    a retrained but not re-projected adapter would otherwise search stale vectors without a word.
+    For a both-sides adapter the projected collection must also be current (`adapter.project.projection_problem`,
+    with `adapter_sha` = `adapter.io.adapter_sha` of the adapter's folder `adapter_dir` when known).
     """
-    from adapter.io import check_compatible
-
     info = store.model_info(model_id)
     check_compatible(adapter, model_id, dim, info.get("data_fingerprint"))
     c = adapter.config
@@ -138,23 +136,9 @@ def check_adapter(store: Store, model_id: str, dim: int, adapter: Adapter, adapt
     if c.raw_collection and c.raw_collection != info["collection"]:
         raise MismatchError(f"adapter {c.name!r} was trained on collection {c.raw_collection!r}, "
                             f"but this store's {model_id!r} collection is {info['collection']!r}")
-    if adapter.collection_name is None:
-        return
-    reproject = f"python -m adapter project --store {store.root} --adapter ADAPTER_DIR"
-    try:
-        col = store.collection(adapter.collection_name)
-    except StoreError:
-        raise StoreError(f"adapter {c.name!r} projects passages too, but its collection {adapter.collection_name!r} "
-                         f"is not in the store; build it with: {reproject}") from None
-    have = col.metadata or {}
-    for key in ("adapter_sha", "weights_sha"):
-        if adapter_sha and have.get(key) not in (None, adapter_sha):
-            raise MismatchError(f"collection {adapter.collection_name!r} was projected by another version of adapter "
-                                f"{c.name!r} ({key} {have[key]} != {adapter_sha}); re-project it: {reproject}")
-    n_raw, n_adapted = store.collection(info["collection"]).count(), col.count()
-    if n_adapted != n_raw:
-        raise StoreError(f"collection {adapter.collection_name!r} holds {n_adapted} vectors but the raw collection "
-                         f"{n_raw}; finish the projection: {reproject}")
+    problem = projection_problem(store, adapter, adapter_sha, adapter_dir)
+    if problem is not None:
+        raise problem
 
 
 class Retriever:
@@ -166,6 +150,7 @@ class Retriever:
 
     def __init__(self, store: Store, model_id: str, adapter: Adapter | None = None, *,
                  embedder: Embedder | None = None, adapter_note: str | None = None, adapter_sha: str | None = None,
+                 adapter_dir: str | None = None,
                  max_chars: int = DEFAULT_MAX_CHARS, max_k: int = DEFAULT_MAX_K, depth: int = DEFAULT_DEPTH):
         self.store = store
         self.model_id = model_id
@@ -180,7 +165,7 @@ class Retriever:
         self.adapter_note = adapter_note
         self.adapted_collection_name: str | None = None
         if adapter is not None:
-            check_adapter(store, model_id, self.embedder.dim, adapter, adapter_sha)
+            check_adapter(store, model_id, self.embedder.dim, adapter, adapter_sha, adapter_dir)
             self._adapted = store.collection(adapter.collection_name) if adapter.collection_name else self._raw
             self.adapted_collection_name = adapter.collection_name or self.raw_collection_name
         self.max_chars, self.max_k, self.depth = max_chars, max_k, max(depth, max_k)
@@ -191,9 +176,15 @@ class Retriever:
     def _load_nq(self) -> None:
         queries = self.store.load_queries()
         self._qrels = self.store.load_qrels()
+        #: what the page should tell the user about this store (shown under its header)
+        self.warnings: list[str] = []
         try:
             self._splits = self.store.load_splits()
-        except StoreError:
+        except StoreError as exc:
+            # Without splits no question can be flagged as one the adapter trained on: say so, not go quiet.
+            log.warning("%s: a training question cannot be flagged as such", exc)
+            self.warnings.append("This store has no `splits.json`, so a question the adapter was trained on is not "
+                                 "flagged as one; re-run ingest to restore it.")
             self._splits = {}
         self._by_text: dict[str, list[str]] = {}
         for qid, text in sorted(queries.items()):

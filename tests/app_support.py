@@ -16,8 +16,8 @@ from adapter.adapter import Adapter, AdapterConfig
 from adapter.io import save_adapter
 from adapter.modules import LinearAdapter
 from core import chroma_store
+from core.procs import free_port
 from core.store import Store
-from scripts.load_test import free_port
 
 
 def make_adapter(out_dir: Path, store_root: Path, model: str = "all-MiniLM-L6-v2", sides: str = "query",
@@ -71,6 +71,37 @@ def exact_top(query: np.ndarray, ids: list[str], passages: np.ndarray, k: int) -
     scores = p @ q.ravel()
     order = sorted(range(len(ids)), key=lambda i: (-scores[i], ids[i]))
     return [ids[i] for i in order[:k]]
+
+
+class ExactOracle:
+    """Brute-force cosine rankings over a store's raw vectors, read once: the oracle for what the app shows.
+
+    The adapted ranking of a query-side linear adapter is the same search with the query multiplied by the
+    adapter's matrix (`base + delta`, read from its `model.safetensors` with numpy, not through the adapter code).
+    """
+
+    def __init__(self, store_root: Path, model: str = "all-MiniLM-L6-v2", adapter_dir: Path | None = None):
+        from safetensors.numpy import load_file
+
+        store = Store(store_root)
+        dump = chroma_store.fetch_all(store.raw_collection(model))
+        self.ids, self.vectors = list(dump.ids), np.asarray(dump.embeddings, dtype=np.float64)
+        self.corpus = store.load_corpus()
+        self.matrix = None
+        if adapter_dir is not None:
+            state = load_file(str(Path(adapter_dir) / "model.safetensors"))
+            self.matrix = (state["base"] + state["delta"]).astype(np.float64)
+
+    def ranking(self, query: np.ndarray, k: int, adapted: bool = False) -> list[tuple[str, float]]:
+        """(id, cosine) of the top `k`, best first (ties by id)."""
+        q = np.asarray(query, dtype=np.float64).ravel()
+        if adapted:
+            q = q @ self.matrix
+        q = q / np.linalg.norm(q)
+        p = self.vectors / np.linalg.norm(self.vectors, axis=1, keepdims=True)
+        scores = p @ q
+        order = sorted(range(len(self.ids)), key=lambda i: (-scores[i], self.ids[i]))[:k]
+        return [(self.ids[i], float(scores[i])) for i in order]
 
 
 # -- a running app shared by the API and browser tests ----------------------------------------------------

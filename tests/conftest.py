@@ -17,13 +17,15 @@ for _k, _v in {
 
 import pytest  # noqa: E402
 
+from core.settings import shared_data  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts" / "tests"
 
 
 def nq_data_dir() -> Path:
-    """`NQ_DATA`, else ../shared/data/nq beside the repo (as in CI)."""
-    return Path(os.environ.get("NQ_DATA", REPO.parent / "shared" / "data" / "nq")).resolve()
+    """`NQ_DATA`, else ../shared/data/nq beside the repo (as in CI): `core.settings.shared_data`."""
+    return shared_data("nq")
 
 
 @pytest.fixture(scope="session")

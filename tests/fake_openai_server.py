@@ -1,7 +1,7 @@
 """A real local HTTP server that answers `POST /v1/embeddings` the way the OpenAI API does.
 
 Why: the OpenAI backend must be tested through a real socket, the real `openai` client and its real
-HTTP stack (guide §4.3); only the remote model cannot run here. So this server behaves like the API
+HTTP stack; only the remote model cannot run here. So this server behaves like the API
 where the backend depends on it:
 
 - it checks what the API checks: the bearer key (401, echoing the *whole* presented key in the

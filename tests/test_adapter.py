@@ -14,7 +14,7 @@ import torch
 from adapter.adapter import Adapter, AdapterConfig
 from adapter.config import TrainConfig
 from adapter.data import SplitData, TrainingData
-from adapter.io import check_compatible, load_adapter, save_adapter, weights_sha
+from adapter.io import check_compatible, load_adapter, save_adapter, adapter_sha
 from adapter.modules import KINDS, build_module
 from adapter.project import project_collection
 from adapter.train import dev_metrics, train_adapter
@@ -186,10 +186,10 @@ def test_train_on_real_store_is_never_worse_on_dev_and_projection_is_idempotent(
     chroma_store.release_locks()
     wstore = Store(tmp_path / "store", write=True)
     ad = load_adapter(tmp_path / "ad")
-    first = project_collection(wstore, ad, weights_sha(tmp_path / "ad"))
+    first = project_collection(wstore, ad, adapter_sha(tmp_path / "ad"))
     assert first["projected"] == s["passages"] == first["count"]
     before = chroma_store.fetch_all(wstore.collection(ad.collection_name), with_documents=True)
-    second = project_collection(wstore, ad, weights_sha(tmp_path / "ad"))
+    second = project_collection(wstore, ad, adapter_sha(tmp_path / "ad"))
     assert second["projected"] == 0 and second["unchanged"] == s["passages"]
     after = chroma_store.fetch_all(wstore.collection(ad.collection_name), with_documents=True)
     assert after.ids == before.ids and np.array_equal(after.embeddings, before.embeddings)

@@ -2,12 +2,14 @@
 `gradio_client` at the named `/search` endpoint, and over plain HTTP for files it must never serve."""
 from __future__ import annotations
 
+import ipaddress
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
 
 import pytest
-from app_support import running_app
+from app_support import ExactOracle, running_app
 from conftest import REPO
 
 from core.store import Store
@@ -37,9 +39,30 @@ def get_status(url: str) -> int:
         return exc.code
 
 
+def other_addresses() -> set[str]:
+    """This machine's IPv4 addresses that are not loopback: its hostname's, and the source address of its default
+    route (a UDP `connect` sends nothing). May be empty on a machine without a network."""
+    found = set()
+    try:
+        found |= {i[4][0] for i in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
+    except socket.gaierror:
+        pass
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: only picks the route
+            found.add(s.getsockname()[0])
+        except OSError:
+            pass
+    return {a for a in found if not ipaddress.ip_address(a).is_loopback and a != "0.0.0.0"}
+
+
 def test_binds_localhost_with_a_bounded_queue(app):
     assert app.url.startswith("http://127.0.0.1:")
     assert get_status(app.url) == 200
+    port = urllib.parse.urlsplit(app.url).port
+    for addr in other_addresses():  # the port answers on loopback only
+        with pytest.raises(OSError):
+            socket.create_connection((addr, port), timeout=2).close()
     assert app.demo._queue.max_size == app.cfg.queue_size
     assert app.demo.share is False
 
@@ -48,16 +71,42 @@ def test_search_is_the_only_public_endpoint(client):
     assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {"/search"}
 
 
-def test_normal_question(client, app):
-    r = search(client, "who wrote the declaration of independence", 5)
+@pytest.fixture(scope="module")
+def oracle(app):
+    return ExactOracle(app.cfg.store, adapter_dir=app.cfg.adapter_dir())
+
+
+def expected_movement(raw_rank: int | None, adapted_rank: int) -> str:
+    """The arrow the README documents, from the exact rankings: ↑n = n places higher with the adapter."""
+    if raw_rank is None:
+        return "new"
+    d = raw_rank - adapted_rank
+    return "=" if d == 0 else f"↑{d}" if d > 0 else f"↓{-d}"
+
+
+@pytest.mark.parametrize("question", ["who wrote the declaration of independence", "how do volcanoes form"])
+def test_results_are_the_exact_cosine_rankings(client, app, oracle, question):
+    """Both columns against brute-force cosine over the store's raw vectors (adapted: the query times the
+    adapter's matrix): ids, order, scores, passage text, and the rank arrows."""
+    r = search(client, question, 5)
     assert r["message"] is None and r["nq"] is None and r["notices"] == []
-    assert r["model"] == "all-MiniLM-L6-v2" and r["adapter"] == "test-query-1"
-    for side in ("raw", "adapted"):
+    qvec = app.state.retriever.embedder.embed([question], "query")
+    raw, adapted = oracle.ranking(qvec, 5), oracle.ranking(qvec, 5, adapted=True)
+    assert [h["id"] for h in r["raw"]["hits"]] == [pid for pid, _ in raw]
+    assert [h["id"] for h in r["adapted"]["hits"]] == [pid for pid, _ in adapted]
+    assert raw != adapted or [s for _, s in raw] != [s for _, s in adapted]  # the adapter changes something
+    for side, want in (("raw", raw), ("adapted", adapted)):
         hits = r[side]["hits"]
         assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5]
-        assert all(h["id"] and isinstance(h["title"], str) and -1 <= h["score"] <= 1 for h in hits)
-        assert not any(h["gold"] for h in hits)
-        assert r[side]["label"].startswith("Raw embeddings" if side == "raw" else "With adapter")
+        assert [h["score"] for h in hits] == pytest.approx([s for _, s in want], abs=2e-4)
+        for h in hits:
+            passage = oracle.corpus[h["id"]]
+            assert (h["title"], h["text"]) == (passage.title, passage.text)
+            assert not h["gold"]  # not a store question: nothing is gold
+    deep_raw = [pid for pid, _ in oracle.ranking(qvec, app.state.retriever.depth)]
+    for h in r["adapted"]["hits"]:
+        raw_rank = deep_raw.index(h["id"]) + 1 if h["id"] in deep_raw else None
+        assert h["movement"] == expected_movement(raw_rank, h["rank"]), h["id"]
     assert set(r["timings_ms"]) == {"embed", "raw", "adapted", "total"}
 
 
@@ -82,7 +131,7 @@ def test_empty_question_gets_a_friendly_message(client, question):
 
 def test_100k_characters_are_cut_in_the_handler(client, app):
     r = search(client, "why is the sky blue " * 5_000, 3)  # 100,000 characters
-    assert len(r["question"]) <= app.cfg.max_chars
+    assert r["question"] == ("why is the sky blue " * 5_000)[: app.cfg.max_chars].strip()
     assert any("100,000 characters" in n for n in r["notices"])
     assert len(r["raw"]["hits"]) == 3
 

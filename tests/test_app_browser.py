@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from app_support import running_app
+from app_support import ExactOracle, running_app
 
 MODEL = "all-MiniLM-L6-v2"
 
@@ -72,6 +72,11 @@ def test_search_side_by_side_in_chromium(app, browser, artifacts_dir):
     raw, adapted = cards(page, "raw-col"), cards(page, "adapted-col")
     assert "Raw embeddings (all-MiniLM-L6-v2)" in page.locator("#raw-col").inner_text()
     assert "With adapter (test-query-1)" in page.locator("#adapted-col").inner_text()
+    # the columns are the brute-force cosine rankings of the store's vectors (adapted: query times the adapter matrix)
+    oracle = ExactOracle(app.cfg.store, adapter_dir=app.cfg.adapter_dir())
+    qvec = app.state.retriever.embedder.embed([question], "query")
+    assert [c["id"] for c in raw] == [pid for pid, _ in oracle.ranking(qvec, 10)]
+    assert [c["id"] for c in adapted] == [pid for pid, _ in oracle.ranking(qvec, 10, adapted=True)]
     # the page shows what the service computed, card for card
     assert [c["id"] for c in raw] == [h.id for h in expected.raw.hits]
     assert [c["id"] for c in adapted] == [h.id for h in expected.adapted.hits]

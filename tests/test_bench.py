@@ -1,39 +1,102 @@
 """`python -m scripts.bench --quick`: a smoke-size run that every part of the benchmark works and
 writes what the README table is built from. The real numbers come from a full run (`make bench`),
-never from a timed test."""
+never from a timed test.
+
+Oracles: the test's own clock around the run, known delays slipped into the timed work (each must show in
+the figure that times it, and only there), numpy's percentiles, and a README table written out by hand.
+"""
 from __future__ import annotations
 
 import json
+import time
+
+import numpy as np
+import pytest
 
 from scripts.bench import main, markdown_table, percentiles
 
+DELAY_S = 1.0  # added to one ingest step and to training
+EMBED_DELAY_MS = 20.0  # added to every query embedding of the latency part
 
-def test_quick_bench_writes_every_section(nq_dir, tmp_path, monkeypatch, capsys):
+
+def slowed(fn, seconds: float):
+    def wrapper(*args, **kwargs):
+        time.sleep(seconds)
+        return fn(*args, **kwargs)
+    return wrapper
+
+
+def test_quick_bench_times_the_work_it_reports(nq_dir, tmp_path, monkeypatch, capsys):
+    import ingest.pipeline
+    import scripts.bench
+    from search.retriever import Retriever
+
     monkeypatch.setenv("NQ_DATA", str(nq_dir))
+    monkeypatch.setattr(ingest.pipeline, "mine_negatives", slowed(ingest.pipeline.mine_negatives, DELAY_S))
+    monkeypatch.setattr(scripts.bench, "train_adapter", slowed(scripts.bench.train_adapter, DELAY_S))
+    monkeypatch.setattr(Retriever, "embed", slowed(Retriever.embed, EMBED_DELAY_MS / 1000))
     out = tmp_path / "bench.json"
+    t0 = time.perf_counter()
     rc = main(["--quick", "--model", "paraphrase-MiniLM-L3-v2", "--out", str(out), "--work-dir", str(tmp_path / "work")])
+    wall = time.perf_counter() - t0
     assert rc == 0
     r = json.loads(out.read_text())
-    i = r["ingest"]
-    assert i["passages"] > 0 and i["pipeline_passages_per_s"] > 0 and i["bare_passages_per_s"] > 0
-    assert abs(i["ratio"] - i["pipeline_passages_per_s"] / i["bare_passages_per_s"]) < 0.01
-    assert isinstance(i["meets_target"], bool)
-    assert r["training"]["seconds"] > 0 and r["training"]["epochs_run"] >= 1
-    lat = r["search_latency_ms"]
+    i, t, lat = r["ingest"], r["training"], r["search_latency_ms"]
+
+    # every timed part happened inside the run the test timed, one after the other
+    assert i["pipeline_seconds"] + i["bare_seconds"] + t["seconds"] < r["total_seconds"] <= wall + 0.05  # rounded to 0.1 s
+    # the delays show where they were put: in the pipeline (not the bare model), in training, in the embed part
+    assert i["pipeline_steps_seconds"]["mine_negatives"] >= DELAY_S
+    assert i["pipeline_seconds"] >= DELAY_S + i["pipeline_steps_seconds"]["embed_passages"]
+    assert i["bare_seconds"] < i["pipeline_seconds"] - DELAY_S / 2
+    assert i["ratio"] < 1 and i["meets_target"] is False  # a pipeline slowed by a second cannot keep up
+    assert t["seconds"] >= DELAY_S and t["epochs_run"] >= 1
+    assert lat["parts"]["embed"]["p50"] >= EMBED_DELAY_MS and lat["parts"]["raw_search"]["p50"] < EMBED_DELAY_MS
     for col in ("raw", "adapted", "both"):
-        assert 0 < lat[col]["p50"] <= lat[col]["p95"] <= lat[col]["p99"]
-    assert lat["both"]["p50"] >= lat["parts"]["embed"]["p50"]
+        assert EMBED_DELAY_MS <= lat[col]["p50"] <= lat[col]["p95"] <= lat[col]["p99"]
+    assert lat["queries"] == lat["both"]["n"] == 10  # --quick: 10 timed queries after the warm-up
+
     (scale,) = r["chroma_scale"]
     assert scale["n"] == 2000 and 0.5 <= scale["ann_recall@10"] <= 1.0 and scale["peak_rss_mb"] > 0
     assert "training and latency ran on the benchmark's own" in " ".join(r["notes"])
-    table = capsys.readouterr().out
-    assert "| pipeline / bare model |" in table and "search latency, both columns" in table
-    assert markdown_table(r).splitlines()[0] == "| measure | value | target | met |"
+    assert markdown_table(r) in capsys.readouterr().out
 
 
 def test_percentiles_are_numpy_percentiles():
     p = percentiles(list(range(1, 101)))
     assert p["p50"] == 50.5 and p["p95"] == 95.05 and p["p99"] == 99.01 and p["n"] == 100
+    sample = np.random.default_rng(0).lognormal(2.0, 0.5, 333)
+    q = percentiles(sample.tolist())
+    for name, pct in (("p50", 50), ("p95", 95), ("p99", 99)):
+        assert q[name] == pytest.approx(np.percentile(sample, pct), abs=0.005)
+    assert q["mean"] == pytest.approx(sample.mean(), abs=0.005)
+
+
+def test_markdown_table_for_a_known_result():
+    r = {"ingest": {"model": "m", "passages": 100, "pipeline_passages_per_s": 50.0, "bare_model": "encode",
+                    "bare_passages_per_s": 52.0, "ratio": 0.9612, "target": 0.95, "meets_target": True},
+         "training": {"seconds": 12.5, "settings": "linear, sides=query", "n_train_queries": 200, "epochs_run": 3,
+                      "target": 10.0, "meets_target": False},
+         "search_latency_ms": {"corpus_passages": 1000, "raw": {"p50": 1, "p95": 2, "p99": 3},
+                               "adapted": {"p50": 2, "p95": 3, "p99": 4}, "both": {"p50": 5, "p95": 6, "p99": 7},
+                               "target_p95_both_ms": 25.0, "meets_target": True},
+         "chroma_scale": [{"n": 10000, "query_ms": {"p50": 0.5, "p95": 0.9, "p99": 1.2}, "ann_recall@10": 0.987,
+                           "insert_vectors_per_s": 4000.0, "insert_seconds": 2.4, "peak_rss_mb": 300.0, "disk_mb": 50.0},
+                          {"n": 1000000, "skipped": "too slow"}]}
+    assert markdown_table(r).splitlines() == [
+        "| measure | value | target | met |",
+        "|---|---:|---:|:---:|",
+        "| ingest, whole pipeline (m, 100 passages) | 50.0 passages/s | | |",
+        "| bare model on the same texts (encode) | 52.0 passages/s | | |",
+        "| pipeline / bare model | 0.961 | ≥ 0.95 | yes |",
+        "| adapter training (linear, sides=query, 200 train queries, 3 epochs) | 12.5 s | ≤ 10.0 s | **no** |",
+        "| search latency, raw column (embed included, 1000 passages) | p50 1 / p95 2 / p99 3 ms |  |  |",
+        "| search latency, adapted column (embed included, 1000 passages) | p50 2 / p95 3 / p99 4 ms |  |  |",
+        "| search latency, both columns (embed included, 1000 passages) | p50 5 / p95 6 / p99 7 ms | p95 ≤ 25.0 ms | yes |",
+        "| Chroma, 10,000 synthetic vectors | query p50 0.5 / p95 0.9 / p99 1.2 ms; ANN recall@10 0.987; "
+        "insert 4000/s (2 s); peak RSS 300 MB; disk 50 MB | | |",
+        "| Chroma, 1,000,000 synthetic vectors | skipped: too slow | | |",
+    ]
 
 
 def test_a_partial_run_keeps_the_other_parts_of_an_existing_file(tmp_path):

@@ -1,4 +1,4 @@
-"""One rule for repeated ids in every loader (issue 9, case 4): the same id with different content is
+"""One rule for repeated ids in every loader: the same id with different content is
 refused, naming the file and both lines; an identical repeat is merged and counted. Real rows of the
 shared NQ data, with one line repeated or altered."""
 from __future__ import annotations

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,15 +33,14 @@ def _adapter(name: str, identity: bool = False) -> Adapter:
 
 
 def _system(key: str, level: float, delta: float = 0.0, p: float = 1.0, adapter: Adapter | None = None) -> SystemRun:
-    s = SystemRun(key=key, label=key, results={}, adapter=adapter)
-    s.means = {m: level + delta for m in METRICS}
-    s.ci95 = {m: (level + delta - 0.05, level + delta + 0.05) for m in ("MRR@10", "nDCG@10", "Recall@10")}
-    if key != "raw":
-        s.vs_raw = {m: {"delta": delta, "ci95": (delta - 0.01, delta + 0.01), "p": p}
-                    for m in ("MRR@10", "nDCG@10", "Recall@10", "Recall@100")}
-    s.threshold = {k: {"threshold": 0.5, "accuracy": 0.8, "se": 0.01, "dev_accuracy": 0.81, "n_pos": 10, "n_neg": 10}
-                   for k in ("weak", "hard")}
-    return s
+    vs_raw = {} if key == "raw" else {m: {"delta": delta, "ci95": (delta - 0.01, delta + 0.01), "p": p}
+                                      for m in ("MRR@10", "nDCG@10", "Recall@10", "Recall@100")}
+    return SystemRun(
+        key=key, label=key, results={}, adapter=adapter, means={m: level + delta for m in METRICS},
+        ci95={m: (level + delta - 0.05, level + delta + 0.05) for m in ("MRR@10", "nDCG@10", "Recall@10")},
+        vs_raw=vs_raw,
+        threshold={k: {"threshold": 0.5, "accuracy": 0.8, "se": 0.01, "dev_accuracy": 0.81, "n_pos": 10, "n_neg": 10}
+                   for k in ("weak", "hard")})
 
 
 def _evaluation(model: str = "m", adapters: int = 1) -> ModelEvaluation:
@@ -49,9 +49,7 @@ def _evaluation(model: str = "m", adapters: int = 1) -> ModelEvaluation:
         key = "adapted" if i == 0 else f"adapted:a{i}"
         systems[key] = _system(key, 0.5, 0.03, 0.004, _adapter(f"a{i}"))
     systems["mse_baseline"] = _system("mse_baseline", 0.5, -0.2, 0.0001)
-    bm25 = _system("bm25", 0.5, -0.1, 0.001)
-    bm25.threshold = {}
-    systems["bm25"] = bm25
+    systems["bm25"] = replace(_system("bm25", 0.5, -0.1, 0.001), threshold={})
     return ModelEvaluation(model=model, dim=4, scope="test split", query_ids=["q1", "q2", "q3"], systems=systems)
 
 
@@ -119,7 +117,8 @@ def test_multi_model_report_has_a_summary_table():
 
 def test_nan_becomes_null_and_files_are_valid_json(tmp_path):
     ev = _evaluation()
-    ev.systems["raw"].hnsw = {"collection": "c", "metrics": {m: 0.5 for m in METRICS}, "recall@10_vs_exact": float("nan")}
+    ev.systems["raw"] = replace(ev.systems["raw"], hnsw={"collection": "c", "metrics": {m: 0.5 for m in METRICS},
+                                                         "recall@10_vs_exact": float("nan")})
     write_reports(_outcome(ev, out=tmp_path))
     details = json.loads((tmp_path / "details.json").read_text())  # strict JSON has no NaN
     assert details["models"]["m"]["systems"]["raw"]["hnsw"]["recall@10_vs_exact"] is None

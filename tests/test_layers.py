@@ -3,7 +3,7 @@
     core < ingest < adapter < search < eval, app (eval and app never import each other) < scripts
 
 Reads every import statement of every module (those inside functions too) with `ast`, so it stays true
-as code is added. The oracle is the layer order above, written here and in the README, not the code.
+as code is added. The oracle is the layer order above, written here and in the README's stages section, not derived from the code.
 """
 from __future__ import annotations
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
-from app_support import free_port
 from conftest import REPO, build_small_store
 
 from core.chroma_store import release_locks
+from core.procs import free_port
 from app.serve import ANALYTICS_EVENTS, prune_idle_sessions
 from scripts import load_test
 
@@ -67,7 +68,11 @@ def test_the_app_keeps_a_bounded_number_of_sessions(store):
         assert 1 <= len(demo.state_holder.session_data) <= 8  # 30 API calls, 30 sessions: only 8 kept
         # Gradio's queue bookkeeping: one entry per API call before IdleSessionPruner (30 here); now only
         # sessions with work in flight, and none once every result was delivered
+        # (the pruning runs when a response has been sent, which may be just after the client read it: wait a little)
         q = demo._queue
+        deadline = time.monotonic() + 10
+        while (q.pending_event_ids_session or q.pending_messages_per_session) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert len(q.pending_event_ids_session) == 0 and len(q.pending_messages_per_session) == 0
         assert q.ANALYTICS_MAX_EVENTS == ANALYTICS_EVENTS
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ingest.negatives import MiningConfig, containment, mine_negatives, word_set
+from ingest.negatives import MiningConfig, MiningInput, containment, mine_negatives, word_set
 
 
 def unit(*xs: float) -> np.ndarray:
@@ -32,7 +32,7 @@ def toy():
 
 def test_hard_negative_rules_remove_positive_duplicate_and_margin():
     ids, vecs, texts, q = toy()
-    ex, stats = mine_negatives(["q"], q, ids, vecs, texts, {"q": {"pos": 1}}, {"q": "train"},
+    ex, stats = mine_negatives(MiningInput(["q"], q, ids, vecs, texts, {"q": {"pos": 1}}, {"q": "train"}),
                                cfg=MiningConfig(k_hard=2, k_weak=3, margin=0.95, near_dup=0.8))
     assert ex[0].hard_ids == ("h1", "h2")  # next best after the three rejected ones
     assert stats["removed_positive"] == 1
@@ -44,11 +44,11 @@ def test_hard_negative_rules_remove_positive_duplicate_and_margin():
 
 def test_margin_one_keeps_close_candidate_and_fewer_when_depth_small():
     ids, vecs, texts, q = toy()
-    ex, _ = mine_negatives(["q"], q, ids, vecs, texts, {"q": {"pos": 1}}, {"q": "dev"},
+    ex, _ = mine_negatives(MiningInput(["q"], q, ids, vecs, texts, {"q": {"pos": 1}}, {"q": "dev"}),
                            cfg=MiningConfig(k_hard=2, margin=1.0))
     assert ex[0].hard_ids == ("close", "h1")
-    ex, stats = mine_negatives(["q"], q, ids, vecs, texts, {"q": {"pos": 1}}, {"q": "dev"},
-                               cfg=MiningConfig(k_hard=4, depth=3))
+    ex, stats = mine_negatives(MiningInput(["q"], q, ids, vecs, texts, {"q": {"pos": 1}}, {"q": "dev"}),
+                           cfg=MiningConfig(k_hard=4, depth=3))
     # depth 3 (+1 for the positive) reaches pos, dup, close, h1: only h1 survives
     assert ex[0].hard_ids == ("h1",) and stats["queries_short_of_hard"] == 1
 
@@ -57,15 +57,15 @@ def test_weak_negatives_are_seeded_per_query_not_by_order():
     ids, vecs, texts, q = toy()
     qs = np.concatenate([q, q])
     qrels = {"a": {"pos": 1}, "b": {"pos": 1}}
-    ex1, _ = mine_negatives(["a", "b"], qs, ids, vecs, texts, qrels, {"a": "train", "b": "train"})
-    ex2, _ = mine_negatives(["b", "a"], qs, ids, vecs, texts, qrels, {"a": "train", "b": "train"})
+    ex1, _ = mine_negatives(MiningInput(["a", "b"], qs, ids, vecs, texts, qrels, {"a": "train", "b": "train"}))
+    ex2, _ = mine_negatives(MiningInput(["b", "a"], qs, ids, vecs, texts, qrels, {"a": "train", "b": "train"}))
     assert {e.query_id: e.weak_ids for e in ex1} == {e.query_id: e.weak_ids for e in ex2}
 
 
 def test_same_document_negatives_exclude_positives_and_unknown_ids():
     ids, vecs, texts, q = toy()
-    ex, stats = mine_negatives(["q"], q, ids, vecs, texts, {"q": {"pos": 1}}, {"q": "train"},
-                               same_doc={"q": ["h3", "pos", "missing"]})
+    ex, stats = mine_negatives(MiningInput(["q"], q, ids, vecs, texts, {"q": {"pos": 1}}, {"q": "train"},
+                                           same_doc={"q": ["h3", "pos", "missing"]}))
     assert ex[0].same_doc_ids == ("h3",) and stats["same_doc_negatives"] == 1
 
 

@@ -1,4 +1,4 @@
-"""`clean_query`: what reaches the embedder from a question box or an API call (GUIDE §4 edge inputs)."""
+"""`clean_query`: what reaches the embedder from a question box or an API call (the edge inputs a text box can send)."""
 from __future__ import annotations
 
 import unicodedata

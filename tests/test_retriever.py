@@ -3,16 +3,20 @@ from qrels, rank movements, friendly handling of bad input, refusal of adapters 
 from __future__ import annotations
 
 import json
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from app_support import copy_store_with_projection, exact_top, make_adapter
 
+from adapter.io import adapter_sha
 from core import chroma_store
 from core.embedding import load_embedder
 from core.embedding.base import Embedder
 from core.errors import MismatchError, StoreError
+from eval.config import EvalConfig
+from eval.evaluate import run_eval
 from search.retriever import EMPTY_MESSAGE, Retriever, movement
 from core.store import Store
 
@@ -132,6 +136,18 @@ def test_both_sides_adapter_searches_its_projected_collection(tmp_path, store, e
     # a retrained adapter whose projection was not rewritten is refused, and so is a half-written projection
     with pytest.raises(MismatchError, match="another version.*adapter project"):
         Retriever(Store(root), MODEL, both, embedder=embedder, adapter_sha="sha-2")
+
+    # eval says the same about it (one staleness check, `adapter.project.projection_problem`): the real folder's
+    # hash is not "sha-1", so eval skips the HNSW figures of this adapter with the very error the app raises
+    with pytest.raises(MismatchError) as refused:
+        Retriever(Store(root), MODEL, both, embedder=embedder, adapter_sha=adapter_sha(tmp_path / "both"),
+                  adapter_dir=str(tmp_path / "both"))
+    outcome = run_eval(EvalConfig(store=root, out=tmp_path / "report", adapters=[tmp_path / "both"], models=[MODEL],
+                                  mse_baseline=False, bm25=False, plots=False, bootstrap_resamples=100))
+    details = json.loads((outcome.out / "details.json").read_text())
+    assert details["models"][MODEL]["systems"]["adapted"]["hnsw"] == {"skipped": str(refused.value)}
+    assert details["models"][MODEL]["systems"]["raw"]["hnsw"]["collection"] == store.model_info(MODEL)["collection"]
+
     adapted = Store(root, write=True).collection(both.collection_name)
     adapted.delete(ids=raw_dump.ids[:3])
     with pytest.raises(StoreError, match=f"holds {len(raw_dump.ids) - 3} vectors.*adapter project"):
@@ -220,3 +236,17 @@ def test_embedder_of_another_model_is_refused(store):
 def test_missing_store_names_the_ingest_command(tmp_path, embedder):
     with pytest.raises(StoreError, match="python -m ingest"):
         Retriever(Store(tmp_path / "nothing"), MODEL, embedder=embedder)
+
+
+def test_missing_splits_is_said_not_swallowed(tmp_path, store, embedder, test_questions, caplog):
+    """Without splits.json no question can be flagged as a training one: the page must say so."""
+    assert Retriever(store, MODEL, embedder=embedder).warnings == []
+    copy = tmp_path / "store"
+    shutil.copytree(store.root, copy, ignore=shutil.ignore_patterns(".store.lock"))
+    (copy / "splits.json").unlink()
+    with caplog.at_level("WARNING", logger="search.retriever"):
+        r = Retriever(Store(copy), MODEL, embedder=embedder)
+    assert len(r.warnings) == 1 and "splits.json" in r.warnings[0]
+    assert any("splits.json" in rec.getMessage() for rec in caplog.records)
+    res = r.search(test_questions[0][0], 5)
+    assert res.nq is not None and res.nq.split is None  # still matched to its gold passages, just not to a split

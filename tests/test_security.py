@@ -21,12 +21,12 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from app_support import free_port
 from conftest import REPO, nq_data_dir
 from fake_openai_server import FakeOpenAIServer
 from test_app_api import get_status
 
 from core.chroma_store import release_locks
+from core.procs import free_port
 
 MODEL = "openai:text-embedding-3-small"
 KEY = "sk-proj-SENTINEL-" + secrets.token_hex(16)

@@ -16,11 +16,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from app_support import exact_top, free_port, make_adapter
+from app_support import exact_top, make_adapter
 from conftest import REPO, nq_data_dir
 
 from core import chroma_store
-from scripts.load_test import stop_process
+from core.procs import free_port, stop_process
 from core.store import Store
 
 MODEL = "paraphrase-MiniLM-L3-v2"

@@ -2,8 +2,9 @@
 
 Key = sha256(model id, NUL, exact text sent to the model). Vectors are stored per *batch*: one `.npz`
 chunk file holds the keys and vectors of one batch, written atomically and carrying a checksum that is
-verified on load. A chunk that fails the check (truncated, foreign model, wrong dimension) is deleted
-and its texts are embedded again: the cache is never trusted blindly.
+verified on load. A chunk that fails the check (truncated, garbled, foreign model, wrong dimension) is
+deleted and its texts are embedded again: the cache is never trusted blindly. Only damage is treated
+that way; any other error (a bug) propagates instead of silently emptying the cache.
 
 Why per batch: batches are formed deterministically from the whole set of texts (sorted by length,
 then key), and a partly cached batch is recomputed whole. So a run interrupted at any point and
@@ -15,7 +16,10 @@ import hashlib
 import io
 import json
 import logging
+import lzma
 import time
+import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
@@ -30,6 +34,18 @@ from core.types import Kind, slug
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+
+# What np.load raises on truncated or garbled .npz bytes (found by truncating real chunks at every
+# length and flipping random bytes): mostly BadZipFile; also EOFError, OSError, ValueError (bad array
+# header, bad JSON/UTF-8 in meta), KeyError (a member name garbled), NotImplementedError (compression
+# method garbled), RuntimeError (the "encrypted" flag garbled), zlib/lzma errors (method garbled into
+# deflate/lzma). Caught only around the read itself, so the same types raised elsewhere surface as bugs.
+_UNREADABLE = (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, NotImplementedError, RuntimeError,
+               zlib.error, lzma.LZMAError)
+
+
+class DamagedChunk(ValueError):
+    """A chunk file that cannot be trusted: unreadable, or written for another format, model or dimension."""
 
 
 def cache_key(model_id: str, prepared_text: str) -> str:
@@ -63,7 +79,7 @@ class EmbeddingCache:
         for path in sorted(self.dir.glob("*.npz")):
             try:
                 keys, vectors = self._read_chunk(path)
-            except Exception as exc:  # any damage means: do not trust, redo
+            except DamagedChunk as exc:  # do not trust it: delete, and its batch is embedded again
                 log.warning("embedding cache: discarding damaged chunk %s (%s)", path.name, exc)
                 path.unlink(missing_ok=True)
                 self.rejected_files += 1
@@ -72,18 +88,27 @@ class EmbeddingCache:
                 self._vectors[k] = v
 
     def _read_chunk(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            keys = z["keys"]
-            vectors = z["vectors"]
+        """Keys and vectors of one chunk; raises `DamagedChunk` (with the reason) if it cannot be trusted."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                keys = z["keys"]
+                vectors = z["vectors"]
+        except _UNREADABLE as exc:
+            raise DamagedChunk(f"unreadable: {type(exc).__name__}: {exc}") from exc
+        # shape checks before use, so that a garbled but loadable file is reported, not a TypeError
+        if not isinstance(meta, dict):
+            raise DamagedChunk(f"meta is a {type(meta).__name__}, not an object")
         if meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"format {meta.get('format')} != {FORMAT_VERSION}")
+            raise DamagedChunk(f"format {meta.get('format')} != {FORMAT_VERSION}")
         if meta.get("model_id") != self.model_id or meta.get("dim") != self.dim:
-            raise ValueError(f"chunk is for {meta.get('model_id')} ({meta.get('dim')}-d)")
+            raise DamagedChunk(f"chunk is for {meta.get('model_id')} ({meta.get('dim')}-d)")
+        if keys.ndim != 1 or keys.dtype.kind != "U":
+            raise DamagedChunk(f"bad keys: shape {keys.shape} / dtype {keys.dtype}")
         if vectors.dtype != np.float32 or vectors.shape != (len(keys), self.dim):
-            raise ValueError(f"bad shape {vectors.shape} / dtype {vectors.dtype}")
+            raise DamagedChunk(f"bad shape {vectors.shape} / dtype {vectors.dtype}")
         if meta.get("checksum") != _checksum(keys, vectors):
-            raise ValueError("checksum mismatch")
+            raise DamagedChunk("checksum mismatch")
         return keys, vectors
 
     def __len__(self) -> int:

@@ -49,7 +49,11 @@ def hub_reachable(host: str = HUB_HOST, timeout: float = 3.0) -> bool:
 
 
 def load_embedder(name: str = DEFAULT_MODEL) -> Embedder:
-    """Build the backend for `name`; raises `UnknownModelError` (listing known names) or `OfflineError`."""
+    """Build the backend for `name`; raises `UnknownModelError` (listing known names) or `OfflineError`.
+
+    Each backend is imported only when asked for: each pulls its own heavy library (torch and
+    sentence-transformers, onnxruntime, openai) that the others do not need.
+    """
     if not name or not name.strip():
         raise UnknownModelError("empty model name; known models:\n" + known_models_text())
     if name == "all-MiniLM-L6-v2":

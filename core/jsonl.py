@@ -99,7 +99,7 @@ def get_id(obj: dict, keys: tuple[str, ...], path: Path, line: int, required: bo
     """An id field: `get_str`, stripped, not blank, without control or lone surrogate characters.
 
     Ids become Chroma record ids and keys in the store's files. Chroma refuses an empty id in the middle of
-    the upsert and a lone surrogate cannot be written as UTF-8, so such ids used to fail only after the store
+    the upsert and a lone surrogate cannot be written as UTF-8, so such ids would fail only after the store
     had been touched; here they fail while loading, naming the line. Whitespace around an id is dropped
     because qrels.tsv ids are stripped too, so both sides agree. An optional id that is blank counts as absent.
     """

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from core.embedding.base import l2_normalise
+from core.fusion import FusionSpec
 from core.types import slug
 
 FORMAT_VERSION = 1
@@ -40,6 +41,9 @@ class AdapterConfig:
     identity: bool = False
     training: dict[str, Any] = field(default_factory=dict)
     dev_metrics: dict[str, Any] = field(default_factory=dict)
+    #: the BM25 fusion chosen for this adapter on the dev split (`core.fusion.FusionChoice.to_json`); None for
+    #: adapters trained before hybrid search or on a store without a lexical index
+    fusion: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
     format: str = ADAPTER_FORMAT
 
@@ -60,6 +64,11 @@ class Adapter:
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def fusion(self) -> FusionSpec | None:
+        """How to fuse this adapter's dense ranking with BM25 (chosen on dev when it was trained), if known."""
+        return FusionSpec.from_json(self.config.fusion) if self.config.fusion else None
 
     @property
     def collection_name(self) -> str | None:

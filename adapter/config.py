@@ -39,6 +39,8 @@ class TrainConfig:
     patience: int = 4
     keep_identity_candidate: bool = True
     selection: str = "best"  # best: the best dev epoch (or identity); last: the final epoch, no selection (ablations)
+    #: choose (on dev) and save how this adapter's ranking is fused with BM25 (needs the store's lexical index)
+    tune_fusion: bool = True
     seed: int = 13
     chroma_host: str | None = None
     chroma_port: int | None = None

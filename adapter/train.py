@@ -27,9 +27,11 @@ from adapter.losses import cosine_mse, info_nce, triplet
 from adapter.modules import build_module, pca_basis
 from core.progress import progress
 from core.store import Store
-from core.types import slug
+from core.types import Results, slug
 from core.exact_search import exact_search
 from core.metrics import retrieval_metrics
+from core.errors import StoreError
+from core.fusion import DEFAULT_N, FusionChoice, choose_fusion
 from core.settings import K_VALUES, TOP_K
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,8 @@ class TrainResult:
     seconds: float = 0.0
     identity_dev: dict[str, float] = field(default_factory=dict)
     best_epoch: int = 0
+    #: of `seconds`, the time spent choosing the BM25 fusion on dev after training
+    fusion_seconds: float = 0.0
 
 
 def _project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -51,6 +55,11 @@ def _project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def dev_metrics(module: nn.Module | None, data: TrainingData, sides: str) -> dict[str, float]:
     """Exact-search metrics on dev for `module` (None = identity, the raw embeddings)."""
+    return retrieval_metrics(data.dev.qrels, dev_results(module, data, sides), K_VALUES)
+
+
+def dev_results(module: nn.Module | None, data: TrainingData, sides: str, k: int = TOP_K) -> Results:
+    """The exact top-`k` of every dev query under `module` (None = identity)."""
     split = data.dev
     with torch.no_grad():
         Q = torch.from_numpy(split.Q)
@@ -59,8 +68,27 @@ def dev_metrics(module: nn.Module | None, data: TrainingData, sides: str) -> dic
             Q = _project(module, Q)
             if sides == "both":
                 P = _project(module, P)
-    results = exact_search(Q.numpy(), split.query_ids, P.numpy(), data.passage_ids, k=TOP_K)
-    return retrieval_metrics(split.qrels, results, K_VALUES)
+    return exact_search(Q.numpy(), split.query_ids, P.numpy(), data.passage_ids, k=k)
+
+
+def choose_adapter_fusion(store: Store | None, module: nn.Module | None, data: TrainingData, sides: str,
+                          metric: str) -> FusionChoice | None:
+    """The BM25 fusion for this adapter, chosen on the dev split (`core.fusion.choose_fusion`): the adapter's
+    dense top-n fused with the store's BM25 top-n. None, with a warning, when the store has no lexical index."""
+    if store is None:  # training on in-memory data (tests, experiments): no corpus to search with BM25
+        return None
+    try:
+        index = store.lexical_index()
+    except StoreError as exc:
+        log.warning("no BM25 fusion chosen for this adapter: %s", exc)
+        return None
+    queries = store.load_queries()
+    lexical = index.search_queries({q: queries[q] for q in data.dev.query_ids}, DEFAULT_N)
+    choice = choose_fusion(dev_results(module, data, sides, k=DEFAULT_N), lexical, data.dev.qrels, metric=metric,
+                           n=DEFAULT_N)
+    log.info("fusion with BM25 chosen on dev: %s (dev %s %.4f; adapter alone %.4f)", choice.spec.describe(),
+             metric, choice.score, choice.dense_only)
+    return choice
 
 
 def _batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -223,5 +251,10 @@ def _train(store: Store, cfg: TrainConfig, data: TrainingData | None) -> TrainRe
     if is_identity:
         log.warning("no trained epoch beat the raw embeddings on dev %s (%.4f): saving the identity adapter",
                     cfg.metric, identity[cfg.metric])
+    t_fusion = time.perf_counter()
+    if cfg.tune_fusion:
+        fusion = choose_adapter_fusion(store, None if is_identity else module, data, cfg.sides, cfg.metric)
+        config.fusion = fusion.to_json() if fusion else None
+    fusion_seconds = time.perf_counter() - t_fusion
     return TrainResult(adapter=Adapter(config, module), curves=curves, seconds=time.perf_counter() - t0,
-                       identity_dev=identity, best_epoch=best_epoch)
+                       identity_dev=identity, best_epoch=best_epoch, fusion_seconds=fusion_seconds)

@@ -1,4 +1,5 @@
-"""HTML for the two result columns, the status line and the timing line (pure functions of a SearchResult).
+"""HTML for the result columns (raw, adapted, hybrid), the status line and the timing line (pure functions of a
+SearchResult).
 
 Every piece of text that comes from the store or the user is escaped here: passages are Wikipedia
 text and questions are typed by anyone, and neither may become markup in the page.
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import html
 
+from core.fusion import FusionSpec
 from search.retriever import Hit, SearchResult, Side
 
 SNIPPET_CHARS = 240
@@ -39,9 +41,9 @@ CSS = """
 """
 
 _MOVE_HELP = {
-    "=": ("same", "same rank with and without the adapter"),
-    "new": ("new", "not in the raw top {depth}: the adapter brought it in"),
-    "out": ("out", "not in the adapted top {depth}: the adapter pushed it out"),
+    "=": ("same", "same rank with and without the {by}"),
+    "new": ("new", "not in the raw top {depth}: the {by} brought it in"),
+    "out": ("out", "not in the {to} top {depth}: the {by} pushed it out"),
 }
 
 
@@ -54,47 +56,55 @@ def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
     return (cut[:space] if space > limit // 2 else cut).rstrip() + " …"
 
 
-def _movement_badge(hit: Hit, depth: int) -> str:
+def _movement_badge(hit: Hit, depth: int, hybrid: bool = False) -> str:
+    """The raw -> adapted arrow (raw -> hybrid in the hybrid column), with a tooltip that says what it compares."""
     if not hit.movement:
         return ""
+    to, by = ("hybrid", "fusion with BM25") if hybrid else ("adapted", "adapter")
     if hit.movement in _MOVE_HELP:
         cls, tip = _MOVE_HELP[hit.movement]
-        tip = tip.format(depth=depth)
+        tip = tip.format(depth=depth, to=to, by=by)
     else:
         cls = "up" if hit.movement.startswith("↑") else "down"
-        tip = f"raw rank {hit.raw_rank} → adapted rank {hit.adapted_rank}"
+        tip = f"raw rank {hit.raw_rank} → {to} rank {hit.hybrid_rank if hybrid else hit.adapted_rank}"
     return f'<span class="nq-move {cls}" title="{html.escape(tip)}">{html.escape(hit.movement)}</span>'
 
 
-def render_card(hit: Hit, depth: int) -> str:
+def render_card(hit: Hit, depth: int, hybrid: bool = False) -> str:
+    """One passage; `hybrid`: a card of the hybrid column (fused score, raw -> hybrid arrow)."""
     e = html.escape
     gold = '<span class="nq-gold" title="a gold (relevant) passage for this NQ question">★ gold</span>' if hit.gold else ""
     short = snippet(hit.text)
     full = f'<div class="nq-full">{e(hit.text)}</div>' if short != hit.text else ""
+    score_tip = "fused score (dense and BM25, normalised per query)" if hybrid else "cosine similarity"
     return (
         f'<div class="nq-card{" gold" if hit.gold else ""}" data-rank="{hit.rank}" data-id="{e(hit.id)}" '
         f'data-gold="{str(hit.gold).lower()}" data-move="{e(hit.movement)}">'
         f"<details><summary>"
         f'<div class="nq-meta"><span class="nq-rank">#{hit.rank}</span>'
-        f'<span class="nq-score" title="cosine similarity">{hit.score:.3f}</span>'
-        f"{_movement_badge(hit, depth)}{gold}"
+        f'<span class="nq-score" title="{score_tip}">{hit.score:.3f}</span>'
+        f"{_movement_badge(hit, depth, hybrid)}{gold}"
         f'<span class="nq-title">{e(hit.title) or "(untitled)"}</span></div>'
         f'<div class="nq-snippet{" cut" if full else ""}">{e(short)}</div>'
         f"</summary>{full}</details></div>"
     )
 
 
-def render_column(label: str, side: Side | None, depth: int, note: str | None = None, empty: str = "") -> str:
-    """One column: its heading, then a note (no adapter, refused, ...) or the ranked cards."""
+def render_column(label: str, side: Side | None, depth: int, note: str | None = None, empty: str = "",
+                  hybrid: bool = False) -> str:
+    """One column: its heading, then a note (no adapter, refused, no BM25 index, ...) or the ranked cards.
+    `hybrid`: the dense + BM25 column (its sub-line names the fusion; its time is the BM25 query and the fusion)."""
     parts = [f'<div class="nq-col"><h3>{html.escape(label)}</h3>']
     if side is not None:
         gold = "" if side.gold_rank is None else f" · gold at #{side.gold_rank}"
+        how = f" · {html.escape(FusionSpec.from_json(side.fusion).describe())}" if side.fusion else ""
+        ms = f"BM25 + fusion {side.ms:.1f} ms" if hybrid else f"{side.ms:.1f} ms"
         parts.append(f'<div class="nq-sub">{len(side.hits)} results from <code>{html.escape(side.collection)}</code>'
-                     f" · {side.ms:.1f} ms{gold}</div>")
+                     f"{how} · {ms}{gold}</div>")
     if note:
         parts.append(f'<div class="nq-note">{_note_html(note)}</div>')
     if side is not None:
-        parts.extend(render_card(h, depth) for h in side.hits)
+        parts.extend(render_card(h, depth, hybrid) for h in side.hits)
         if not side.hits:
             parts.append('<div class="nq-note">No passages in this collection.</div>')
     elif empty and not note:
@@ -120,6 +130,9 @@ def render_status(result: SearchResult) -> str:
         if result.adapted is not None:
             where.append(f"adapted #{result.adapted.gold_rank}" if result.adapted.gold_rank
                          else f"adapted: not in the top {result.depth}")
+        if result.hybrid is not None:
+            where.append(f"hybrid #{result.hybrid.gold_rank}" if result.hybrid.gold_rank
+                         else f"hybrid: not in the top {result.depth}")
         lines.append(f"This is NQ question `{nq.query_id}` ({nq.split or 'unknown'} split): its gold passage is "
                      f"marked ★ gold. Best gold rank: {', '.join(where)}.")
         if nq.split == "train" and result.adapted is not None:
@@ -134,8 +147,10 @@ def render_timing(result: SearchResult) -> str:
     t = result.timings_ms
     if "embed" not in t:
         return ""
-    parts = [f"embedding the question {t['embed']:.1f} ms (shared by both sides)", f"raw search {t['raw']:.1f} ms"]
+    parts = [f"embedding the question {t['embed']:.1f} ms (shared by every column)", f"raw search {t['raw']:.1f} ms"]
     if "adapted" in t:
         parts.append(f"adapter projection + search {t['adapted']:.1f} ms")
+    if "lexical" in t:
+        parts.append(f"BM25 search {t['lexical']:.1f} ms + fusion {t['fuse']:.1f} ms")
     parts.append(f"total {t['total']:.1f} ms")
     return "Time: " + " · ".join(parts)

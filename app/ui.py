@@ -1,4 +1,5 @@
-"""The page (`build_demo`): a question box, top-k, two result columns, examples, and the eval report tab.
+"""The page (`build_demo`): a question box, top-k, three result columns (raw, adapted, hybrid: the right-hand dense
+side fused with BM25), examples, and the eval report tab.
 
 Two ways in, one search: the page's own events (not part of the public API) and the named API
 endpoint `/search` (`gr.api`, typed, returns `SearchResult.to_json()`). Both go through `run_search`,
@@ -25,7 +26,9 @@ HOW_TO_READ = (
     "**How to read it:** each column ranks passages by cosine similarity to your question. "
     "**★ gold** marks the passage that NQ's annotators chose as the answer (only for questions from the dataset). "
     "Arrows say how the adapter moved a passage: **↑3** three places higher with the adapter, **↓1** one lower, "
-    "**new** not in the raw top {depth}, **out** not in the adapted top {depth}. Click a card for the full passage."
+    "**new** not in the raw top {depth}, **out** not in the adapted top {depth}. "
+    "The third column fuses the dense ranking next to it with BM25 (keyword search) as chosen on the dev split; "
+    "its score is the fused score and its arrows compare it with the raw ranking. Click a card for the full passage."
 )
 
 
@@ -40,14 +43,16 @@ def run_search(state: AppState, question: str | None, k: float | None) -> Search
                             adapter_note=r.adapter_note, message=f"Search failed: {exc}")
 
 
-def render(state: AppState, result: SearchResult) -> tuple[str, str, str, str]:
-    """(status markdown, raw column html, adapted column html, timing markdown)."""
+def render(state: AppState, result: SearchResult) -> tuple[str, str, str, str, str]:
+    """(status markdown, raw column html, adapted column html, hybrid column html, timing markdown)."""
     r = state.retriever
     depth = r.depth
     raw = cards.render_column(r.raw_label, result.raw, depth, empty="Results appear here.")
     adapted = cards.render_column(r.adapted_label, result.adapted, depth, note=r.adapter_note,
                                   empty="Results appear here.")
-    return cards.render_status(result), raw, adapted, cards.render_timing(result)
+    hybrid = cards.render_column(r.hybrid_label, result.hybrid, depth, note=r.hybrid_note,
+                                 empty="Results appear here.", hybrid=True)
+    return cards.render_status(result), raw, adapted, hybrid, cards.render_timing(result)
 
 
 def _report(state: AppState) -> tuple[str, str]:
@@ -61,16 +66,18 @@ def build_demo(state: AppState) -> gr.Blocks:
     cfg, r = state.cfg, state.retriever
 
     def search(question: str, k: int = cfg.default_k) -> dict:
-        """Search the raw collection and the adapted one for `question`; returns both rankings as JSON.
+        """Search the raw collection, the adapted one and their hybrid with BM25 for `question`; returns the
+        rankings as JSON.
 
         Keys: question (as searched), k, model, adapter, adapter_note, notices, message (set when nothing was
-        searched), nq (query_id, split, gold_ids, when the question is from the store), raw and adapted
-        (label, collection, ms, gold_rank, hits: rank, id, title, text, score, gold, raw_rank, adapted_rank,
-        movement), depth, timings_ms (embed, raw, adapted, total).
+        searched), nq (query_id, split, gold_ids, when the question is from the store), raw, adapted and hybrid
+        (label, collection, ms, gold_rank, fusion (hybrid: method, weight, n, rrf_k), hits: rank, id, title, text,
+        score, gold, raw_rank, adapted_rank, hybrid_rank, movement), depth, timings_ms (embed, raw, adapted,
+        lexical, fuse, total).
         """
         return run_search(state, question, k).to_json()
 
-    def on_search(question: str, k: float) -> tuple[str, str, str, str]:
+    def on_search(question: str, k: float) -> tuple[str, str, str, str, str]:
         return render(state, run_search(state, question, k))
 
     initial = render(state, SearchResult(question="", k=cfg.default_k, model=r.model_id, adapter=None,
@@ -96,8 +103,9 @@ def build_demo(state: AppState) -> gr.Blocks:
             with gr.Row(equal_height=False):
                 raw_col = gr.HTML(initial[1], elem_id="raw-col", js_on_load=None)
                 adapted_col = gr.HTML(initial[2], elem_id="adapted-col", js_on_load=None)
-            timing = gr.Markdown(initial[3], elem_id="timing")
-            outputs = [status, raw_col, adapted_col, timing]
+                hybrid_col = gr.HTML(initial[3], elem_id="hybrid-col", js_on_load=None)
+            timing = gr.Markdown(initial[4], elem_id="timing")
+            outputs = [status, raw_col, adapted_col, hybrid_col, timing]
             button.click(on_search, [question, k], outputs, api_visibility="private", concurrency_id="search")
             question.submit(on_search, [question, k], outputs, api_visibility="private", concurrency_id="search")
             if examples is not None:

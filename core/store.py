@@ -7,6 +7,8 @@
       splits.json            query id -> train/dev/test (seeded, no positive shared across splits)
       negatives/MODEL.jsonl  training examples: positives, weak and hard negatives per query
       query_vectors/MODEL.npz  the query embeddings (eval and training read them; no re-embedding)
+      lexical/               the BM25 index of dataset/corpus.jsonl (bm25s files + index.json: row ids, data
+                             fingerprint); built by ingest, or alone by `python -m ingest --store STORE --lexical-only`
       ingest_summary.json    what the last ingest did (counts, skips, timings)
       chroma/                Chroma's files (embedded mode; absent when a Chroma server is used)
 
@@ -28,6 +30,7 @@ from core import atomic
 from core.chroma_store import ChromaTarget, get_collection, open_client, resolve_target
 from core.errors import StoreError
 from core.jsonl import read_jsonl
+from core.lexical import LEXICAL_DIR, LexicalIndex, load_index
 from core.outputs import OutputKind, read_json_object
 from core.types import Corpus, Dataset, Passage, Qrels, Queries, SplitName, TrainingExample, slug
 
@@ -63,6 +66,7 @@ class Store:
     chroma_port: int | None = None
     write: bool = False
     _client: Any = field(default=None, init=False, repr=False)
+    _lexical: LexicalIndex | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -79,6 +83,10 @@ class Store:
     @property
     def splits_path(self) -> Path:
         return self.root / "splits.json"
+
+    @property
+    def lexical_dir(self) -> Path:
+        return self.root / LEXICAL_DIR
 
     def negatives_path(self, model_id: str) -> Path:
         return self.root / "negatives" / f"{slug(model_id)[:100]}.jsonl"
@@ -182,6 +190,18 @@ class Store:
     def load_same_doc(self) -> dict[str, list[str]]:
         path = self.dataset_dir / "same_doc.json"
         return json.loads(path.read_text("utf-8")) if path.exists() else {}
+
+    # -- lexical index ----------------------------------------------------------------------------------
+    def lexical_index(self) -> LexicalIndex:
+        """The store's BM25 index, checked against the manifest's data fingerprint; loaded once per Store
+        (it is read-only). A missing, damaged or stale index is a StoreError naming the command that builds it."""
+        if self._lexical is None:
+            fingerprint = self.require().get("data_fingerprint")
+            try:
+                self._lexical = load_index(self.lexical_dir, fingerprint)
+            except StoreError as exc:
+                raise StoreError(f"{exc}. Build it with:\n  python -m ingest --store {self.root} --lexical-only") from None
+        return self._lexical
 
     # -- splits -------------------------------------------------------------------------------------
     def save_splits(self, splits: dict[str, SplitName], meta: dict) -> None:

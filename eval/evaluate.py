@@ -36,19 +36,21 @@ from core.embedding import EmbeddingCache, embed_cached, load_embedder
 from core.embedding.base import l2_normalise
 from core.errors import MismatchError, ProjectError, StoreError
 from core.exact_search import exact_search
+from core.fusion import DEFAULT_N, RRF_DEFAULT, FusionSpec, fuse_results, load_raw_fusion
+from core.lexical import LexicalIndex, build_index
 from core.metrics import per_query_metrics, recall_at_k_curve
 from core.outputs import check_output
 from core.settings import K_VALUES, METRICS, TOP_K
 from core.store import Store
-from core.types import Corpus, Qrels, Queries, Results, slug
+from core.types import Corpus, Qrels, Queries, Results, corpus_fingerprint, slug
 from eval import plots, report
-from eval.config import CI_METRICS, REPORT_OUTPUT, EvalConfig
+from eval.config import CI_METRICS, PRIMARY_METRIC, REPORT_OUTPUT, EvalConfig
 from eval.heldout import HeldOut, load_heldout, require_enough
-from eval.results import EvalOutcome, ModelEvaluation, SystemRun
+from eval.results import EvalOutcome, ModelEvaluation, SystemRun, is_adapter_key
 from eval.stats import bootstrap_ci, paired_p_value
 from eval.threshold import best_threshold, threshold_accuracy
+from ingest.hybrid import choose_dev_fusion
 from search.chroma_ann import chroma_search, recall_against_exact
-from search.lexical import bm25_search
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +138,7 @@ def _mse_baseline(store: Store, model: str, cfg: EvalConfig, q: np.ndarray, qids
                   pids: list[str], notes: list[str]) -> SystemRun | None:
     """The OpenAI-cookbook objective (cosine MSE against ±1, one matrix on both sides), trained here."""
     tcfg = TrainConfig(store=store.root, model=model, kind="linear", sides="both", loss="mse",
-                       epochs=cfg.mse_epochs, keep_identity_candidate=False, selection="last",
+                       epochs=cfg.mse_epochs, keep_identity_candidate=False, selection="last", tune_fusion=False,
                        name=f"{slug(model)}-mse-cookbook",
                        chroma_host=cfg.chroma_host, chroma_port=cfg.chroma_port)
     try:
@@ -165,15 +167,22 @@ def _score(results: Results, qrels: Qrels, cfg: EvalConfig, raw: dict | None = N
     means = {m: float(np.mean(list(per_query[m].values()))) for m in METRICS}
     ci95 = {m: bootstrap_ci(list(per_query[m].values()), n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
             for m in CI_METRICS}
-    vs_raw = {}
-    for m in DELTA_METRICS if raw is not None else ():
-        a, b = per_query[m], raw["per_query"][m]
-        vs_raw[m] = {
-            "delta": means[m] - raw["means"][m],
-            "ci95": bootstrap_ci([a[q] - b[q] for q in b], n_resamples=cfg.bootstrap_resamples, seed=cfg.seed),
-            "p": paired_p_value(a, b, n_resamples=cfg.bootstrap_resamples, seed=cfg.seed),
+    scores = {"per_query": per_query, "means": means, "ci95": ci95}
+    return {**scores, "vs_raw": _compare(scores, raw, cfg, DELTA_METRICS) if raw is not None else {}}
+
+
+def _compare(a: dict, b: dict, cfg: EvalConfig, metrics) -> dict:
+    """Paired comparison of two systems' scores (`_score` output) over the same queries: per metric the
+    difference of means, the BCa interval of the per-query difference, the permutation p-value."""
+    out = {}
+    for m in metrics:
+        x, y = a["per_query"][m], b["per_query"][m]
+        out[m] = {
+            "delta": a["means"][m] - b["means"][m],
+            "ci95": bootstrap_ci([x[q] - y[q] for q in y], n_resamples=cfg.bootstrap_resamples, seed=cfg.seed),
+            "p": paired_p_value(x, y, n_resamples=cfg.bootstrap_resamples, seed=cfg.seed),
         }
-    return {"per_query": per_query, "means": means, "ci95": ci95, "vs_raw": vs_raw}
+    return out
 
 
 def _hnsw(store: Store, system: SystemRun, model: str, q: np.ndarray, qids: list[str], qrels: Qrels) -> dict:
@@ -194,6 +203,71 @@ def _hnsw(store: Store, system: SystemRun, model: str, q: np.ndarray, qids: list
         "metrics": {m: float(np.mean(list(metrics[m].values()))) for m in METRICS},
         "recall@10_vs_exact": recall_against_exact(approx, system.results, k=10),
     }
+
+
+# -- hybrids: dense + BM25 ----------------------------------------------------------------------------
+
+def _lexical(store: Store, corpus: Corpus, notes: list[str]) -> LexicalIndex:
+    """The store's BM25 index; a store from before it (no `lexical/`) gets one built here, and a note."""
+    try:
+        return store.lexical_index()
+    except StoreError as exc:
+        notes.append(f"{exc} (BM25 was indexed in memory for this run; hybrids use the same index.)")
+        return build_index(corpus, corpus_fingerprint(corpus))
+
+
+def _fusion_for(system: SystemRun, store: Store, model: str, info: dict, index: LexicalIndex,
+                q_all: tuple[list[str], np.ndarray], pids: list[str], notes: list[str]) -> tuple[FusionSpec, dict]:
+    """The fusion chosen on dev for this dense system: saved with the adapter, or beside the store for raw.
+    Missing (an older adapter or store): chosen here on the dev split, the same way, and said in a note."""
+    saved = None
+    if system.adapter is not None:
+        saved = system.adapter.config.fusion
+        where = "the adapter's config (chosen on dev when it was trained)"
+    else:
+        choice = load_raw_fusion(store.root, model, info.get("data_fingerprint"))
+        saved = choice.to_json() if choice is not None else None
+        where = "the store (chosen on dev by ingest)"
+    if saved:
+        spec = FusionSpec.from_json(saved)
+        return spec, {**spec.to_json(), "chosen_on": saved.get("chosen_on", "dev"), "source": where}
+    ids, q = q_all
+    choice = choose_dev_fusion(ids, system.project_queries(q), pids, system.passages, store.load_queries(),
+                               store.load_qrels(), store.load_splits(), index)
+    if choice is None:
+        return RRF_DEFAULT, {**RRF_DEFAULT.to_json(), "chosen_on": None, "source": "no judged dev query: RRF"}
+    fix = ("retrain the adapter" if system.adapter is not None
+           else f"run python -m ingest --store {store.root} --lexical-only")
+    notes.append(f"{system.label}: no saved BM25 fusion, so eval chose it on the dev split "
+                 f"({choice.spec.describe()}); to save it, {fix}.")
+    return choice.spec, {**choice.spec.to_json(), "chosen_on": choice.split, "source": "eval, on dev"}
+
+
+def _hybrid_systems(dense: list[SystemRun], lexical: Results, store: Store, model: str, info: dict,
+                    index: LexicalIndex, q: np.ndarray, qids: list[str], pids: list[str],
+                    notes: list[str]) -> dict[str, SystemRun]:
+    """For each dense system (raw, each adapter): `<key>_bm25`, fused as chosen on dev, and `<key>_rrf`."""
+    q_all = query_vectors.load(store.root, model)
+    out: dict[str, SystemRun] = {}
+    for s in dense:
+        tuned, meta = _fusion_for(s, store, model, info, index, q_all, pids, notes)
+        for suffix, spec, fusion in (("_bm25", tuned, meta), ("_rrf", RRF_DEFAULT, {**RRF_DEFAULT.to_json(),
+                                                                                      "chosen_on": None, "source": "fixed"})):
+            results = s.results if spec.n <= TOP_K else exact_search(s.project_queries(q), qids, s.passages, pids, k=spec.n)
+            name = "BM25" if suffix == "_bm25" else "BM25, RRF"
+            out[s.key + suffix] = SystemRun(key=s.key + suffix, label=f"{s.label} + {name}",
+                                            results=fuse_results(results, lexical, spec, k=TOP_K),
+                                            adapter=s.adapter, adapter_dir=s.adapter_dir, fusion=fusion)
+    return out
+
+
+def _best_plain_comparison(systems: dict[str, SystemRun], scores: dict[str, dict], cfg: EvalConfig) -> dict[str, dict]:
+    """Each adapter system against the best system that needs no adapter (raw, BM25, raw+BM25, raw RRF; by
+    the primary metric on these queries): is the adapter worth it once BM25 is fused?"""
+    plain = [k for k in systems if not is_adapter_key(k) and k != "mse_baseline"]
+    best = max(plain, key=lambda k: (scores[k]["means"][PRIMARY_METRIC], k == "raw"))
+    return {k: {"system": best, **_compare(scores[k], scores[best], cfg, (PRIMARY_METRIC, "nDCG@10"))}
+            for k in systems if is_adapter_key(k)}
 
 
 # -- threshold accuracy ----------------------------------------------------------------------------
@@ -418,13 +492,20 @@ def evaluate_model(store: Store, model: str, cfg: EvalConfig, adapters: list[tup
         with _timed(timings, "bm25"):
             key = tuple(qids)
             if key not in bm25_cache:
-                bm25_cache[key] = bm25_search(corpus, scope.queries, k=TOP_K)
-            systems["bm25"] = SystemRun(key="bm25", label="BM25 (bm25s)", results=bm25_cache[key])
+                index = _lexical(store, corpus, notes)
+                bm25_cache[key] = (index, index.search_queries(scope.queries, max(TOP_K, DEFAULT_N)))
+            index, lexical = bm25_cache[key]
+            systems["bm25"] = SystemRun(key="bm25", label="BM25 (bm25s)",
+                                        results={q: dict(list(r.items())[:TOP_K]) for q, r in lexical.items()})
+        with _timed(timings, "hybrid"):
+            dense = [s for k, s in systems.items() if k == "raw" or k in adapted]
+            systems.update(_hybrid_systems(dense, lexical, store, model, info, index, q, qids, pids, notes))
 
     with _timed(timings, "statistics"):
         raw_scores = _score(systems["raw"].results, scope.qrels, cfg)
         scores = {k: raw_scores if k == "raw" else _score(s.results, scope.qrels, cfg, raw_scores)
                   for k, s in systems.items()}
+        vs_best_plain = _best_plain_comparison(systems, scores, cfg)
     if heldout is not None:
         notes += scope.notes
     hnsw: dict[str, dict] = {}
@@ -434,7 +515,8 @@ def evaluate_model(store: Store, model: str, cfg: EvalConfig, adapters: list[tup
                     if s.dense and k != "mse_baseline"}
     with _timed(timings, "threshold"):
         thresholds = _threshold_all([s for s in systems.values() if s.dense], store, model, pids)
-    systems = {k: replace(s, **scores[k], hnsw=hnsw.get(k), threshold=thresholds.by_system.get(k, {}))
+    systems = {k: replace(s, **scores[k], hnsw=hnsw.get(k), threshold=thresholds.by_system.get(k, {}),
+                          vs_best_plain=vs_best_plain.get(k, {}))
                for k, s in systems.items()}
     ev = ModelEvaluation(model=model, dim=dim, scope=scope.label, query_ids=qids, systems=systems,
                          notes=notes + thresholds.notes, pair_counts=thresholds.pair_counts)

@@ -3,14 +3,24 @@
 `metrics.json` schema (keys are a contract: the app and scripts read them):
 
     {"n_queries": int, "model": str, "adapter": str | null,
-     "retrieval": {"raw": M, "adapted": M | null, "bm25": M | null, "mse_baseline": M | null},
-     "ci95": {"raw": C, "adapted": C | null},
-     "p_value_adapted_vs_raw": {"MRR@10": float, "nDCG@10": float} | null,
-     "threshold_accuracy": {"weak": T, "hard": T}}
+     "retrieval": {"raw": M, "adapted": M | null, "bm25": M | null, "mse_baseline": M | null,
+                   "raw_bm25": M | null, "adapted_bm25": M | null, "raw_rrf": M | null, "adapted_rrf": M | null},
+     "ci95": {"raw": C, "adapted": C | null, "raw_bm25": C | null, "adapted_bm25": C | null,
+              "raw_rrf": C | null, "adapted_rrf": C | null},
+     "p_value_adapted_vs_raw": P | null, "p_value_raw_bm25_vs_raw": P | null, "p_value_adapted_bm25_vs_raw": P | null,
+     "p_value_raw_rrf_vs_raw": P | null, "p_value_adapted_rrf_vs_raw": P | null,
+     "threshold_accuracy": {"weak": T, "hard": T},
+     "fusion": {SYSTEM: F},                       (each hybrid system computed)
+     "vs_best_non_adapter": {SYSTEM: V}}          (each adapter system, and its hybrids)
 
     M = {"Recall@1", "Recall@5", "Recall@10", "Recall@100", "MRR@10", "nDCG@10"} -> float
     C = {"MRR@10", "nDCG@10", "Recall@10"} -> [low, high]   (95% BCa bootstrap over queries)
-    T = {"raw", "adapted", "raw_se", "adapted_se"} -> float | null
+    T = {"raw", "adapted", "raw_se", "adapted_se"} -> float | null   (dense systems only: it thresholds a cosine)
+    P = {"MRR@10", "nDCG@10"} -> float   (two-sided paired permutation p-value)
+    F = {"method": "zscore" | "minmax" | "rrf", "weight": BM25's weight, "n": candidates per side, "rrf_k",
+         "chosen_on": "dev" | null (RRF is not tuned), "source": where the choice was read from}
+    V = {"system": the best system without an adapter (raw, bm25, raw_bm25, raw_rrf) by MRR@10,
+         "MRR@10": {"delta", "p"}, "nDCG@10": {"delta", "p"}}
 
 Decisions, documented here once:
 - Every key is always present. What was not computed is `null`: `adapted` (and its CI, p-value and
@@ -21,6 +31,8 @@ Decisions, documented here once:
   `"adapted:<name>_se"`), and a top-level `"p_value_adapted:<name>_vs_raw"`. With one adapter per
   model the object is exactly the schema above.
 - Several models: `{"models": {MODEL: <the object above>}}`. One model: the object itself.
+- Hybrids (`*_bm25`: the fusion chosen on dev; `*_rrf`: reciprocal-rank fusion, k=60, untuned) exist when
+  BM25 is on; their fusion is in `fusion`. Each further adapter adds `"adapted:<name>_bm25"` and `_rrf`.
 """
 from __future__ import annotations
 
@@ -29,14 +41,16 @@ import math
 from datetime import datetime, timezone
 
 from core import atomic
-from eval.results import EvalOutcome, ModelEvaluation, SystemRun
+from eval.results import HYBRID_SUFFIXES, EvalOutcome, ModelEvaluation, SystemRun
 from core.settings import METRICS
 from eval.config import CI_METRICS, P_METRICS, PRIMARY_METRIC, REPORT_GENERATOR
 
 log = logging.getLogger(__name__)
 
 ALPHA = 0.05
-SYSTEM_ORDER = ("raw", "adapted", "bm25", "mse_baseline")
+SYSTEM_ORDER = ("raw", "adapted", "bm25", "mse_baseline", "raw_bm25", "adapted_bm25", "raw_rrf", "adapted_rrf")
+#: systems with an interval and a p-value against raw in metrics.json (besides each further adapter)
+COMPARED = ("adapted", "raw_bm25", "adapted_bm25", "raw_rrf", "adapted_rrf")
 
 
 # -- metrics.json ----------------------------------------------------------------------------------
@@ -63,9 +77,10 @@ def metrics_object(ev: ModelEvaluation) -> dict:
     keys = ev.adapter_keys
     first = sys.get("adapted")
     extra = [k for k in keys if k != "adapted"]
+    extra += [k + suffix for k in extra for suffix in HYBRID_SUFFIXES if k + suffix in sys]
     retrieval = {k: _means(sys.get(k)) for k in SYSTEM_ORDER}
     retrieval.update({k: _means(sys[k]) for k in extra})
-    ci95 = {"raw": _ci(sys["raw"]), "adapted": _ci(first)}
+    ci95 = {"raw": _ci(sys["raw"]), **{k: _ci(sys.get(k)) for k in COMPARED}}
     ci95.update({k: _ci(sys[k]) for k in extra})
     threshold = {}
     for kind in ("weak", "hard"):
@@ -84,8 +99,15 @@ def metrics_object(ev: ModelEvaluation) -> dict:
         "p_value_adapted_vs_raw": _p(first),
         "threshold_accuracy": threshold,
     }
+    for k in COMPARED[1:]:
+        obj[f"p_value_{k}_vs_raw"] = _p(sys.get(k))
     for k in extra:
         obj[f"p_value_{k}_vs_raw"] = _p(sys[k])
+    obj["fusion"] = {k: s.fusion for k, s in sys.items() if s.fusion is not None}
+    obj["vs_best_non_adapter"] = {k: {"system": s.vs_best_plain["system"],
+                                      **{m: {"delta": v["delta"], "p": v["p"]} for m, v in s.vs_best_plain.items()
+                                         if m != "system"}}
+                                  for k, s in sys.items() if s.vs_best_plain}
     return obj
 
 
@@ -106,6 +128,11 @@ def _system_details(s: SystemRun) -> dict:
         "hnsw": s.hnsw,
         "threshold_accuracy": s.threshold,
     }
+    if s.fusion is not None:
+        d["fusion"] = s.fusion
+    if s.vs_best_plain:
+        d["vs_best_non_adapter"] = {m: (v if m == "system" else {"delta": v["delta"], "ci95": list(v["ci95"]), "p": v["p"]})
+                                    for m, v in s.vs_best_plain.items()}
     if s.adapter is not None:
         d["adapter"] = {"dir": s.adapter_dir, **s.adapter.config.to_json()}
     if s.seconds is not None:
@@ -180,6 +207,29 @@ def verdict(s: SystemRun, metric: str = PRIMARY_METRIC) -> str:
     return word
 
 
+def best_and_steps(ev: ModelEvaluation, metric: str = PRIMARY_METRIC) -> str:
+    """"Best system: X (MRR@10 0.8). raw → +BM25: +x; → +adapter: +y": which system wins and what each cheap
+    step adds on the way to it, so a reader sees whether the adapter is worth it once BM25 is fused."""
+    sys = ev.systems
+    if "raw_bm25" not in sys:
+        return ""
+    best = max(sys.values(), key=lambda s: s.means[metric])
+    m = {k: s.means[metric] for k, s in sys.items()}
+    parts = [f"**Best system on these queries: {best.label}** ({metric} {_f(best.means[metric])})."]
+    chain = f"raw {_f(m['raw'])} → +BM25 ({sys['raw_bm25'].fusion['method']}): {_signed(m['raw_bm25'] - m['raw'])}"
+    if "adapted_bm25" in sys:
+        chain += f"; → +adapter: {_signed(m['adapted_bm25'] - m['raw_bm25'])} (= {_f(m['adapted_bm25'])})"
+        chain += f". The adapter alone: {_signed(m['adapted'] - m['raw'])}"
+        cmp = sys["adapted_bm25"].vs_best_plain
+        if cmp:
+            other = sys[cmp["system"]]
+            v = cmp[metric]
+            sig = "significant" if v["p"] < ALPHA else "not significant"
+            chain += (f". Adapter + BM25 against the best system without an adapter ({other.label}): "
+                      f"{_signed(v['delta'])} ({_pval(v['p'])}, {sig})")
+    return " ".join(parts) + " " + metric + ": " + chain + "."
+
+
 def _retrieval_table(ev: ModelEvaluation) -> list[str]:
     raw = ev.systems["raw"]
     lines = ["| system | " + " | ".join(METRICS) + " |", "|---|" + "---:|" * len(METRICS)]
@@ -207,11 +257,28 @@ def _model_section(ev: ModelEvaluation) -> list[str]:
         out.append("")
     if not ev.adapter_keys:
         out += ["No adapter was given (`--adapter DIR`); the report compares the raw embeddings with the baselines.", ""]
-    for key, what in (("mse_baseline", "the MSE cookbook baseline"), ("bm25", "BM25")):
+    steps = best_and_steps(ev)
+    if steps:
+        out += [steps, ""]
+    for key, what in (("mse_baseline", "the MSE cookbook baseline"), ("bm25", "BM25"), ("raw_bm25", "raw + BM25"),
+                      ("adapted_bm25", "adapter + BM25"), ("raw_rrf", "raw + BM25 by RRF"), ("adapted_rrf", "adapter + BM25 by RRF")):
         if key in ev.systems:
             out.append(f"Against raw, {what} {verdict(ev.systems[key])}.")
     out += ["", "### Retrieval (exact search over the stored vectors; change against raw in brackets)", ""]
     out += _retrieval_table(ev)
+    hybrids = [s for s in ev.systems.values() if s.fusion is not None]
+    if hybrids:
+        out += ["", "### Hybrid search: dense + BM25", "",
+                "Candidates: the union of each side's top n; a passage missing from one side gets that side's lowest "
+                "value. `*_bm25`: a weighted sum of per-query normalised scores, method and BM25 weight chosen on the "
+                "**dev** split only (saved by ingest for raw, with the adapter for its hybrid); `*_rrf`: "
+                "reciprocal-rank fusion (k=60, equal weights), the untuned common default.", "",
+                "| system | fusion | chosen on | from |", "|---|---|---|---|"]
+        for s in hybrids:
+            f = s.fusion
+            spec = (f"RRF, k={f['rrf_k']}, n={f['n']}" if f["method"] == "rrf"
+                    else f"{f['method']}, BM25 weight {f['weight']:g}, n={f['n']}")
+            out.append(f"| {s.label} | {spec} | {f.get('chosen_on') or 'not tuned'} | {f.get('source', '')} |")
     out += ["", "### Change against raw, paired over the same queries",
             "", "95% CI: BCa bootstrap of the per-query difference; p: two-sided paired permutation test.", ""]
     for key, s in ev.systems.items():
@@ -242,7 +309,8 @@ def _model_section(ev: ModelEvaluation) -> list[str]:
         pc = ev.pair_counts
         out += ["", "### Threshold accuracy (the original study's metric)", "",
                 "Pairs from the store's mined examples: (query, positive) against (query, weak = random negative) or "
-                "(query, hard = nearest non-answer under raw embeddings). One negative per positive per query, so "
+                "(query, hard = nearest non-answer under raw embeddings). Only the dense systems have it: it "
+                "thresholds a cosine, and a fused or BM25 score is not one. One negative per positive per query, so "
                 "chance is 50%. The threshold is chosen on the **dev** split's pairs and the accuracy reported on the "
                 "**test** split's pairs (± binomial standard error). "
                 + ", ".join(f"{k}: {c['dev_pos']}+{c['dev_neg']} dev pairs, {c['test_pos']}+{c['test_neg']} test pairs"

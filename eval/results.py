@@ -22,7 +22,7 @@ class SystemRun:
     HNSW check and threshold figures, each computed by a pure function; nothing changes it afterwards.
     """
 
-    key: str  # "raw", "adapted", "adapted:<name>", "mse_baseline", "bm25"
+    key: str  # "raw", "adapted", "adapted:<name>", "mse_baseline", "bm25", and hybrids: "<dense key>_bm25", "<dense key>_rrf"
     label: str
     results: Results
     per_query: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -41,6 +41,11 @@ class SystemRun:
     #: dense systems: raw vectors -> this system's query vectors; passage vectors in this system's space
     project_queries: Callable[[np.ndarray], np.ndarray] | None = None
     passages: np.ndarray | None = None
+    #: hybrids: the fusion used (`core.fusion.FusionSpec.to_json`) and where it was chosen ("chosen_on", "source")
+    fusion: dict | None = None
+    #: adapter systems: the paired comparison with the best system that needs no adapter
+    #: ({"system": key, metric: {"delta", "ci95", "p"}}); empty otherwise
+    vs_best_plain: dict = field(default_factory=dict)
 
     @property
     def dense(self) -> bool:
@@ -65,7 +70,20 @@ class ModelEvaluation:
 
     @property
     def adapter_keys(self) -> list[str]:
-        return [k for k in self.systems if k == "adapted" or k.startswith("adapted:")]
+        """The dense adapter systems ("adapted", "adapted:<name>"), not their hybrids."""
+        return [k for k in self.systems if is_adapter_key(k) and not is_hybrid_key(k)]
+
+
+HYBRID_SUFFIXES = ("_bm25", "_rrf")
+
+
+def is_hybrid_key(key: str) -> bool:
+    return key.endswith(HYBRID_SUFFIXES)
+
+
+def is_adapter_key(key: str) -> bool:
+    """A system that needs a trained adapter: an adapter or its hybrid (the MSE baseline is a baseline)."""
+    return key == "adapted" or key.startswith(("adapted:", "adapted_"))
 
 
 @dataclass

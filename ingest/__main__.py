@@ -1,4 +1,4 @@
-"""`python -m ingest`: load NQ, embed it, store it in Chroma, mine negatives. See `--help`."""
+"""`python -m ingest`: load NQ, embed it, store it in Chroma, index it for BM25, mine negatives. See `--help`."""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +19,9 @@ def parse_args(argv: list[str] | None = None) -> IngestConfig:
     p.add_argument("--store", type=Path, default=d.store, help="store folder (env NQ_STORE)")
     p.add_argument("--force", action="store_true",
                    help="write into --store even if it is a non-empty folder that is not a store")
+    p.add_argument("--lexical-only", action="store_true",
+                   help="only build (or refresh) the BM25 index of an existing --store from its own dataset "
+                        "(no --data, no model; nothing else is touched)")
     p.add_argument("--model", default=d.model, help="all-MiniLM-L6-v2, paraphrase-MiniLM-L3-v2, openai:text-embedding-3-small, openai:text-embedding-ada-002, or a path")
     p.add_argument("--limit", type=int, default=None, help="keep only the first N queries and their passages")
     p.add_argument("--k-hard", type=int, default=d.k_hard, help="hard negatives per query")
@@ -43,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> IngestConfig:
         hard_depth=a.hard_depth, hard_margin=a.hard_margin, near_dup=a.near_dup, seed=a.seed,
         split=tuple(a.split), min_words=a.min_words, max_words=a.max_words, batch_size=a.batch_size,
         cache_dir=None if a.no_cache else a.cache, chroma_host=a.chroma_host, chroma_port=a.chroma_port,
-        force=a.force)
+        force=a.force, lexical_only=a.lexical_only)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,8 @@ class IngestConfig:
     chroma_port: int | None = None
     #: write into --store even when it is a non-empty folder that is not a store
     force: bool = False
+    #: only build (or refresh) the BM25 index of an existing --store from its own dataset (no --data, no model)
+    lexical_only: bool = False
 
     def validate(self) -> None:
         """Every option checked in one place, before any work: a bad value costs one line, not a traceback."""

@@ -1,9 +1,11 @@
-"""The ingest run: load -> clean/filter -> limit -> split -> embed (cached) -> upsert -> mine -> manifest.
+"""The ingest run: load -> clean/filter -> limit -> split -> BM25 index -> embed (cached) -> upsert -> mine -> manifest.
 
 Everything that can fail on bad input (loading, validation) happens before the store is touched. Each
 later step is idempotent and writes atomically, and the manifest is written last, so an interrupted
 run is finished by running the same command again: cached batches are not re-embedded, rows already in
-Chroma with the same content are not re-written.
+Chroma with the same content are not re-written, and the BM25 index is rebuilt only when the corpus changed.
+`build_lexical` (`python -m ingest --store STORE --lexical-only`) builds that index alone, from the store's
+own dataset, for stores made before ingest built it.
 """
 from __future__ import annotations
 
@@ -13,19 +15,23 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 from core import atomic, chroma_store, query_vectors
+from core.fusion import load_raw_fusion, save_raw_fusion
+from core.lexical import build_index, load_index, save_index
 from core.embedding import EmbeddingCache, embed_cached, load_embedder
 from core.embedding.base import Embedder
 from core.outputs import check_output
-from core.store import STORE_OUTPUT, Store, raw_collection_name
-from core.errors import DataError
-from core.types import SPLITS, Dataset, SplitName, corpus_fingerprint, text_sha
+from core.store import STORE_OUTPUT, Store, is_store_dir, raw_collection_name
+from core.errors import DataError, StoreError
+from core.types import SPLITS, Corpus, Dataset, SplitName, corpus_fingerprint, text_sha
 from ingest.config import IngestConfig
 from ingest.filters import apply_limit, filter_by_length
+from ingest.hybrid import choose_dev_fusion
 from ingest.negatives import MiningInput, mine_negatives
 from ingest.sources import SourceKind, detect_source, load_source
 from ingest.split import split_queries
@@ -61,6 +67,8 @@ def load_dataset_for(cfg: IngestConfig, kind: SourceKind | None = None) -> Datas
 
 def run_ingest(cfg: IngestConfig, embedder: Embedder | None = None) -> dict:
     """Run every step; returns the summary (also saved as STORE/ingest_summary.json)."""
+    if cfg.lexical_only:
+        return build_lexical(cfg.store)
     timer = _Timer()
     t_start = time.perf_counter()
     cfg.validate()
@@ -140,15 +148,96 @@ def _write_store(run: _Run, timer: _Timer, t_start: float, pool: ThreadPoolExecu
         run.store.save_dataset(run.ds)
         run.store.save_splits(run.splits, {"seed": run.cfg.seed, "fractions": list(run.cfg.split),
                                            "data_fingerprint": run.fingerprint})
+    with timer.step("lexical_index"):
+        lexical = ensure_lexical_index(run.store, run.ds.corpus, run.fingerprint)
+    lexical["seconds"] = timer.seconds["lexical_index"]
     vectors = _embed_and_upsert(run, col, have, timer, pool)
     with timer.step("mine_negatives"):
         mining_stats = _mine_and_save(run, vectors)
+    with timer.step("fusion"):
+        fusion = _choose_raw_fusion(run.store, run.embedder.model_id, run.fingerprint, run.qids, vectors.queries,
+                                    run.pids, vectors.passages)
     total = time.perf_counter() - t_start
     manifest = _updated_manifest(run, vectors.n_in_collection)
     summary = _summary(run, vectors, mining_stats, timer.seconds, total)
+    summary["lexical"] = lexical
+    summary["fusion"] = fusion
     run.store.write_manifest(manifest)
     atomic.write_json(run.store.root / "ingest_summary.json", summary)
     return summary
+
+
+def ensure_lexical_index(store: Store, corpus: Corpus, fingerprint: str, force: bool = False) -> dict:
+    """Build and save the store's BM25 index, unless the saved one is intact and of this very corpus
+    (then it is reused: tokenizing the corpus again would only reproduce it). A writer of the store calls
+    this; returns what it did: {"reused", "fingerprint", "n"}."""
+    folder = store.lexical_dir
+    atomic.recover_dir(folder)  # a killed earlier write: finish or undo it, and clear its temporary folder
+    atomic.remove_stale_temps(folder)
+    if not force and folder.exists():
+        try:
+            index = load_index(folder, fingerprint)
+        except StoreError as exc:
+            log.info("rebuilding the BM25 index: %s", exc)
+        else:
+            log.info("BM25 index at %s is up to date (data %s, %d passages): reused", folder, fingerprint, len(index))
+            return {"reused": True, "fingerprint": fingerprint, "n": len(index)}
+    index = build_index(corpus, fingerprint)
+    save_index(index, folder)
+    return {"reused": False, "fingerprint": fingerprint, "n": len(index)}
+
+
+def build_lexical(store_root: Path, force: bool = False) -> dict:
+    """`--lexical-only`: build (or refresh) the BM25 index of an existing store from its own
+    `dataset/corpus.jsonl`. Needs no --data and no model, and writes nothing but `lexical/` and the
+    manifest's `lexical` entry. `force` rebuilds even an up-to-date index. Returns a summary."""
+    t0 = time.perf_counter()
+    store = Store(store_root)
+    if store.root.exists() and not store.root.is_dir():
+        raise StoreError(f"--store {store.root} is a file, not a store folder; pass the folder ingest built")
+    if not is_store_dir(store.root) or not store.exists():
+        raise StoreError(f"{store.root} is not a store built by ingest (no manifest.json); build one with:\n"
+                         f"  python -m ingest --data $NQ_DATA --store {store.root}")
+    manifest = store.require()
+    store.client  # noqa: B018 - takes the store's lock now: an ingest writing this store refuses us (StoreBusyError)
+    corpus = store.load_corpus()
+    if not corpus:
+        raise StoreError(f"{store.dataset_dir / 'corpus.jsonl'} holds no passages; re-run ingest")
+    fingerprint = corpus_fingerprint(corpus)
+    if manifest.get("data_fingerprint") not in (None, fingerprint):
+        raise StoreError(f"{store.dataset_dir / 'corpus.jsonl'} (data {fingerprint}) does not match the manifest "
+                         f"(data {manifest['data_fingerprint']}); re-run the full ingest of this store")
+    lexical = ensure_lexical_index(store, corpus, fingerprint, force=force)
+    if manifest.get("lexical") != {"fingerprint": fingerprint, "n": lexical["n"]}:
+        manifest["lexical"] = {"fingerprint": fingerprint, "n": lexical["n"]}
+        store.write_manifest(manifest)
+    lexical["seconds"] = round(time.perf_counter() - t0, 3)
+    fusion = {}
+    for model in sorted(manifest.get("models", {})):  # each model's raw+BM25 fusion, from its stored vectors
+        if force or load_raw_fusion(store.root, model, fingerprint) is None:
+            qids, qvecs = query_vectors.load(store.root, model)
+            dump = chroma_store.fetch_all(store.raw_collection(model))
+            fusion[model] = _choose_raw_fusion(store, model, fingerprint, qids, qvecs, dump.ids, dump.embeddings)
+        else:
+            fusion[model] = {"reused": True}
+    return {"lexical_only": True, "store": str(store.root), "passages": len(corpus), "lexical": lexical,
+            "fusion": fusion}
+
+
+def _choose_raw_fusion(store: Store, model_id: str, fingerprint: str, qids: list[str], qvecs: np.ndarray,
+                       pids: list[str], pvecs: np.ndarray) -> dict:
+    """Choose on dev how this model's raw ranking is fused with BM25, save it beside the store
+    (`STORE/fusion/MODEL.json`); a choice already made on the same data is kept (same vectors, same
+    answer). Returns what the summary says about it."""
+    saved = load_raw_fusion(store.root, model_id, fingerprint)
+    if saved is not None:
+        return {"reused": True, **saved.spec.to_json()}
+    choice = choose_dev_fusion(qids, qvecs, pids, pvecs, store.load_queries(), store.load_qrels(),
+                               store.load_splits(), load_index(store.lexical_dir, fingerprint))
+    if choice is None:
+        return {"skipped": "no judged dev query"}
+    save_raw_fusion(store.root, model_id, choice, fingerprint)
+    return {"reused": False, **choice.spec.to_json(), "dev_score": choice.score, "dev_dense_only": choice.dense_only}
 
 
 def _check_collection(run: _Run) -> tuple[Any, dict[str, Any]]:
@@ -235,6 +324,7 @@ def _updated_manifest(run: _Run, n_in_collection: int) -> dict:
         "n_passages": len(run.pids),
         "n_queries": len(run.qids),
         "splits": _split_counts(run.splits),
+        "lexical": {"fingerprint": run.fingerprint, "n": len(run.pids)},
     })
     manifest.setdefault("models", {})[run.embedder.model_id] = {
         "collection": run.collection,
@@ -278,8 +368,26 @@ def _summary(run: _Run, vectors: _Vectors, mining_stats: dict[str, int], seconds
     }
 
 
+def _format_lexical(lx: dict) -> str:
+    what = "reused (corpus unchanged)" if lx["reused"] else "built"
+    return f"  BM25 index: {what}, {lx['n']} passages, data {lx['fingerprint']}, {lx['seconds']:.1f} s"
+
+
+def _format_fusion(model: str, f: dict) -> str:
+    if f.get("skipped"):
+        return f"  raw+BM25 fusion ({model}): not chosen ({f['skipped']})"
+    if f.get("reused") and "method" not in f:
+        return f"  raw+BM25 fusion ({model}): kept (chosen on dev before, same data)"
+    how = "kept (chosen on dev before, same data)" if f.get("reused") else "chosen on dev"
+    gain = (f"; dev MRR@10 {f['dev_dense_only']:.4f} -> {f['dev_score']:.4f}" if "dev_score" in f else "")
+    return f"  raw+BM25 fusion ({model}): {how}: {f['method']}, BM25 weight {f['weight']:g}, top {f['n']}{gain}"
+
+
 def format_summary(s: dict) -> str:
     """The human-readable end-of-run summary the CLI prints."""
+    if s.get("lexical_only"):
+        return "\n".join([f"BM25 index of the store {s['store']}", _format_lexical(s["lexical"]),
+                          *(_format_fusion(m, f) for m, f in s.get("fusion", {}).items())])
     lines = [
         f"Ingested {s['passages']} passages and {s['queries']} queries from {s['data']} ({s['source_kind']})",
         f"  model {s['model']} ({s['dim']}-d) -> collection {s['collection']} in {s['chroma']} ({s['collection_count']} vectors)",
@@ -288,6 +396,8 @@ def format_summary(s: dict) -> str:
         f"  embedded now: {s['passages_embedded_now']} passages, {s['queries_embedded_now']} queries "
         f"(the rest came from the cache); upserted {s['rows_upserted']} rows, deleted {s['rows_deleted']}",
         "  negatives: " + ", ".join(f"{k} {v}" for k, v in s["mining"].items()),
+        *([_format_lexical(s["lexical"])] if s.get("lexical") else []),
+        *([_format_fusion(s["model"], s["fusion"])] if s.get("fusion") else []),
         "  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in s["seconds"].items()) + f" | total {s['total_seconds']:.1f}",
     ]
     if s.get("embed_passages_per_s"):

@@ -77,8 +77,9 @@ INGEST_PHASES = ("embedding", "upsert", "mining")
 #: ingest step (as logged) -> phase reported here
 #: (the upsert runs in a thread while the queries are embedded; it logs its own `step: upsert`)
 STEP_PHASE = {"load": "startup", "split": "startup", "load_model": "startup", "check_collection": "startup",
-              "save_dataset": "startup", "embed_passages": "embedding", "embed_queries": "embedding",
-              "upsert": "upsert", "upsert_wait": "upsert", "mine_negatives": "mining"}
+              "save_dataset": "startup", "lexical_index": "startup",
+              "embed_passages": "embedding", "embed_queries": "embedding",
+              "upsert": "upsert", "upsert_wait": "upsert", "mine_negatives": "mining", "fusion": "mining"}
 #: the steps that make up each phase, in order
 PHASE_STEPS = {"embedding": ("embed_passages", "embed_queries"), "upsert": ("upsert",), "mining": ("mine_negatives",)}
 OUT = REPO / "artifacts" / "reliability" / "faults.json"

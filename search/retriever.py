@@ -1,4 +1,4 @@
-"""The search service: one question in, the raw and the adapted top-k out, side by side (`Retriever`).
+"""The search service: one question in, the raw, the adapted and the hybrid top-k out, side by side (`Retriever`).
 
 Shared by the app, the benchmark (`scripts/bench.py`) and the load script, so that all three measure and show the
 same thing. What it does for one `search(question, k)`:
@@ -14,9 +14,21 @@ same thing. What it does for one `search(question, k)`:
    question was seen by the adapter during training, so its result flatters the adapter.
 6. Says how each passage's rank moved from the raw to the adapted ranking (↑3, ↓1, =, new, out),
    looking `depth` results deep so that a move from rank 14 to rank 2 reads "↑12", not "new".
+7. Hybrid side: the dense ranking of the right-hand column (the adapter's when an adapter is loaded, else
+   the raw one) fused with BM25 by `core.fusion.fuse`: the dense side's top `spec.n` (the same Chroma
+   query serves the dense column and the fusion, so it asks for max(depth, n) results), the store's BM25
+   index's top `spec.n` for the cleaned question, fused as chosen on dev: `adapter.fusion` for an
+   adapter, the store's saved raw+BM25 choice (`core.fusion.load_raw_fusion`) without one. This is the
+   rule eval ranks its `*_bm25` systems with, so the page's hybrid top-k is eval's (up to HNSW vs exact
+   search). Rank moves are raw -> hybrid. Without a BM25 index or a saved fusion there is no hybrid side,
+   and `warnings` says what is missing and which command makes it.
 
-Timings are explicit: `embed` (shared by both sides), `raw` (one Chroma query), `adapted`
-(projection + one Chroma query), `total` (the whole call, cleaning and bookkeeping included).
+Chroma returns ids and distances only; titles and texts come from the store's corpus (read once), which is
+also where a passage found only by BM25 gets its text.
+
+Timings are explicit: `embed` (shared by every side), `raw` (one Chroma query), `adapted`
+(projection + one Chroma query), `lexical` (the BM25 query), `fuse` (the fusion), `total` (the whole call,
+cleaning and bookkeeping included).
 """
 from __future__ import annotations
 
@@ -33,10 +45,13 @@ from adapter.io import check_compatible
 from adapter.project import projection_problem
 from core.embedding import load_embedder
 from core.embedding.base import Embedder
+from core.embedding.registry import DEFAULT_MODEL
 from core.errors import MismatchError, StoreError
+from core.fusion import FusionSpec, fuse, load_raw_fusion
+from core.lexical import LexicalIndex
 from core.query_text import clean_query
 from core.store import Store
-from core.types import normalise_for_id
+from core.types import Passage, normalise_for_id
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +63,13 @@ EMPTY_MESSAGE = "Type a question first, for example one of the examples below th
 
 @dataclass(frozen=True)
 class Hit:
-    """One ranked passage. `movement` is always raw -> adapted, so a passage shows the same arrow in both columns.
+    """One ranked passage. In the raw and adapted columns `movement` is raw -> adapted, so a passage shows the
+    same arrow in both; in the hybrid column it is raw -> hybrid.
 
-    `raw_rank`/`adapted_rank` are its ranks on each side within the searched depth (None: not that deep).
-    `movement`: "↑n" (adapted ranks it n places higher), "↓n", "=", "new" (not in the raw top-`depth`),
-    "out" (not in the adapted top-`depth`), "" when there is no adapted side.
+    `raw_rank`/`adapted_rank`/`hybrid_rank` are its ranks on each side within the searched depth (None: not
+    that deep, or no such side). `movement`: "↑n" (ranked n places higher than by the raw embeddings), "↓n",
+    "=", "new" (not in the raw top-`depth`), "out" (not in the other top-`depth`), "" in the dense columns
+    when there is no adapted side. `score`: cosine in the dense columns, the fused score in the hybrid one.
     """
 
     rank: int
@@ -64,17 +81,20 @@ class Hit:
     raw_rank: int | None
     adapted_rank: int | None
     movement: str
+    hybrid_rank: int | None = None
 
 
 @dataclass
 class Side:
-    """One column: its label, where it searched, its hits, and how long it took."""
+    """One column: its label, where it searched, its hits, and how long it took (hybrid: the BM25 query and
+    the fusion; its dense results come from the dense column's query)."""
 
     label: str
     collection: str
     hits: list[Hit]
     ms: float
     gold_rank: int | None = None  # best rank of a gold passage within `depth`, None if none that deep
+    fusion: dict[str, Any] | None = None  # hybrid side: the fusion used (`FusionSpec.to_json`); None otherwise
 
 
 @dataclass(frozen=True)
@@ -98,6 +118,7 @@ class SearchResult:
     nq: NQMatch | None = None
     raw: Side | None = None
     adapted: Side | None = None
+    hybrid: Side | None = None
     depth: int = DEFAULT_DEPTH
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -142,10 +163,11 @@ def check_adapter(store: Store, model_id: str, dim: int, adapter: Adapter, adapt
 
 
 class Retriever:
-    """Search one store with one model, raw and (optionally) through an adapter.
+    """Search one store with one model: raw, (optionally) through an adapter, and fused with BM25.
 
     Thread-safe: the embedding call is serialised (Hugging Face fast tokenizers refuse concurrent use);
-    Chroma clients are thread-safe. Opening reads the store's queries and qrels once.
+    Chroma clients are thread-safe, and the BM25 index is only read. Opening reads the store's corpus,
+    queries, qrels and BM25 index once.
     """
 
     def __init__(self, store: Store, model_id: str, adapter: Adapter | None = None, *,
@@ -171,7 +193,13 @@ class Retriever:
         self.max_chars, self.max_k, self.depth = max_chars, max_k, max(depth, max_k)
         self._n_vectors = self._raw.count()
         self._embed_lock = threading.Lock()
+        self._corpus: dict[str, Passage] = store.load_corpus()
         self._load_nq()
+        self.lexical: LexicalIndex | None = None
+        self.fusion: FusionSpec | None = None
+        #: why there is no hybrid side (and what to run), None when there is one
+        self.hybrid_note: str | None = None
+        self._load_hybrid(info, adapter_dir)
 
     def _load_nq(self) -> None:
         queries = self.store.load_queries()
@@ -191,6 +219,38 @@ class Retriever:
             self._by_text.setdefault(normalise_for_id(text), []).append(qid)
         self.queries = queries
 
+    def _load_hybrid(self, info: dict, adapter_dir: str | None) -> None:
+        """The BM25 index and the fusion spec of the hybrid side; when either is missing, `hybrid_note` and one
+        line of `warnings` say which, and the command that makes it."""
+        root = self.store.root
+        lexical_fix = f"`python -m ingest --store {root} --lexical-only`"
+        try:
+            index = self.store.lexical_index()
+        except StoreError as exc:
+            why = str(exc).split(". Build it with", 1)[0].splitlines()[0]
+            self.hybrid_note = f"No hybrid (BM25) column: {why}. Build the index with {lexical_fix} and restart the app."
+        else:
+            if self.adapter is not None:
+                spec = self.adapter.fusion
+                if spec is None:
+                    model = "" if self.model_id == DEFAULT_MODEL else f" --model {self.model_id}"
+                    self.hybrid_note = (
+                        f"No hybrid (BM25) column: the adapter {self.adapter.name!r} has no BM25 fusion (trained before "
+                        "hybrid search, or on a store without a BM25 index). Retrain it with "
+                        f"`python -m adapter train --store {root}{model} --out {adapter_dir or 'DIR'}` and restart the app.")
+            else:
+                choice = load_raw_fusion(root, self.model_id, info.get("data_fingerprint"))
+                spec = choice.spec if choice is not None else None
+                if spec is None:
+                    self.hybrid_note = (f"No hybrid (BM25) column: the store has no raw+BM25 fusion chosen on dev for "
+                                        f"{self.model_id!r} (or it was chosen on other data). Choose it with "
+                                        f"{lexical_fix} and restart the app.")
+            if spec is not None:
+                self.lexical, self.fusion = index, spec
+        if self.hybrid_note is not None:
+            log.warning("%s", self.hybrid_note)
+            self.warnings.append(self.hybrid_note)
+
     # -- labels -----------------------------------------------------------------------------------
     @property
     def raw_label(self) -> str:
@@ -199,6 +259,16 @@ class Retriever:
     @property
     def adapted_label(self) -> str:
         return f"With adapter ({self.adapter.name})" if self.adapter is not None else "With adapter (none)"
+
+    @property
+    def hybrid_label(self) -> str:
+        return "Adapter + BM25" if self.adapter is not None else "Raw + BM25"
+
+    @property
+    def hybrid_collection(self) -> str:
+        """Where the hybrid side's dense results come from, plus the BM25 index."""
+        dense = self.adapted_collection_name if self.adapter is not None else self.raw_collection_name
+        return f"{dense} + BM25"
 
     # -- search -----------------------------------------------------------------------------------
     def match(self, question: str) -> NQMatch | None:
@@ -215,7 +285,7 @@ class Retriever:
             return self.embedder.embed([question], "query")
 
     def search(self, question: str | None, k: int = 10) -> SearchResult:
-        """Both rankings for `question`. Bad text is not an error: an empty question comes back with `message`
+        """Every ranking for `question`. Bad text is not an error: an empty question comes back with `message`
         set and nothing searched; cut length, removed characters and a clamped `k` come back as `notices`.
         (Only a non-string question raises InputError.)"""
         t_start = time.perf_counter()
@@ -232,27 +302,43 @@ class Retriever:
             return result
         result.nq = self.match(text)
         gold = set(result.nq.gold_ids) if result.nq else set()
+        spec = self.fusion
+        # the dense side the hybrid fuses is queried once, deep enough for its column and for the fusion
+        fusion_n = spec.n if spec is not None else 0
 
         t0 = time.perf_counter()
         qvec = self.embed(text)
         embed_ms = _ms(t0)
 
         t0 = time.perf_counter()
-        raw = self._query(self._raw, qvec)
+        raw = self._query(self._raw, qvec, fusion_n if self.adapter is None else 0)
         raw_ms = _ms(t0)
         adapted, adapted_ms = None, None
         if self.adapter is not None:
             t0 = time.perf_counter()
-            adapted = self._query(self._adapted, self.adapter.project_queries(qvec))
+            adapted = self._query(self._adapted, self.adapter.project_queries(qvec), fusion_n)
             adapted_ms = _ms(t0)
 
-        raw_ranks = {pid: i + 1 for i, (pid, *_rest) in enumerate(raw)}
-        adapted_ranks = {pid: i + 1 for i, (pid, *_rest) in enumerate(adapted)} if adapted is not None else None
-        result.raw = self._side(self.raw_label, self.raw_collection_name, raw, k, gold, raw_ranks, adapted_ranks, raw_ms)
+        fused, lexical_ms, fuse_ms = None, None, None
+        if spec is not None:
+            t0 = time.perf_counter()
+            lexical = self.lexical.search([text], spec.n)[0]
+            lexical_ms = _ms(t0)
+            t0 = time.perf_counter()
+            fused = list(fuse(dict(adapted if adapted is not None else raw), lexical, spec).items())
+            fuse_ms = _ms(t0)
+
+        ranks = {"raw": _ranks(raw, self.depth), "adapted": _ranks(adapted, self.depth),
+                 "hybrid": _ranks(fused, self.depth)}
+        result.raw = self._side(self.raw_label, self.raw_collection_name, raw, k, gold, ranks, "adapted", raw_ms)
         if adapted is not None:
-            result.adapted = self._side(self.adapted_label, self.adapted_collection_name, adapted, k, gold,
-                                        raw_ranks, adapted_ranks, adapted_ms)
+            result.adapted = self._side(self.adapted_label, self.adapted_collection_name, adapted, k, gold, ranks,
+                                        "adapted", adapted_ms)
+        if fused is not None:
+            result.hybrid = self._side(self.hybrid_label, self.hybrid_collection, fused, k, gold, ranks, "hybrid",
+                                       round(lexical_ms + fuse_ms, 2), fusion=spec.to_json())
         result.timings_ms = {"embed": embed_ms, "raw": raw_ms, **({"adapted": adapted_ms} if adapted_ms is not None else {}),
+                             **({"lexical": lexical_ms, "fuse": fuse_ms} if fused is not None else {}),
                              "total": _ms(t_start)}
         return result
 
@@ -264,29 +350,40 @@ class Retriever:
         clamped = min(max(k_int, 1), self.max_k)
         return clamped, (f"Top-k must be between 1 and {self.max_k}; showing {clamped}." if clamped != k_int else None)
 
-    def _query(self, col: Any, qvec: np.ndarray) -> list[tuple[str, float, str, str]]:
-        """(id, cosine score, title, text) of the top `depth` passages, best first."""
-        n = min(self.depth, self._n_vectors)
+    def _query(self, col: Any, qvec: np.ndarray, at_least: int = 0) -> list[tuple[str, float]]:
+        """(id, cosine score) of the top max(`depth`, `at_least`) passages, best first."""
+        n = min(max(self.depth, at_least), self._n_vectors)
         if n == 0:
             return []
         got = col.query(query_embeddings=np.ascontiguousarray(qvec, dtype=np.float32), n_results=n,
-                        include=["distances", "documents", "metadatas"])
-        ids, dists = got["ids"][0], got["distances"][0]
-        docs, metas = got["documents"][0], got["metadatas"][0]
-        return [(pid, 1.0 - float(d), (m or {}).get("title", ""), doc or "")
-                for pid, d, doc, m in zip(ids, dists, docs, metas)]
+                        include=["distances"])
+        return [(pid, 1.0 - float(d)) for pid, d in zip(got["ids"][0], got["distances"][0])]
 
-    def _side(self, label: str, collection: str, rows: list[tuple[str, float, str, str]], k: int, gold: set[str],
-              raw_ranks: dict[str, int], adapted_ranks: dict[str, int] | None, ms: float) -> Side:
+    def _side(self, label: str, collection: str, rows: list[tuple[str, float]], k: int, gold: set[str],
+              ranks: dict[str, dict[str, int] | None], moved_to: str, ms: float,
+              fusion: dict[str, Any] | None = None) -> Side:
+        """A column from its ranking; `moved_to` is the ranking `movement` compares the raw one with."""
+        raw_ranks, target = ranks["raw"], ranks[moved_to]
         hits = []
-        for i, (pid, score, title, text) in enumerate(rows[:k]):
+        for i, (pid, score) in enumerate(rows[:k]):
+            passage = self._corpus.get(pid)
             r_raw = raw_ranks.get(pid)
-            r_ad = adapted_ranks.get(pid) if adapted_ranks is not None else None
-            hits.append(Hit(rank=i + 1, id=pid, title=title, text=text, score=round(score, 4), gold=pid in gold,
-                            raw_rank=r_raw, adapted_rank=r_ad,
-                            movement=movement(r_raw, r_ad) if adapted_ranks is not None else ""))
-        gold_rank = next((i + 1 for i, row in enumerate(rows) if row[0] in gold), None)
-        return Side(label=label, collection=collection, hits=hits, ms=ms, gold_rank=gold_rank)
+            hits.append(Hit(rank=i + 1, id=pid, title=passage.title if passage else "",
+                            text=passage.text if passage else "", score=round(score, 4), gold=pid in gold,
+                            raw_rank=r_raw, adapted_rank=_rank_in(ranks["adapted"], pid),
+                            movement=movement(r_raw, target.get(pid)) if target is not None else "",
+                            hybrid_rank=_rank_in(ranks["hybrid"], pid)))
+        gold_rank = next((i + 1 for i, row in enumerate(rows[:self.depth]) if row[0] in gold), None)
+        return Side(label=label, collection=collection, hits=hits, ms=ms, gold_rank=gold_rank, fusion=fusion)
+
+
+def _ranks(rows: list[tuple[str, float]] | None, depth: int) -> dict[str, int] | None:
+    """Passage id -> rank (from 1) within the top `depth` of a ranking; None for a side that was not searched."""
+    return None if rows is None else {pid: i + 1 for i, (pid, _) in enumerate(rows[:depth])}
+
+
+def _rank_in(ranks: dict[str, int] | None, pid: str) -> int | None:
+    return ranks.get(pid) if ranks is not None else None
 
 
 def _ms(t0: float) -> float:

@@ -1,4 +1,5 @@
-"""Test helpers for the search service and the app: hand-made adapters and a store with a projected collection.
+"""Test helpers for the search service and the app: hand-made adapters, a store with a projected collection, and
+the oracles (numpy cosine, bm25s, the fusion rule written out) the columns are checked against.
 
 Until `python -m adapter train/project` exists, tests build adapters by hand: a linear adapter whose
 matrix is identity plus a small seeded random perturbation, so that rankings change (rank movements
@@ -22,8 +23,9 @@ from core.store import Store
 
 def make_adapter(out_dir: Path, store_root: Path, model: str = "all-MiniLM-L6-v2", sides: str = "query",
                  scale: float = 0.02, seed: int = 0, name: str | None = None, base_model: str | None = None,
-                 dim: int = 384) -> Adapter:
-    """Save (and return) a linear adapter W = I + scale * N(0, 1) for the store's `model` collection."""
+                 dim: int = 384, fusion: dict | None = None) -> Adapter:
+    """Save (and return) a linear adapter W = I + scale * N(0, 1) for the store's `model` collection; `fusion`:
+    its BM25 fusion (as `AdapterConfig.fusion`: method, weight, n, ...), None for an adapter without one."""
     info = Store(store_root).model_info(model)
     module = LinearAdapter(dim, dim)
     if scale:
@@ -32,7 +34,7 @@ def make_adapter(out_dir: Path, store_root: Path, model: str = "all-MiniLM-L6-v2
             module.delta.copy_(scale * torch.randn(dim, dim, generator=g))
     config = AdapterConfig(name=name or f"test-{sides}-{seed}", kind="linear", sides=sides, dim_in=dim, dim_out=dim,
                            base_model=base_model or model, data_fingerprint=info["data_fingerprint"],
-                           raw_collection=info["collection"])
+                           raw_collection=info["collection"], fusion=fusion)
     adapter = Adapter(config, module)
     save_adapter(adapter, out_dir)
     return adapter
@@ -73,6 +75,75 @@ def exact_top(query: np.ndarray, ids: list[str], passages: np.ndarray, k: int) -
     return [ids[i] for i in order[:k]]
 
 
+def choice_json(method: str, weight: float, n: int = 100) -> dict:
+    """A saved fusion choice (`core.fusion.FusionChoice.to_json`) of the given spec, as training writes it."""
+    from core.fusion import FusionChoice, FusionSpec
+
+    return FusionChoice(spec=FusionSpec(method=method, weight=weight, n=n), split="dev", metric="MRR@10", score=0.5,
+                        dense_only=0.4, n_queries=10).to_json()
+
+
+class BM25Oracle:
+    """BM25 straight from bm25s over `title + " " + text` (lower-cased, bm25s's English stopwords, words of two or
+    more word characters, no stemmer, Lucene k1=1.5 b=0.75): the scores the store's index must give."""
+
+    def __init__(self, corpus):
+        import bm25s
+
+        self.ids = sorted(corpus)
+        self.bm25 = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
+        self.bm25.index(self._tokens([f"{corpus[p].title} {corpus[p].text}" for p in self.ids]), show_progress=False)
+
+    @staticmethod
+    def _tokens(texts: list[str]) -> list[list[str]]:
+        import bm25s
+
+        return bm25s.tokenize(texts, lower=True, stopwords="en", stemmer=None, return_ids=False, show_progress=False)
+
+    def top(self, question: str, n: int) -> list[tuple[str, float]]:
+        """(id, score) of the `n` best passages with a score > 0, by score then id."""
+        tokens = [t for t in self._tokens([question])[0] if t in self.bm25.vocab_dict]
+        if not tokens:
+            return []
+        scores = np.asarray(self.bm25.get_scores(tokens), dtype=np.float64)
+        order = sorted((i for i in range(len(self.ids)) if scores[i] > 0), key=lambda i: (-scores[i], self.ids[i]))
+        return [(self.ids[i], float(scores[i])) for i in order[:n]]
+
+
+def fuse_oracle(dense: list[tuple[str, float]], lexical: list[tuple[str, float]], method: str, weight: float,
+                n: int, rrf_k: int = 60) -> list[tuple[str, float]]:
+    """The fusion rule of `core.fusion`'s docstring, written out: each side's top `n` (score desc, id asc),
+    normalised within the query (zscore: (s - mean) / std; minmax: (s - min) / (max - min); rrf: 1 / (rrf_k + rank);
+    all-equal scores: 0), a passage missing from a side gets that side's lowest value, fused = (1 - w) * dense +
+    w * lexical; best first, ties by id."""
+    def norm(side: list[tuple[str, float]]) -> dict[str, float]:
+        side = sorted(side, key=lambda x: (-x[1], x[0]))[:n]
+        if method == "rrf":
+            return {pid: 1.0 / (rrf_k + r) for r, (pid, _) in enumerate(side, start=1)}
+        s = np.array([x[1] for x in side], dtype=np.float64)
+        if not len(s):
+            return {}
+        if method == "zscore":
+            z = (s - s.mean()) / s.std() if s.std() > 0 else np.zeros_like(s)
+        else:
+            z = (s - s.min()) / (s.max() - s.min()) if s.max() > s.min() else np.zeros_like(s)
+        return {pid: float(v) for (pid, _), v in zip(side, z)}
+
+    d, lx = norm(dense), norm(lexical)
+    fd, fl = min(d.values(), default=0.0), min(lx.values(), default=0.0)
+    fused = {pid: (1 - weight) * d.get(pid, fd) + weight * lx.get(pid, fl) for pid in {*d, *lx}}
+    return sorted(fused.items(), key=lambda x: (-x[1], x[0]))
+
+
+def assert_same_ranking(got_ids: list[str], want: list[tuple[str, float]], tol: float = 1e-4) -> None:
+    """`got_ids` is the top of `want` (id, score best first): equal ids, or at worst two passages whose scores
+    differ by less than `tol` swapped (HNSW's float32 cosines against numpy's)."""
+    score = dict(want)
+    assert len(got_ids) <= len(want) and all(pid in score for pid in got_ids), [p for p in got_ids if p not in score]
+    for i, pid in enumerate(got_ids):
+        assert abs(score[pid] - want[i][1]) < tol, (i, pid, want[i])
+
+
 class ExactOracle:
     """Brute-force cosine rankings over a store's raw vectors, read once: the oracle for what the app shows.
 
@@ -87,6 +158,7 @@ class ExactOracle:
         dump = chroma_store.fetch_all(store.raw_collection(model))
         self.ids, self.vectors = list(dump.ids), np.asarray(dump.embeddings, dtype=np.float64)
         self.corpus = store.load_corpus()
+        self._bm25: BM25Oracle | None = None
         self.matrix = None
         if adapter_dir is not None:
             state = load_file(str(Path(adapter_dir) / "model.safetensors"))
@@ -102,6 +174,22 @@ class ExactOracle:
         scores = p @ q
         order = sorted(range(len(self.ids)), key=lambda i: (-scores[i], self.ids[i]))[:k]
         return [(self.ids[i], float(scores[i])) for i in order]
+
+    @property
+    def bm25(self) -> BM25Oracle:
+        if self._bm25 is None:
+            self._bm25 = BM25Oracle(self.corpus)
+        return self._bm25
+
+    def hybrid(self, query: np.ndarray, question: str, fusion: dict, adapted: bool = False) -> list[tuple[str, float]]:
+        """The fused ranking (id, fused score) of the exact dense top-n and bm25s's top-n (`fuse_oracle`)."""
+        n = fusion["n"]
+        return fuse_oracle(self.ranking(query, n, adapted), self.bm25.top(question, n), fusion["method"],
+                           fusion["weight"], n, fusion.get("rrf_k", 60))
+
+
+#: the fusion the app tests' adapter carries (a z-score fusion that gives BM25 real weight, so the columns differ)
+APP_FUSION = {"method": "zscore", "weight": 0.4, "n": 100}
 
 
 # -- a running app shared by the API and browser tests ----------------------------------------------------
@@ -138,7 +226,7 @@ _running: dict[str, RunningApp] = {}
 
 def running_app(store_root: Path, work_dir: Path) -> RunningApp:
     """Start (once per test process) the real app on a free local port over `store_root`, with a query-only
-    adapter that differs from identity and a small eval report. It stops when the test process exits."""
+    adapter that differs from identity and carries a BM25 fusion (`APP_FUSION`), and a small eval report. It stops when the test process exits."""
     import atexit
 
     key = str(store_root)
@@ -150,7 +238,8 @@ def running_app(store_root: Path, work_dir: Path) -> RunningApp:
     from app.ui import build_demo
 
     adapter_dir = work_dir / "adapters" / "all-MiniLM-L6-v2"
-    make_adapter(adapter_dir, store_root, sides="query", scale=0.02, seed=1, name="test-query-1")
+    make_adapter(adapter_dir, store_root, sides="query", scale=0.02, seed=1, name="test-query-1",
+                 fusion=choice_json(**APP_FUSION))
     cfg = AppConfig(store=store_root, adapter=adapter_dir, report=make_report(work_dir / "report", store_root, adapter_dir),
                     host="127.0.0.1", port=free_port())
     state = open_app(cfg)

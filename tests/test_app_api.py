@@ -9,7 +9,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from app_support import ExactOracle, running_app
+from app_support import APP_FUSION, ExactOracle, assert_same_ranking, running_app
 from conftest import REPO
 
 from core.store import Store
@@ -107,7 +107,29 @@ def test_results_are_the_exact_cosine_rankings(client, app, oracle, question):
     for h in r["adapted"]["hits"]:
         raw_rank = deep_raw.index(h["id"]) + 1 if h["id"] in deep_raw else None
         assert h["movement"] == expected_movement(raw_rank, h["rank"]), h["id"]
-    assert set(r["timings_ms"]) == {"embed", "raw", "adapted", "total"}
+    assert set(r["timings_ms"]) == {"embed", "raw", "adapted", "lexical", "fuse", "total"}
+
+
+@pytest.mark.parametrize("question", ["who wrote the declaration of independence", None])
+def test_the_hybrid_side_is_the_retrievers(client, app, oracle, question):
+    """The API's `hybrid` side: k hits, the ids the service computes for the same question, the fused ranking of
+    the oracle (exact adapted cosine + bm25s + the fusion rule), the fusion used, and its timings."""
+    if question is None:  # a store question, so gold marks show up too
+        question = app.state.examples[2]
+    r = search(client, question, 7)
+    expected = app.state.retriever.search(question, 7).hybrid
+    h = r["hybrid"]
+    assert h["label"] == "Adapter + BM25" and len(h["hits"]) == 7
+    assert [x["id"] for x in h["hits"]] == [x.id for x in expected.hits]
+    assert [(x["gold"], x["movement"], x["raw_rank"], x["hybrid_rank"]) for x in h["hits"]] == [
+        (x.gold, x.movement, x.raw_rank, x.hybrid_rank) for x in expected.hits]
+    assert {k: h["fusion"][k] for k in APP_FUSION} == APP_FUSION
+    qvec = app.state.retriever.embedder.embed([question], "query")
+    assert_same_ranking([x["id"] for x in h["hits"]], oracle.hybrid(qvec, question, APP_FUSION, adapted=True))
+    for x in h["hits"]:
+        assert (x["title"], x["text"]) == (oracle.corpus[x["id"]].title, oracle.corpus[x["id"]].text)
+    t = r["timings_ms"]
+    assert t["lexical"] > 0 and t["total"] >= t["embed"] + t["raw"] + t["adapted"] + t["lexical"] + t["fuse"]
 
 
 def test_nq_question_has_its_gold_marked(client, app):
@@ -126,7 +148,7 @@ def test_nq_question_has_its_gold_marked(client, app):
 def test_empty_question_gets_a_friendly_message(client, question):
     r = search(client, question)
     assert r["message"].startswith("Type a question")
-    assert r["raw"] is None and r["adapted"] is None
+    assert r["raw"] is None and r["adapted"] is None and r["hybrid"] is None
 
 
 def test_100k_characters_are_cut_in_the_handler(client, app):

@@ -1,5 +1,5 @@
 """The page in a real headless Chromium (Debian's, driven by Playwright): type an NQ question, press search,
-read both columns, check the gold marker; Enter and the examples work; the report tab shows its table and plot.
+read the three columns (raw, adapted, adapter + BM25), check the gold marker; Enter and the examples work; the report tab shows its table and plot.
 Screenshots go to artifacts/tests/ (app.png: the search; app-report.png: the report tab)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from app_support import ExactOracle, running_app
+from app_support import APP_FUSION, ExactOracle, assert_same_ranking, running_app
 
 MODEL = "all-MiniLM-L6-v2"
 
@@ -37,11 +37,11 @@ def browser():
 
 
 def pick_question(app):
-    """A test-split example whose gold passage is in both columns' top 10, with at least one rank that moved."""
+    """A test-split example whose gold passage is in all three columns' top 10, with at least one rank that moved."""
     r = app.state.retriever
     for q in app.state.examples:
         res = r.search(q, 10)
-        if any(h.gold for h in res.raw.hits) and any(h.gold for h in res.adapted.hits) and \
+        if all(any(h.gold for h in side.hits) for side in (res.raw, res.adapted, res.hybrid)) and \
                 any(h.movement != "=" for h in res.adapted.hits):
             return q, res
     q = app.state.examples[0]
@@ -68,10 +68,13 @@ def test_search_side_by_side_in_chromium(app, browser, artifacts_dir):
     page.locator("#search-btn").click()
     page.wait_for_selector("#raw-col .nq-card")
     page.wait_for_selector("#adapted-col .nq-card")
+    page.wait_for_selector("#hybrid-col .nq-card")
 
-    raw, adapted = cards(page, "raw-col"), cards(page, "adapted-col")
+    raw, adapted, hybrid = cards(page, "raw-col"), cards(page, "adapted-col"), cards(page, "hybrid-col")
     assert "Raw embeddings (all-MiniLM-L6-v2)" in page.locator("#raw-col").inner_text()
     assert "With adapter (test-query-1)" in page.locator("#adapted-col").inner_text()
+    assert "Adapter + BM25" in page.locator("#hybrid-col").inner_text()
+    assert "BM25 weight 0.4" in page.locator("#hybrid-col .nq-sub").inner_text()
     # the columns are the brute-force cosine rankings of the store's vectors (adapted: query times the adapter matrix)
     oracle = ExactOracle(app.cfg.store, adapter_dir=app.cfg.adapter_dir())
     qvec = app.state.retriever.embedder.embed([question], "query")
@@ -81,15 +84,22 @@ def test_search_side_by_side_in_chromium(app, browser, artifacts_dir):
     assert [c["id"] for c in raw] == [h.id for h in expected.raw.hits]
     assert [c["id"] for c in adapted] == [h.id for h in expected.adapted.hits]
     assert [c["move"] for c in adapted] == [h.movement for h in expected.adapted.hits]
-    # the gold marker, in both columns, on the gold passages only
-    for column, side in ((raw, expected.raw), (adapted, expected.adapted)):
+    # the hybrid column: the service's fused top 10 (ids, titles, raw -> hybrid arrows), which is the oracle's
+    # (exact adapted cosine + bm25s, fused by the rule written out in app_support)
+    assert [c["id"] for c in hybrid] == [h.id for h in expected.hybrid.hits]
+    assert [c["move"] for c in hybrid] == [h.movement for h in expected.hybrid.hits]
+    assert all(" ".join((h.title or "(untitled)").split()) in " ".join(c["text"].split())
+               for c, h in zip(hybrid, expected.hybrid.hits))
+    assert_same_ranking([c["id"] for c in hybrid], oracle.hybrid(qvec, question, APP_FUSION, adapted=True))
+    # the gold marker, in every column, on the gold passages only
+    for column, side in ((raw, expected.raw), (adapted, expected.adapted), (hybrid, expected.hybrid)):
         assert [c["gold"] for c in column] == [h.gold for h in side.hits]
         assert all(("★ gold" in c["text"]) is c["gold"] for c in column)
-    assert any(c["gold"] for c in raw) and any(c["gold"] for c in adapted)
+    assert any(c["gold"] for c in raw) and any(c["gold"] for c in adapted) and any(c["gold"] for c in hybrid)
     assert f"{raw[0]['rank']}" == "1" and "0." in raw[0]["text"]  # rank and cosine score are on the card
     assert "test split" in page.locator("#status").inner_text()
     timing = page.locator("#timing").inner_text()
-    assert "raw search" in timing and "adapter projection + search" in timing
+    assert "raw search" in timing and "adapter projection + search" in timing and "BM25 search" in timing
 
     # a card expands to the full passage
     gold_card = page.locator("#raw-col .nq-card.gold").first
@@ -109,6 +119,7 @@ def test_search_side_by_side_in_chromium(app, browser, artifacts_dir):
     page.locator("#search-btn").click()
     page.wait_for_function("() => !document.querySelector('#raw-col .nq-card')")
     assert "Type a question" in page.locator("#status").inner_text()
+    assert page.locator("#hybrid-col .nq-card").count() == 0
 
     # clicking an example fills the box and searches
     page.get_by_text(app.state.examples[1][:30]).first.click()

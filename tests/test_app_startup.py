@@ -32,10 +32,26 @@ def test_without_an_adapter_the_page_serves_raw_and_says_what_to_run(small_store
     assert result.adapted is None and result.adapter_note
     exact = ExactOracle(small_store[0].store).ranking(embedder.embed([state.examples[0]], "query"), 5)
     assert [h.id for h in result.raw.hits] == [pid for pid, _ in exact]  # brute-force cosine over the store
-    _, raw_html, adapted_html, timing = render(state, result)
+    _, raw_html, adapted_html, hybrid_html, timing = render(state, result)
     assert raw_html.count('class="nq-card') == 5 and "★ gold" in raw_html
     assert "nq-card" not in adapted_html and "<code>python -m adapter train" in adapted_html
-    assert "raw search" in timing and "adapter" not in timing
+    # without an adapter the hybrid column fuses the raw ranking with BM25, as ingest chose on dev
+    assert state.retriever.hybrid_label == "Raw + BM25" and "<h3>Raw + BM25</h3>" in hybrid_html
+    assert hybrid_html.count('class="nq-card') == 5 and [h.id for h in result.hybrid.hits] == [
+        line.split('data-id="')[1].split('"')[0] for line in hybrid_html.split('class="nq-card')[1:]]
+    assert "raw search" in timing and "BM25 search" in timing and "adapter" not in timing
+
+
+def test_an_adapter_without_a_fusion_leaves_the_hybrid_column_with_the_command(small_store, tmp_path, embedder):
+    store = small_store[0].store
+    make_adapter(tmp_path / "old", store, sides="query", name="old-adapter")  # trained before hybrid search
+    state = open_app(AppConfig(store=store, adapter=tmp_path / "old"), embedder=embedder)
+    result = run_search(state, "who wrote hamlet", 3)
+    assert result.adapted is not None and result.hybrid is None
+    _, _, _, hybrid_html, timing = render(state, result)
+    assert "<h3>Adapter + BM25</h3>" in hybrid_html and "nq-card" not in hybrid_html
+    assert f"<code>python -m adapter train --store {store} --out {tmp_path / 'old'}</code>" in hybrid_html
+    assert "has no BM25 fusion" in state.summary and "BM25 search" not in timing
 
 
 def test_an_adapter_for_another_model_is_refused_with_the_reason(small_store, tmp_path, embedder):
@@ -105,6 +121,9 @@ def test_untrusted_text_is_escaped_in_cards(small_store, tmp_path, embedder):
               gold=True, raw_rank=1, adapted_rank=2, movement="↓1")
     html = render_column("Raw <b>", Side(label="x", collection="c", hits=[hit], ms=1.0, gold_rank=1), 50)
     assert "<script>" not in html and "<img" not in html and "Raw &lt;b&gt;" in html and 'data-id="p&quot;1"' in html
+    fused = Side(label="x", collection="c <i>", hits=[hit], ms=1.0, fusion={"method": "zscore", "weight": 0.4, "n": 100})
+    html = render_column("Adapter + BM25", fused, 50, hybrid=True)
+    assert "<script>" not in html and "<i>" not in html and "BM25 weight 0.4" in html and "fused score" in html
 
 
 # -- report tab -----------------------------------------------------------------------------------------------

@@ -52,9 +52,18 @@ def test_quick_bench_times_the_work_it_reports(nq_dir, tmp_path, monkeypatch, ca
     assert i["ratio"] < 1 and i["meets_target"] is False  # a pipeline slowed by a second cannot keep up
     assert t["seconds"] >= DELAY_S and t["epochs_run"] >= 1
     assert lat["parts"]["embed"]["p50"] >= EMBED_DELAY_MS and lat["parts"]["raw_search"]["p50"] < EMBED_DELAY_MS
-    for col in ("raw", "adapted", "both"):
+    for col in ("raw", "adapted", "hybrid", "all"):  # every column the page shows, and one whole search
         assert EMBED_DELAY_MS <= lat[col]["p50"] <= lat[col]["p95"] <= lat[col]["p99"]
-    assert lat["queries"] == lat["both"]["n"] == 10  # --quick: 10 timed queries after the warm-up
+    assert lat["queries"] == lat["all"]["n"] == lat["hybrid"]["n"] == lat["parts"]["lexical"]["n"] == 10  # --quick
+    # the trained adapter carries the fusion training chose on dev: the hybrid column is "Adapter + BM25"
+    assert lat["hybrid_fusion"]["label"] == "Adapter + BM25" and lat["hybrid_fusion"]["method"] in ("zscore", "minmax")
+    # the BM25 query is a part of the hybrid column, which is a part of the whole search
+    lexical = lat["parts"]["lexical"]
+    assert 0 < lexical["p50"] <= lexical["p95"] and lat["hybrid"]["p50"] >= lexical["p50"] + EMBED_DELAY_MS
+    assert lexical["p50"] + lat["parts"]["fuse"]["p50"] <= lat["all"]["p50"]
+    assert lat["all"]["p50"] >= lat["adapted"]["p50"]
+    lx = lat["lexical_index"]
+    assert lx["passages"] == lat["corpus_passages"] == i["passages"] and lx["build_seconds"] > 0 and lx["load_ms"] > 0
 
     (scale,) = r["chroma_scale"]
     assert scale["n"] == 2000 and 0.5 <= scale["ann_recall@10"] <= 1.0 and scale["peak_rss_mb"] > 0
@@ -78,8 +87,11 @@ def test_markdown_table_for_a_known_result():
          "training": {"seconds": 12.5, "settings": "linear, sides=query", "n_train_queries": 200, "epochs_run": 3,
                       "target": 10.0, "meets_target": False},
          "search_latency_ms": {"corpus_passages": 1000, "raw": {"p50": 1, "p95": 2, "p99": 3},
-                               "adapted": {"p50": 2, "p95": 3, "p99": 4}, "both": {"p50": 5, "p95": 6, "p99": 7},
-                               "target_p95_both_ms": 25.0, "meets_target": True},
+                               "adapted": {"p50": 2, "p95": 3, "p99": 4}, "hybrid": {"p50": 3, "p95": 4, "p99": 5},
+                               "hybrid_fusion": {"label": "Adapter + BM25", "method": "zscore"},
+                               "all": {"p50": 5, "p95": 6, "p99": 7}, "parts": {"lexical": {"p50": 0.4, "p95": 0.6}},
+                               "lexical_index": {"passages": 1000, "build_seconds": 0.25, "load_ms": 3.5, "disk_mb": 0.4},
+                               "target_p95_all_ms": 25.0, "meets_target": True},
          "chroma_scale": [{"n": 10000, "query_ms": {"p50": 0.5, "p95": 0.9, "p99": 1.2}, "ann_recall@10": 0.987,
                            "insert_vectors_per_s": 4000.0, "insert_seconds": 2.4, "peak_rss_mb": 300.0, "disk_mb": 50.0},
                           {"n": 1000000, "skipped": "too slow"}]}
@@ -92,7 +104,10 @@ def test_markdown_table_for_a_known_result():
         "| adapter training (linear, sides=query, 200 train queries, 3 epochs) | 12.5 s | ≤ 10.0 s | **no** |",
         "| search latency, raw column (embed included, 1000 passages) | p50 1 / p95 2 / p99 3 ms |  |  |",
         "| search latency, adapted column (embed included, 1000 passages) | p50 2 / p95 3 / p99 4 ms |  |  |",
-        "| search latency, both columns (embed included, 1000 passages) | p50 5 / p95 6 / p99 7 ms | p95 ≤ 25.0 ms | yes |",
+        "| search latency, hybrid column (Adapter + BM25) (embed included, 1000 passages) | p50 3 / p95 4 / p99 5 ms |  |  |",
+        "| search latency, all columns, one search (embed included, 1000 passages) | p50 5 / p95 6 / p99 7 ms | p95 ≤ 25.0 ms | yes |",
+        "| BM25 query alone | p50 0.4 / p95 0.6 ms | | |",
+        "| BM25 index of 1000 passages | build 0.25 s; load 3.5 ms; disk 0.4 MB | | |",
         "| Chroma, 10,000 synthetic vectors | query p50 0.5 / p95 0.9 / p99 1.2 ms; ANN recall@10 0.987; "
         "insert 4000/s (2 s); peak RSS 300 MB; disk 50 MB | | |",
         "| Chroma, 1,000,000 synthetic vectors | skipped: too slow | | |",

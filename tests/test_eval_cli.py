@@ -25,7 +25,12 @@ from eval.__main__ import main
 
 MODEL = "paraphrase-MiniLM-L3-v2"
 METRICS = ["Recall@1", "Recall@5", "Recall@10", "Recall@100", "MRR@10", "nDCG@10"]
-TOP_KEYS = {"n_queries", "model", "adapter", "retrieval", "ci95", "p_value_adapted_vs_raw", "threshold_accuracy"}
+TOP_KEYS = {"n_queries", "model", "adapter", "retrieval", "ci95", "p_value_adapted_vs_raw", "threshold_accuracy",
+            "p_value_raw_bm25_vs_raw", "p_value_adapted_bm25_vs_raw", "p_value_raw_rrf_vs_raw",
+            "p_value_adapted_rrf_vs_raw", "fusion", "vs_best_non_adapter"}
+HYBRIDS = {"raw_bm25", "adapted_bm25", "raw_rrf", "adapted_rrf"}
+EXTRA_ADAPTERS = {"adapted:both", "adapted:ident"}
+EXTRA_HYBRIDS = {f"{a}{s}" for a in EXTRA_ADAPTERS for s in ("_bm25", "_rrf")}
 FAST = ["--bootstrap-resamples", "300", "--mse-epochs", "2"]
 
 
@@ -117,14 +122,19 @@ def brute_force_threshold(pos: np.ndarray, neg: np.ndarray) -> float:
 
 def test_metrics_json_has_exactly_the_contract_keys(full_run):
     m = full_run["metrics"]
-    extra = {"p_value_adapted:both_vs_raw", "p_value_adapted:ident_vs_raw"}
+    extra = {f"p_value_{k}_vs_raw" for k in EXTRA_ADAPTERS | EXTRA_HYBRIDS}
     assert set(m) == TOP_KEYS | extra
     assert m["model"] == MODEL and m["adapter"] == "qonly"
-    assert set(m["retrieval"]) == {"raw", "adapted", "bm25", "mse_baseline", "adapted:both", "adapted:ident"}
+    assert set(m["retrieval"]) == {"raw", "adapted", "bm25", "mse_baseline"} | HYBRIDS | EXTRA_ADAPTERS | EXTRA_HYBRIDS
+    assert set(m["fusion"]) == HYBRIDS | EXTRA_HYBRIDS
+    assert all(f["chosen_on"] == "dev" for k, f in m["fusion"].items() if k.endswith("_bm25"))
+    assert all(f["method"] == "rrf" and f["rrf_k"] == 60 for k, f in m["fusion"].items() if k.endswith("_rrf"))
+    assert set(m["vs_best_non_adapter"]) == {"adapted", "adapted_bm25", "adapted_rrf"} | EXTRA_ADAPTERS | EXTRA_HYBRIDS
+    assert {v["system"] for v in m["vs_best_non_adapter"].values()} <= {"raw", "bm25", "raw_bm25", "raw_rrf"}
     for name, vals in m["retrieval"].items():
         assert list(vals) == METRICS, name
         assert all(0.0 <= v <= 1.0 for v in vals.values())
-    assert set(m["ci95"]) == {"raw", "adapted", "adapted:both", "adapted:ident"}
+    assert set(m["ci95"]) == {"raw", "adapted"} | HYBRIDS | EXTRA_ADAPTERS | EXTRA_HYBRIDS
     for name, cis in m["ci95"].items():
         assert set(cis) == {"MRR@10", "nDCG@10", "Recall@10"}
         for metric, (lo, hi) in cis.items():
@@ -334,3 +344,54 @@ def test_heldout_with_almost_nothing_usable_is_refused_with_the_reasons(tiny, tm
     assert not (tmp_path / "o").exists()
     assert main(argv + ["--min-queries", "1", "--min-usable", "0"]) == 0  # the user can still ask for it
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["n_queries"] == 1
+
+
+def _oracle_fuse(dense: dict, lexical: dict, method: str, w: float, n: int = 100, k_rrf: int = 60) -> list[str]:
+    """The fusion rule of core.fusion's docstring, written again: top n of each side, normalised per query
+    (or 1/(k + rank)), a side's missing passage at that side's lowest value, weight w on BM25."""
+    def top(sc):
+        return sorted(sc.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+
+    def side(sc):
+        t = top(sc)
+        if not t:
+            return {}
+        if method == "rrf":
+            return {p: 1.0 / (k_rrf + r) for r, (p, _) in enumerate(t, start=1)}
+        v = np.array([x for _, x in t], dtype=np.float64)
+        z = (v - v.mean()) / v.std() if method == "zscore" and v.std() > 0 else (
+            (v - v.min()) / (v.max() - v.min()) if method == "minmax" and v.max() > v.min() else np.zeros_like(v))
+        return {p: float(x) for (p, _), x in zip(t, z)}
+
+    d, lx = side(dense), side(lexical)
+    fd, fl = (min(d.values()) if d else 0.0), (min(lx.values()) if lx else 0.0)
+    fused = {p: (1 - w) * d.get(p, fd) + w * lx.get(p, fl) for p in set(d) | set(lx)}
+    return [p for p, _ in sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def test_hybrids_match_an_oracle_fusion(tiny, full_run):
+    """raw+BM25 (the fusion the report says it used) and raw RRF: numpy's exact ranking and BM25 from the
+    formula (tests/test_bm25.py), fused by the rule written out above, scored by hand."""
+    from test_bm25 import oracle_bm25
+
+    store, pids, P, qvec = _store_arrays(tiny["store"])
+    qrels, queries, corpus = store.load_qrels(), store.load_queries(), store.load_corpus()
+    qids = full_run["details"]["models"][MODEL]["query_ids"]
+    S = _unit(np.stack([qvec[q] for q in qids])) @ _unit(P).T
+    bm25 = oracle_bm25(corpus)
+    m = full_run["metrics"]
+    for key in ("raw_bm25", "raw_rrf"):
+        f = m["fusion"][key]
+        mrr = []
+        for i, qid in enumerate(qids):
+            dense = {pids[j]: float(S[i, j]) for j in range(len(pids))}
+            ranked = _oracle_fuse(dense, bm25(queries[qid]), f["method"], f["weight"], f["n"], f["rrf_k"])
+            rel = {p for p, r in qrels[qid].items() if r > 0}
+            mrr.append(next((1.0 / r for r, p in enumerate(ranked[:10], start=1) if p in rel), 0.0))
+        assert m["retrieval"][key]["MRR@10"] == pytest.approx(float(np.mean(mrr)), abs=1e-9), key
+
+
+def test_report_names_the_best_system_and_what_each_step_adds(full_run):
+    text = full_run["report"]
+    assert "**Best system on these queries:" in text and "→ +BM25" in text and "→ +adapter:" in text
+    assert "Only the dense systems have it" in text

@@ -72,6 +72,7 @@ def test_small_store_is_consistent(small_store):
     assert [m["title"] for m in d.metadatas] == [corpus[i].title for i in d.ids]
     assert d.documents == [corpus[i].text for i in d.ids]
     np.testing.assert_allclose(np.linalg.norm(d.embeddings, axis=1), 1.0, atol=1e-5)
+    assert store.lexical_index().ids == sorted(corpus)  # the BM25 index is built with the store
     col = store.raw_collection(s["model"])
     assert col.configuration["hnsw"]["space"] == "cosine"
     assert col.metadata["model_id"] == s["model"] and col.metadata["dim"] == 384
@@ -82,8 +83,11 @@ def test_reingest_same_data_changes_nothing(tmp_path):
     before = dump(cfg.store, first["model"])
     splits_before = (cfg.store / "splits.json").read_text()
     negatives_before = Store(cfg.store).negatives_path(first["model"]).read_text()
+    lexical_before = {p.name: p.read_bytes() for p in Store(cfg.store).lexical_dir.iterdir()}
     second = run_ingest(cfg)
     assert second["passages_embedded_now"] == 0 and second["queries_embedded_now"] == 0
+    assert first["lexical"]["reused"] is False and second["lexical"]["reused"] is True  # BM25 index kept
+    assert {p.name: p.read_bytes() for p in Store(cfg.store).lexical_dir.iterdir()} == lexical_before
     assert second["rows_upserted"] == 0 and second["rows_deleted"] == 0
     after = dump(cfg.store, first["model"])
     assert after.ids == before.ids and after.documents == before.documents and after.metadatas == before.metadatas

@@ -1,5 +1,6 @@
-"""The search service on a real 300-query store: raw and adapted rankings against a numpy oracle, gold flags
-from qrels, rank movements, friendly handling of bad input, refusal of adapters that do not fit."""
+"""The search service on a real 300-query store: raw, adapted and hybrid (dense + BM25) rankings against
+oracles (numpy cosine, bm25s, the fusion rule written out), gold flags from qrels, rank movements, friendly
+handling of bad input, refusal of adapters that do not fit, and what is said when the hybrid side cannot run."""
 from __future__ import annotations
 
 import json
@@ -8,13 +9,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from app_support import copy_store_with_projection, exact_top, make_adapter
+from app_support import (ExactOracle, assert_same_ranking, choice_json, copy_store_with_projection, exact_top,
+                         make_adapter)
 
 from adapter.io import adapter_sha
 from core import chroma_store
 from core.embedding import load_embedder
 from core.embedding.base import Embedder
 from core.errors import MismatchError, StoreError
+from core.fusion import FusionChoice, fusion_path, save_raw_fusion
 from eval.config import EvalConfig
 from eval.evaluate import run_eval
 from search.retriever import EMPTY_MESSAGE, Retriever, movement
@@ -44,14 +47,42 @@ def test_questions(store):
     return [(queries[q], set(qrels[q])) for q in store.split_query_ids("test")[:8]]
 
 
+#: the fusion of the module's adapter (hybrid "Adapter + BM25") and of the copied store's raw side ("Raw + BM25")
+ADAPTER_FUSION = choice_json("zscore", 0.4)
+RAW_FUSION = choice_json("minmax", 0.3)
+
+
 @pytest.fixture(scope="module")
-def query_adapter(tmp_path_factory, store):
-    return make_adapter(tmp_path_factory.mktemp("qa") / "adapter", store.root, sides="query", scale=0.02, seed=1)
+def adapter_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("qa") / "adapter"
+
+
+@pytest.fixture(scope="module")
+def query_adapter(adapter_dir, store):
+    return make_adapter(adapter_dir, store.root, sides="query", scale=0.02, seed=1, fusion=ADAPTER_FUSION)
 
 
 @pytest.fixture(scope="module")
 def retriever(store, embedder, query_adapter):
     return Retriever(store, MODEL, query_adapter, embedder=embedder)
+
+
+def copy_store(src, dst):
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".store.lock"))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def fused_store(store, tmp_path_factory):
+    """A copy of the shared store with a raw+BM25 fusion saved beside it (as ingest saves the one it chose on dev)."""
+    root = copy_store(store.root, tmp_path_factory.mktemp("fused") / "store")
+    save_raw_fusion(root, MODEL, FusionChoice.from_json(RAW_FUSION), store.model_info(MODEL)["data_fingerprint"])
+    return Store(root)
+
+
+@pytest.fixture(scope="module")
+def oracle(store, adapter_dir, query_adapter):
+    return ExactOracle(store.root, MODEL, adapter_dir=adapter_dir)
 
 
 @pytest.mark.parametrize("raw_rank, adapted_rank, expected", [
@@ -158,7 +189,7 @@ def test_both_sides_adapter_searches_its_projected_collection(tmp_path, store, e
 def test_empty_questions_get_a_message_and_no_search(retriever, question):
     res = retriever.search(question, 10)
     assert res.message == EMPTY_MESSAGE
-    assert res.raw is None and res.adapted is None and "embed" not in res.timings_ms
+    assert res.raw is None and res.adapted is None and res.hybrid is None and "embed" not in res.timings_ms
 
 
 def test_long_and_dirty_questions_are_cleaned(retriever):
@@ -174,7 +205,7 @@ def test_long_and_dirty_questions_are_cleaned(retriever):
                                                (7.0, 7, False), (20, 20, False)])
 def test_k_is_clamped(retriever, k, shown, noticed):
     res = retriever.search("who wrote hamlet", k)
-    assert res.k == shown and len(res.raw.hits) == shown and len(res.adapted.hits) == shown
+    assert res.k == shown and len(res.raw.hits) == len(res.adapted.hits) == len(res.hybrid.hits) == shown
     assert any("Top-k" in n for n in res.notices) is noticed
 
 
@@ -182,24 +213,140 @@ def test_result_is_plain_json(retriever, test_questions):
     res = retriever.search(test_questions[0][0], 3)
     obj = json.loads(json.dumps(res.to_json(), ensure_ascii=False))
     assert set(obj) >= {"question", "k", "model", "adapter", "nq", "raw", "adapted", "timings_ms", "notices", "message"}
-    assert set(obj["raw"]["hits"][0]) == {"rank", "id", "title", "text", "score", "gold", "raw_rank", "adapted_rank",
-                                          "movement"}
-    assert set(obj["timings_ms"]) == {"embed", "raw", "adapted", "total"}
-    assert obj["timings_ms"]["total"] >= obj["timings_ms"]["embed"] + obj["timings_ms"]["raw"]
+    for side in ("raw", "adapted", "hybrid"):
+        assert set(obj[side]["hits"][0]) == {"rank", "id", "title", "text", "score", "gold", "raw_rank", "adapted_rank",
+                                             "hybrid_rank", "movement"}
+    assert obj["hybrid"]["label"] == "Adapter + BM25"
+    assert obj["hybrid"]["fusion"] == {"method": "zscore", "weight": 0.4, "n": 100, "rrf_k": 60}
+    assert obj["raw"]["fusion"] is None and obj["adapted"]["fusion"] is None
+    t = obj["timings_ms"]
+    assert set(t) == {"embed", "raw", "adapted", "lexical", "fuse", "total"}
+    assert t["total"] >= t["embed"] + t["raw"] + t["adapted"] + t["lexical"] + t["fuse"]
 
 
-def test_raw_only_retriever(store, embedder):
-    res = Retriever(store, MODEL, embedder=embedder, adapter_note="no adapter").search("who wrote hamlet", 4)
+def test_raw_only_retriever(fused_store, embedder):
+    res = Retriever(fused_store, MODEL, embedder=embedder, adapter_note="no adapter").search("who wrote hamlet", 4)
     assert res.adapted is None and res.adapter is None and res.adapter_note == "no adapter"
-    assert {h.movement for h in res.raw.hits} == {""} and set(res.timings_ms) == {"embed", "raw", "total"}
+    assert {h.movement for h in res.raw.hits} == {""}
+    assert set(res.timings_ms) == {"embed", "raw", "lexical", "fuse", "total"}
+    assert res.hybrid.label == "Raw + BM25" and len(res.hybrid.hits) == 4
 
 
 def test_concurrent_searches_agree_with_sequential_ones(retriever, test_questions):
     questions = [q for q, _ in test_questions] * 2
-    sequential = [[h.id for h in retriever.search(q, 5).adapted.hits] for q in questions]
+
+    def ids(q):
+        res = retriever.search(q, 5)
+        return [h.id for h in res.adapted.hits], [h.id for h in res.hybrid.hits]
+
+    sequential = [ids(q) for q in questions]
     with ThreadPoolExecutor(4) as pool:
-        parallel = list(pool.map(lambda q: [h.id for h in retriever.search(q, 5).adapted.hits], questions))
+        parallel = list(pool.map(ids, questions))
     assert parallel == sequential
+
+
+# -- hybrid: dense + BM25 ------------------------------------------------------------------------------------
+
+def check_hybrid(res, want, depth):
+    """The hybrid side against the oracle's fused ranking, with ranks, gold marks and raw -> hybrid moves."""
+    hits = res.hybrid.hits
+    assert_same_ranking([h.id for h in hits], want)
+    assert [h.score for h in hits] == pytest.approx([s for _, s in want[:len(hits)]], abs=1e-3)
+    raw_rank = {h.id: h.rank for h in res.raw.hits}
+    gold = set(res.nq.gold_ids) if res.nq else set()
+    for h in hits:
+        assert h.hybrid_rank == h.rank and h.gold is (h.id in gold)
+        assert h.movement == movement(h.raw_rank, h.rank)
+        if h.id in raw_rank:
+            assert h.raw_rank == raw_rank[h.id]
+    fused_ids = [pid for pid, _ in want[:depth]]
+    expected_gold = next((i + 1 for i, pid in enumerate(fused_ids) if pid in gold), None)
+    assert res.hybrid.gold_rank == expected_gold
+
+
+@pytest.mark.parametrize("method, weight", [("zscore", 0.4), ("minmax", 0.7), ("rrf", 0.5), ("zscore", 1.0)])
+def test_adapter_hybrid_matches_the_oracle(tmp_path, store, embedder, test_questions, method, weight):
+    """Adapter + BM25: the adapter's exact top-n (numpy, query times the adapter's matrix) and bm25s's top-n,
+    fused by the rule written out in the test, give the same top 10 as the service."""
+    fusion = choice_json(method, weight, n=100)
+    make_adapter(tmp_path / "a", store.root, sides="query", scale=0.02, seed=3, fusion=fusion, name=f"fused-{method}")
+    from adapter.io import load_adapter
+
+    r = Retriever(store, MODEL, load_adapter(tmp_path / "a"), embedder=embedder)
+    assert r.warnings == [] and r.hybrid_note is None
+    oracle = ExactOracle(store.root, MODEL, adapter_dir=tmp_path / "a")
+    for question, _ in test_questions:
+        res = r.search(question, 10)
+        assert res.hybrid.label == "Adapter + BM25" and res.hybrid.fusion["method"] == method
+        check_hybrid(res, oracle.hybrid(embedder.embed([question], "query"), question, fusion, adapted=True), r.depth)
+    if weight == 1.0:  # BM25 alone: the hybrid column is the BM25 ranking
+        q = test_questions[0][0]
+        assert [h.id for h in r.search(q, 10).hybrid.hits] == [p for p, _ in oracle.bm25.top(q, 10)]
+
+
+def test_raw_hybrid_uses_the_fusion_saved_beside_the_store(fused_store, embedder, test_questions):
+    r = Retriever(fused_store, MODEL, embedder=embedder)
+    assert r.warnings == [] and r.fusion.to_json() == {**{k: RAW_FUSION[k] for k in ("method", "weight", "n")}, "rrf_k": 60}
+    oracle = ExactOracle(fused_store.root, MODEL)
+    found_gold = 0
+    for question, _ in test_questions:
+        res = r.search(question, 10)
+        assert res.hybrid.label == "Raw + BM25" and res.hybrid.collection.endswith("+ BM25")
+        check_hybrid(res, oracle.hybrid(embedder.embed([question], "query"), question, RAW_FUSION), r.depth)
+        found_gold += any(h.gold for h in res.hybrid.hits)
+    assert found_gold > 0
+
+
+def test_passages_found_only_by_bm25_have_their_text(retriever, oracle, embedder, store):
+    """A question whose words point at one passage the dense side ranks low: the fused column shows it, with the
+    title and text of the store's corpus."""
+    corpus = store.load_corpus()
+    hits = 0
+    for pid in sorted(corpus)[:40]:
+        title = corpus[pid].title
+        question = f"{title} {' '.join(corpus[pid].text.split()[5:12])}"
+        res = retriever.search(question, 10)
+        dense = {h.id for h in res.adapted.hits}
+        for h in res.hybrid.hits:
+            assert (h.title, h.text) == (corpus[h.id].title, corpus[h.id].text)
+            hits += h.id not in dense
+    assert hits > 0, "some fused hits should come from outside the dense top 10"
+
+
+def test_a_question_bm25_cannot_match_keeps_the_dense_order(retriever):
+    res = retriever.search("the of and is xqzv blorpt", 10)  # stopwords and unknown words: BM25 finds nothing
+    assert [h.id for h in res.hybrid.hits] == [h.id for h in res.adapted.hits]
+
+
+def test_missing_raw_fusion_is_said(tmp_path, store, embedder):
+    root = copy_store(store.root, tmp_path / "store")
+    fusion_path(root, MODEL).unlink(missing_ok=True)  # the shared store may or may not have one
+    r = Retriever(Store(root), MODEL, embedder=embedder)
+    assert r.hybrid_note is not None and r.warnings == [r.hybrid_note]
+    assert "fusion" in r.hybrid_note and f"python -m ingest --store {root} --lexical-only" in r.hybrid_note
+    res = r.search("who wrote hamlet", 5)
+    assert res.hybrid is None and len(res.raw.hits) == 5 and "lexical" not in res.timings_ms
+
+
+def test_missing_lexical_index_is_said(tmp_path, fused_store, embedder, query_adapter):
+    root = copy_store(fused_store.root, tmp_path / "store")
+    shutil.rmtree(Store(root).lexical_dir)
+    for adapter in (None, query_adapter):
+        r = Retriever(Store(root), MODEL, adapter, embedder=embedder)
+        assert len(r.warnings) == 1 and "BM25 index" in r.warnings[0]
+        assert f"python -m ingest --store {root} --lexical-only" in r.warnings[0]
+        res = r.search("who wrote hamlet", 5)
+        assert res.hybrid is None and len(res.raw.hits) == 5
+
+
+def test_adapter_without_fusion_is_said(tmp_path, fused_store, embedder):
+    """An adapter trained before hybrid search has no fusion: no hybrid side (the raw fusion is not its fusion)."""
+    old = make_adapter(tmp_path / "old", fused_store.root, sides="query", seed=4, name="old", fusion=None)
+    r = Retriever(fused_store, MODEL, old, embedder=embedder, adapter_dir=str(tmp_path / "old"))
+    assert len(r.warnings) == 1 and "'old' has no BM25 fusion" in r.warnings[0]
+    assert f"python -m adapter train --store {fused_store.root} --out {tmp_path / 'old'}" in r.warnings[0]
+    res = r.search("who wrote hamlet", 5)
+    assert res.hybrid is None and res.adapted is not None
 
 
 # -- refusals ------------------------------------------------------------------------------------------------
@@ -238,11 +385,10 @@ def test_missing_store_names_the_ingest_command(tmp_path, embedder):
         Retriever(Store(tmp_path / "nothing"), MODEL, embedder=embedder)
 
 
-def test_missing_splits_is_said_not_swallowed(tmp_path, store, embedder, test_questions, caplog):
+def test_missing_splits_is_said_not_swallowed(tmp_path, fused_store, embedder, test_questions, caplog):
     """Without splits.json no question can be flagged as a training one: the page must say so."""
-    assert Retriever(store, MODEL, embedder=embedder).warnings == []
-    copy = tmp_path / "store"
-    shutil.copytree(store.root, copy, ignore=shutil.ignore_patterns(".store.lock"))
+    assert Retriever(fused_store, MODEL, embedder=embedder).warnings == []
+    copy = copy_store(fused_store.root, tmp_path / "store")
     (copy / "splits.json").unlink()
     with caplog.at_level("WARNING", logger="search.retriever"):
         r = Retriever(Store(copy), MODEL, embedder=embedder)

@@ -244,7 +244,8 @@ def _train(store: Store, cfg: TrainConfig, data: TrainingData | None) -> TrainRe
         base_model=data.model_id, data_fingerprint=data.data_fingerprint, raw_collection=data.raw_collection,
         rank=cfg.rank, hidden=cfg.hidden, loss=cfg.loss, identity=is_identity,
         training={**cfg.training_settings(), "best_epoch": best_epoch, "epochs_run": len(curves) - 1,
-                  "n_train_queries": len(data.train.query_ids), "n_dev_queries": len(data.dev.query_ids)},
+                  "n_train_queries": len(data.train.query_ids), "n_dev_queries": len(data.dev.query_ids),
+                  "split": store.split_policy() if store is not None else None},
         dev_metrics={"selected": {k: v for k, v in best_dev.items() if "@" in k},
                      "identity": {k: v for k, v in identity.items() if "@" in k}, "metric": cfg.metric},
     )

@@ -35,7 +35,7 @@ from core import atomic
 from core.metrics import ranked_ids, retrieval_metrics
 from core.outputs import read_json_object
 from core.settings import K_VALUES
-from core.types import Qrels, Results, slug
+from core.types import Qrels, Results, slug, text_sha
 
 SCORE_METHODS = ("zscore", "minmax")
 METHODS = (*SCORE_METHODS, "rrf")
@@ -193,17 +193,28 @@ def fusion_path(store_root: Path, model_id: str) -> Path:
     return Path(store_root) / FUSION_DIR / f"{slug(model_id)}.json"
 
 
-def save_raw_fusion(store_root: Path, model_id: str, choice: FusionChoice, data_fingerprint: str) -> Path:
+def dev_signature(splits: Mapping[str, str]) -> str:
+    """Names the dev split a choice was made on: a re-split store (other seed or policy) must choose again."""
+    return text_sha("\n".join(sorted(q for q, s in splits.items() if s == "dev")))
+
+
+def save_raw_fusion(store_root: Path, model_id: str, choice: FusionChoice, data_fingerprint: str,
+                    dev_sha: str | None = None) -> Path:
     path = fusion_path(store_root, model_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(path, {"model": model_id, "data_fingerprint": data_fingerprint, **choice.to_json()})
+    atomic.write_json(path, {"model": model_id, "data_fingerprint": data_fingerprint, "dev_sha": dev_sha,
+                             **choice.to_json()})
     return path
 
 
-def load_raw_fusion(store_root: Path, model_id: str, data_fingerprint: str | None = None) -> FusionChoice | None:
-    """The saved choice, or None when there is none or it was made on other data (then it must be redone)."""
+def load_raw_fusion(store_root: Path, model_id: str, data_fingerprint: str | None = None,
+                    dev_sha: str | None = None) -> FusionChoice | None:
+    """The saved choice, or None when there is none or it was made on other data or another dev split (then
+    it must be made again)."""
     obj = read_json_object(fusion_path(store_root, model_id))
     if obj is None or (data_fingerprint and obj.get("data_fingerprint") != data_fingerprint):
+        return None
+    if dev_sha and obj.get("dev_sha") not in (None, dev_sha):
         return None
     try:
         return FusionChoice.from_json(obj)

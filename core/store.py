@@ -207,6 +207,12 @@ class Store:
     def save_splits(self, splits: dict[str, SplitName], meta: dict) -> None:
         atomic.write_json(self.splits_path, {**meta, "splits": splits})
 
+    def split_policy(self) -> dict:
+        """How the splits were made (`by`, `seed`, `fractions`; `by` is "grouped" for stores from before
+        `--split-by`), recorded by each adapter trained on them."""
+        meta = read_json_object(self.splits_path) or {}
+        return {"by": meta.get("by", "grouped"), "seed": meta.get("seed"), "fractions": meta.get("fractions")}
+
     def load_splits(self) -> dict[str, SplitName]:
         try:
             return json.loads(self.splits_path.read_text("utf-8"))["splits"]

@@ -36,7 +36,7 @@ from core.embedding import EmbeddingCache, embed_cached, load_embedder
 from core.embedding.base import l2_normalise
 from core.errors import MismatchError, ProjectError, StoreError
 from core.exact_search import exact_search
-from core.fusion import DEFAULT_N, RRF_DEFAULT, FusionSpec, fuse_results, load_raw_fusion
+from core.fusion import DEFAULT_N, RRF_DEFAULT, FusionSpec, dev_signature, fuse_results, load_raw_fusion
 from core.lexical import LexicalIndex, build_index
 from core.metrics import per_query_metrics, recall_at_k_curve
 from core.outputs import check_output
@@ -47,6 +47,7 @@ from eval import plots, report
 from eval.config import CI_METRICS, PRIMARY_METRIC, REPORT_OUTPUT, EvalConfig
 from eval.heldout import HeldOut, load_heldout, require_enough
 from eval.results import EvalOutcome, ModelEvaluation, SystemRun, is_adapter_key
+from eval.seen import seen_unseen, trained_passages
 from eval.stats import bootstrap_ci, paired_p_value
 from eval.threshold import best_threshold, threshold_accuracy
 from ingest.hybrid import choose_dev_fusion
@@ -171,6 +172,39 @@ def _score(results: Results, qrels: Qrels, cfg: EvalConfig, raw: dict | None = N
     return {**scores, "vs_raw": _compare(scores, raw, cfg, DELTA_METRICS) if raw is not None else {}}
 
 
+SUBSET_METRICS = (PRIMARY_METRIC, "nDCG@10")
+
+
+def _on_subset(scores: dict, qids: list[str], raw: dict | None, cfg: EvalConfig) -> dict:
+    """One system's scores restricted to `qids` (seen or unseen): n, means, intervals and, given raw's
+    scores, the paired comparison with raw on the same queries."""
+    keep = set(qids)
+    per_query = {m: {q: v for q, v in scores["per_query"][m].items() if q in keep} for m in SUBSET_METRICS}
+    means = {m: float(np.mean(list(per_query[m].values()))) for m in SUBSET_METRICS}
+    ci95 = {m: bootstrap_ci(list(per_query[m].values()), n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
+            for m in SUBSET_METRICS}
+    sub = {"n": len(qids), "per_query": per_query, "means": means, "ci95": ci95}
+    if raw is not None:
+        raw_sub = {"per_query": {m: {q: raw["per_query"][m][q] for q in per_query[m]} for m in SUBSET_METRICS},
+                   "means": {m: float(np.mean([raw["per_query"][m][q] for q in per_query[m]])) for m in SUBSET_METRICS}}
+        sub["vs_raw"] = _compare(sub, raw_sub, cfg, SUBSET_METRICS)
+    del sub["per_query"]
+    return sub
+
+
+def _subsets(store: Store, scope: Scope, systems: dict[str, SystemRun], scores: dict[str, dict],
+             cfg: EvalConfig) -> tuple[dict[str, int], dict[str, dict]]:
+    """The seen/unseen sizes and, per system, its scores on each non-empty subset (`eval.seen`)."""
+    splits = store.load_splits()
+    trained = trained_passages(store.load_qrels(), [q for q, s in splits.items() if s == "train"])
+    parts = seen_unseen(scope.qrels, list(scope.queries), trained)
+    sizes = {k: len(v) for k, v in parts.items()}
+    by_system = {k: {name: _on_subset(scores[k], ids, None if k == "raw" else scores["raw"], cfg)
+                     for name, ids in parts.items() if ids}
+                 for k in systems}
+    return sizes, by_system
+
+
 def _compare(a: dict, b: dict, cfg: EvalConfig, metrics) -> dict:
     """Paired comparison of two systems' scores (`_score` output) over the same queries: per metric the
     difference of means, the BCa interval of the per-query difference, the permutation p-value."""
@@ -225,7 +259,7 @@ def _fusion_for(system: SystemRun, store: Store, model: str, info: dict, index: 
         saved = system.adapter.config.fusion
         where = "the adapter's config (chosen on dev when it was trained)"
     else:
-        choice = load_raw_fusion(store.root, model, info.get("data_fingerprint"))
+        choice = load_raw_fusion(store.root, model, info.get("data_fingerprint"), dev_signature(store.load_splits()))
         saved = choice.to_json() if choice is not None else None
         where = "the store (chosen on dev by ingest)"
     if saved:
@@ -506,6 +540,8 @@ def evaluate_model(store: Store, model: str, cfg: EvalConfig, adapters: list[tup
         scores = {k: raw_scores if k == "raw" else _score(s.results, scope.qrels, cfg, raw_scores)
                   for k, s in systems.items()}
         vs_best_plain = _best_plain_comparison(systems, scores, cfg)
+    with _timed(timings, "seen_unseen"):
+        subset_sizes, by_subset = _subsets(store, scope, systems, scores, cfg)
     if heldout is not None:
         notes += scope.notes
     hnsw: dict[str, dict] = {}
@@ -516,10 +552,11 @@ def evaluate_model(store: Store, model: str, cfg: EvalConfig, adapters: list[tup
     with _timed(timings, "threshold"):
         thresholds = _threshold_all([s for s in systems.values() if s.dense], store, model, pids)
     systems = {k: replace(s, **scores[k], hnsw=hnsw.get(k), threshold=thresholds.by_system.get(k, {}),
-                          vs_best_plain=vs_best_plain.get(k, {}))
+                          vs_best_plain=vs_best_plain.get(k, {}), by_subset=by_subset.get(k, {}))
                for k, s in systems.items()}
     ev = ModelEvaluation(model=model, dim=dim, scope=scope.label, query_ids=qids, systems=systems,
-                         notes=notes + thresholds.notes, pair_counts=thresholds.pair_counts)
+                         notes=notes + thresholds.notes, pair_counts=thresholds.pair_counts,
+                         subset_sizes=subset_sizes)
     if cfg.plots:
         with _timed(timings, "plots"):
             ev = replace(ev, figures=_figures(ev, cfg, q, scope.qrels, scope.queries, corpus, pids, thresholds.hist))

@@ -11,7 +11,8 @@
      "p_value_raw_rrf_vs_raw": P | null, "p_value_adapted_rrf_vs_raw": P | null,
      "threshold_accuracy": {"weak": T, "hard": T},
      "fusion": {SYSTEM: F},                       (each hybrid system computed)
-     "vs_best_non_adapter": {SYSTEM: V}}          (each adapter system, and its hybrids)
+     "vs_best_non_adapter": {SYSTEM: V},         (each adapter system, and its hybrids)
+     "seen_unseen": {"n": {"seen": int, "unseen": int}, SYSTEM: {"seen" | "unseen": S}}}   (eval/seen.py)
 
     M = {"Recall@1", "Recall@5", "Recall@10", "Recall@100", "MRR@10", "nDCG@10"} -> float
     C = {"MRR@10", "nDCG@10", "Recall@10"} -> [low, high]   (95% BCa bootstrap over queries)
@@ -19,6 +20,7 @@
     P = {"MRR@10", "nDCG@10"} -> float   (two-sided paired permutation p-value)
     F = {"method": "zscore" | "minmax" | "rrf", "weight": BM25's weight, "n": candidates per side, "rrf_k",
          "chosen_on": "dev" | null (RRF is not tuned), "source": where the choice was read from}
+    S = {"means": {"MRR@10", "nDCG@10"}, "ci95": {same} -> [low, high], "vs_raw": {same} -> {"delta", "p"} | null}
     V = {"system": the best system without an adapter (raw, bm25, raw_bm25, raw_rrf) by MRR@10,
          "MRR@10": {"delta", "p"}, "nDCG@10": {"delta", "p"}}
 
@@ -108,6 +110,12 @@ def metrics_object(ev: ModelEvaluation) -> dict:
                                       **{m: {"delta": v["delta"], "p": v["p"]} for m, v in s.vs_best_plain.items()
                                          if m != "system"}}
                                   for k, s in sys.items() if s.vs_best_plain}
+    obj["seen_unseen"] = {"n": ev.subset_sizes,
+                          **{k: {name: {"means": v["means"], "ci95": {m: list(c) for m, c in v["ci95"].items()},
+                                        "vs_raw": ({m: {"delta": d["delta"], "p": d["p"]} for m, d in v["vs_raw"].items()}
+                                                   if "vs_raw" in v else None)}
+                                 for name, v in s.by_subset.items()}
+                             for k, s in sys.items() if s.by_subset}}
     return obj
 
 
@@ -130,6 +138,12 @@ def _system_details(s: SystemRun) -> dict:
     }
     if s.fusion is not None:
         d["fusion"] = s.fusion
+    if s.by_subset:
+        d["seen_unseen"] = {name: {**{k: v for k, v in sub.items() if k != "vs_raw"},
+                                   "ci95": {m: list(c) for m, c in sub["ci95"].items()},
+                                   **({"vs_raw": {m: {"delta": x["delta"], "ci95": list(x["ci95"]), "p": x["p"]}
+                                                  for m, x in sub["vs_raw"].items()}} if "vs_raw" in sub else {})}
+                            for name, sub in s.by_subset.items()}
     if s.vs_best_plain:
         d["vs_best_non_adapter"] = {m: (v if m == "system" else {"delta": v["delta"], "ci95": list(v["ci95"]), "p": v["p"]})
                                     for m, v in s.vs_best_plain.items()}
@@ -230,6 +244,48 @@ def best_and_steps(ev: ModelEvaluation, metric: str = PRIMARY_METRIC) -> str:
     return " ".join(parts) + " " + metric + ": " + chain + "."
 
 
+def seen_unseen_verdict(ev: ModelEvaluation, key: str, metric: str = PRIMARY_METRIC) -> str:
+    """For whom the adapter helps: queries whose relevant passages it was trained on, and the others."""
+    s, n = ev.systems[key], ev.subset_sizes
+    if not n:
+        return ""
+    parts = []
+    for name, what in (("seen", "queries about documents it was trained on"), ("unseen", "queries about new documents")):
+        sub = s.by_subset.get(name)
+        if sub is None or "vs_raw" not in sub:
+            parts.append(f"{what}: none among these queries")
+            continue
+        v = sub["vs_raw"][metric]
+        word = ("helps" if v["delta"] > 0 else "hurts") if v["p"] < ALPHA else "no significant change"
+        parts.append(f"{what} ({sub['n']}): {word}, {metric} {_signed(v['delta'])} ({_pval(v['p'])})")
+    note = (" (the grouped split puts no test query on a training passage)" if not n.get("seen") else "")
+    return f"**For whom, {s.label}:** " + "; ".join(parts) + note + "."
+
+
+def _seen_unseen_table(ev: ModelEvaluation, metric: str = PRIMARY_METRIC) -> list[str]:
+    n = ev.subset_sizes
+    if not n:
+        return []
+    out = ["", f"### Seen and unseen queries ({metric}; seen: every relevant passage was a positive of a training "
+           f"query; {n.get('seen', 0)} seen, {n.get('unseen', 0)} unseen)", "",
+           "| system | seen | unseen |", "|---|---:|---:|"]
+    for s in ev.systems.values():
+        cells = []
+        for name in ("seen", "unseen"):
+            sub = s.by_subset.get(name)
+            if sub is None:
+                cells.append("n/a")
+                continue
+            lo, hi = sub["ci95"][metric]
+            cell = f"{_f(sub['means'][metric])} [{_f(lo)}, {_f(hi)}]"
+            if "vs_raw" in sub:
+                v = sub["vs_raw"][metric]
+                cell += f" ({_signed(v['delta'])}, {_pval(v['p'])})"
+            cells.append(cell)
+        out.append(f"| {s.label} | " + " | ".join(cells) + " |")
+    return out
+
+
 def _retrieval_table(ev: ModelEvaluation) -> list[str]:
     raw = ev.systems["raw"]
     lines = ["| system | " + " | ".join(METRICS) + " |", "|---|" + "---:|" * len(METRICS)]
@@ -260,12 +316,17 @@ def _model_section(ev: ModelEvaluation) -> list[str]:
     steps = best_and_steps(ev)
     if steps:
         out += [steps, ""]
+    for key in ev.adapter_keys:
+        line = seen_unseen_verdict(ev, key)
+        if line:
+            out += [line, ""]
     for key, what in (("mse_baseline", "the MSE cookbook baseline"), ("bm25", "BM25"), ("raw_bm25", "raw + BM25"),
                       ("adapted_bm25", "adapter + BM25"), ("raw_rrf", "raw + BM25 by RRF"), ("adapted_rrf", "adapter + BM25 by RRF")):
         if key in ev.systems:
             out.append(f"Against raw, {what} {verdict(ev.systems[key])}.")
     out += ["", "### Retrieval (exact search over the stored vectors; change against raw in brackets)", ""]
     out += _retrieval_table(ev)
+    out += _seen_unseen_table(ev)
     hybrids = [s for s in ev.systems.values() if s.fusion is not None]
     if hybrids:
         out += ["", "### Hybrid search: dense + BM25", "",

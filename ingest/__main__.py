@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> IngestConfig:
     p.add_argument("--near-dup", type=float, default=d.near_dup, help="word containment above which a candidate counts as a duplicate of a positive")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--split", type=float, nargs=3, default=d.split, metavar=("TRAIN", "DEV", "TEST"))
+    p.add_argument("--split-by", choices=("grouped", "random"), default=d.split_by,
+                   help="grouped: no relevant passage shared across splits (dev/test = new documents); "
+                        "random: i.i.d. over questions, as benchmark protocols split")
     p.add_argument("--min-words", type=int, default=d.min_words)
     p.add_argument("--max-words", type=int, default=d.max_words)
     p.add_argument("--batch-size", type=int, default=None, help="embedding batch size (default: the backend's)")
@@ -44,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> IngestConfig:
     return IngestConfig(
         data=a.data, store=a.store, model=a.model, limit=a.limit, k_hard=a.k_hard, k_weak=a.k_weak,
         hard_depth=a.hard_depth, hard_margin=a.hard_margin, near_dup=a.near_dup, seed=a.seed,
-        split=tuple(a.split), min_words=a.min_words, max_words=a.max_words, batch_size=a.batch_size,
+        split=tuple(a.split), split_by=a.split_by, min_words=a.min_words, max_words=a.max_words, batch_size=a.batch_size,
         cache_dir=None if a.no_cache else a.cache, chroma_host=a.chroma_host, chroma_port=a.chroma_port,
         force=a.force, lexical_only=a.lexical_only)
 

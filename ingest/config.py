@@ -9,6 +9,7 @@ from core.errors import InputError
 from core.settings import default_cache, default_data, default_store
 from ingest.filters import DEFAULT_MAX_WORDS, DEFAULT_MIN_WORDS
 from ingest.negatives import MiningConfig
+from ingest.split import SPLIT_POLICIES
 
 
 @dataclass
@@ -24,6 +25,8 @@ class IngestConfig:
     near_dup: float = 0.8
     seed: int = 13
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    #: grouped: no positive shared across splits; random: i.i.d. over questions (ingest.split)
+    split_by: str = "grouped"
     min_words: int = DEFAULT_MIN_WORDS
     max_words: int = DEFAULT_MAX_WORDS
     batch_size: int | None = None
@@ -51,6 +54,8 @@ class IngestConfig:
         if len(self.split) != 3 or any(f < 0 for f in self.split) or abs(sum(self.split) - 1.0) > 1e-6:
             raise InputError(f"--split takes three non-negative fractions summing to 1 (train dev test), got "
                              f"{' '.join(str(f) for f in self.split)}")
+        if self.split_by not in SPLIT_POLICIES:
+            raise InputError(f"--split-by must be one of {', '.join(SPLIT_POLICIES)}, got {self.split_by!r}")
         if not 1 <= self.min_words <= self.max_words:
             raise InputError(f"need 1 <= --min-words <= --max-words, got {self.min_words} and {self.max_words}")
         if self.batch_size is not None and self.batch_size <= 0:

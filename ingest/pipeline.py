@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from core import atomic, chroma_store, query_vectors
-from core.fusion import load_raw_fusion, save_raw_fusion
+from core.fusion import dev_signature, load_raw_fusion, save_raw_fusion
 from core.lexical import build_index, load_index, save_index
 from core.embedding import EmbeddingCache, embed_cached, load_embedder
 from core.embedding.base import Embedder
@@ -82,7 +82,7 @@ def run_ingest(cfg: IngestConfig, embedder: Embedder | None = None) -> dict:
             kind = detect_source(cfg.data)
             ds = load_dataset_for(cfg, kind)
         with timer.step("split"):
-            splits = split_queries(ds.queries, ds.qrels, cfg.split, cfg.seed)
+            splits = split_queries(ds.queries, ds.qrels, cfg.split, cfg.seed, by=cfg.split_by)
         with timer.step("load_model"):
             embedder = embedder or model_future.result()
         run = _open_store(cfg, ds, kind, splits, embedder)
@@ -146,7 +146,7 @@ def _write_store(run: _Run, timer: _Timer, t_start: float, pool: ThreadPoolExecu
         col, have = _check_collection(run)
     with timer.step("save_dataset"):
         run.store.save_dataset(run.ds)
-        run.store.save_splits(run.splits, {"seed": run.cfg.seed, "fractions": list(run.cfg.split),
+        run.store.save_splits(run.splits, {"seed": run.cfg.seed, "fractions": list(run.cfg.split), "by": run.cfg.split_by,
                                            "data_fingerprint": run.fingerprint})
     with timer.step("lexical_index"):
         lexical = ensure_lexical_index(run.store, run.ds.corpus, run.fingerprint)
@@ -214,7 +214,7 @@ def build_lexical(store_root: Path, force: bool = False) -> dict:
     lexical["seconds"] = round(time.perf_counter() - t0, 3)
     fusion = {}
     for model in sorted(manifest.get("models", {})):  # each model's raw+BM25 fusion, from its stored vectors
-        if force or load_raw_fusion(store.root, model, fingerprint) is None:
+        if force or load_raw_fusion(store.root, model, fingerprint, dev_signature(store.load_splits())) is None:
             qids, qvecs = query_vectors.load(store.root, model)
             dump = chroma_store.fetch_all(store.raw_collection(model))
             fusion[model] = _choose_raw_fusion(store, model, fingerprint, qids, qvecs, dump.ids, dump.embeddings)
@@ -229,14 +229,16 @@ def _choose_raw_fusion(store: Store, model_id: str, fingerprint: str, qids: list
     """Choose on dev how this model's raw ranking is fused with BM25, save it beside the store
     (`STORE/fusion/MODEL.json`); a choice already made on the same data is kept (same vectors, same
     answer). Returns what the summary says about it."""
-    saved = load_raw_fusion(store.root, model_id, fingerprint)
+    splits = store.load_splits()
+    dev_sha = dev_signature(splits)
+    saved = load_raw_fusion(store.root, model_id, fingerprint, dev_sha)
     if saved is not None:
         return {"reused": True, **saved.spec.to_json()}
     choice = choose_dev_fusion(qids, qvecs, pids, pvecs, store.load_queries(), store.load_qrels(),
-                               store.load_splits(), load_index(store.lexical_dir, fingerprint))
+                               splits, load_index(store.lexical_dir, fingerprint))
     if choice is None:
         return {"skipped": "no judged dev query"}
-    save_raw_fusion(store.root, model_id, choice, fingerprint)
+    save_raw_fusion(store.root, model_id, choice, fingerprint, dev_sha)
     return {"reused": False, **choice.spec.to_json(), "dev_score": choice.score, "dev_dense_only": choice.dense_only}
 
 

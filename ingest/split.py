@@ -1,6 +1,14 @@
-"""Train/dev/test split of queries with no leakage.
+"""Train/dev/test split of queries, by one of two policies (`--split-by`, saved with the store).
 
-Queries are grouped into connected components: two queries are linked when they share a positive
+- `grouped`: no positive passage is shared across splits. Dev and test then measure only queries about
+  passages no training query pointed to ("new documents"), where a customization of the passages or of
+  the queries has least to offer.
+- `random`: i.i.d. over (distinct) questions, as the standard benchmark protocols split. Test queries may
+  share relevant passages with training queries, as users' repeated questions do in practice; eval's
+  seen/unseen breakdown is what tells the two kinds of test query apart.
+
+Both keep identical questions (after normalisation) together, so one question is never trained on and
+then scored. Grouped: queries are grouped into connected components: two queries are linked when they share a positive
 passage or when their questions are equal after normalisation (case, punctuation). A whole component
 goes to one split, so no positive passage (and no duplicated question) is seen in training and then
 scored in dev/test. Components are shuffled with the seed and dealt greedily to the split furthest
@@ -47,12 +55,17 @@ def query_components(queries: Queries, qrels: Qrels) -> list[list[str]]:
     return sorted((sorted(g) for g in groups.values()), key=lambda g: g[0])
 
 
+SPLIT_POLICIES = ("grouped", "random")
+
+
 def split_queries(queries: Queries, qrels: Qrels, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
-                  seed: int = 13) -> dict[str, SplitName]:
-    """Query id -> "train" | "dev" | "test"."""
+                  seed: int = 13, by: str = "grouped") -> dict[str, SplitName]:
+    """Query id -> "train" | "dev" | "test", by policy `by` (module docstring)."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
         raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
-    components = query_components(queries, qrels)
+    if by not in SPLIT_POLICIES:
+        raise ValueError(f"split policy must be one of {', '.join(SPLIT_POLICIES)}, got {by!r}")
+    components = query_components(queries, qrels if by == "grouped" else {})
     random.Random(seed).shuffle(components)
     total = sum(len(c) for c in components)
     counts = dict.fromkeys(SPLITS, 0)

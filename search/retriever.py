@@ -47,7 +47,7 @@ from core.embedding import load_embedder
 from core.embedding.base import Embedder
 from core.embedding.registry import DEFAULT_MODEL
 from core.errors import MismatchError, StoreError
-from core.fusion import FusionSpec, fuse, load_raw_fusion
+from core.fusion import FusionSpec, dev_signature, fuse, load_raw_fusion
 from core.lexical import LexicalIndex
 from core.query_text import clean_query
 from core.store import Store
@@ -239,7 +239,8 @@ class Retriever:
                         "hybrid search, or on a store without a BM25 index). Retrain it with "
                         f"`python -m adapter train --store {root}{model} --out {adapter_dir or 'DIR'}` and restart the app.")
             else:
-                choice = load_raw_fusion(root, self.model_id, info.get("data_fingerprint"))
+                choice = load_raw_fusion(root, self.model_id, info.get("data_fingerprint"),
+                                         dev_signature(self._splits) if self._splits else None)
                 spec = choice.spec if choice is not None else None
                 if spec is None:
                     self.hybrid_note = (f"No hybrid (BM25) column: the store has no raw+BM25 fusion chosen on dev for "

@@ -27,7 +27,7 @@ MODEL = "paraphrase-MiniLM-L3-v2"
 METRICS = ["Recall@1", "Recall@5", "Recall@10", "Recall@100", "MRR@10", "nDCG@10"]
 TOP_KEYS = {"n_queries", "model", "adapter", "retrieval", "ci95", "p_value_adapted_vs_raw", "threshold_accuracy",
             "p_value_raw_bm25_vs_raw", "p_value_adapted_bm25_vs_raw", "p_value_raw_rrf_vs_raw",
-            "p_value_adapted_rrf_vs_raw", "fusion", "vs_best_non_adapter"}
+            "p_value_adapted_rrf_vs_raw", "fusion", "vs_best_non_adapter", "seen_unseen"}
 HYBRIDS = {"raw_bm25", "adapted_bm25", "raw_rrf", "adapted_rrf"}
 EXTRA_ADAPTERS = {"adapted:both", "adapted:ident"}
 EXTRA_HYBRIDS = {f"{a}{s}" for a in EXTRA_ADAPTERS for s in ("_bm25", "_rrf")}
@@ -271,6 +271,9 @@ def test_heldout_queries_score_exactly_the_given_queries(tiny, tmp_path):
         if a in expected and c > 0 and b in set(pids):
             gold.setdefault(a, {})[b] = c
     assert metrics["retrieval"]["raw"] == pytest.approx(oracle_metrics(Q, expected, P, pids, gold), abs=1e-5)
+    # seen/unseen: only the training query's passage was a training positive (the grouped split keeps every
+    # test query's passages out of training), so exactly one held-out query is seen
+    assert metrics["seen_unseen"]["n"] == {"seen": 1, "unseen": len(expected) - 1}
 
     report = (out / "report.md").read_text()
     assert f"held-out queries from {qfile}" in report
@@ -395,3 +398,18 @@ def test_report_names_the_best_system_and_what_each_step_adds(full_run):
     text = full_run["report"]
     assert "**Best system on these queries:" in text and "→ +BM25" in text and "→ +adapter:" in text
     assert "Only the dense systems have it" in text
+
+
+def test_seen_unseen_sizes_match_the_store(tiny, full_run):
+    """Counted by hand from the store's files: a test query is seen when every relevant passage of it is a
+    positive of a train query. The grouped split makes that impossible, and the report says so."""
+    store = Store(tiny["store"])
+    qrels, splits = store.load_qrels(), store.load_splits()
+    trained = {p for q, s in splits.items() if s == "train" for p, r in qrels.get(q, {}).items() if r > 0}
+    qids = full_run["details"]["models"][MODEL]["query_ids"]
+    seen = [q for q in qids if {p for p, r in qrels[q].items() if r > 0} <= trained]
+    m = full_run["metrics"]
+    assert m["seen_unseen"]["n"] == {"seen": len(seen), "unseen": len(qids) - len(seen)} == {"seen": 0, "unseen": len(qids)}
+    unseen = m["seen_unseen"]["adapted"]["unseen"]
+    assert unseen["means"]["MRR@10"] == pytest.approx(m["retrieval"]["adapted"]["MRR@10"])  # all of them
+    assert "the grouped split puts no test query on a training passage" in full_run["report"]

@@ -61,7 +61,7 @@ def test_single_model_single_adapter_is_exactly_the_contract():
     m = metrics_json(_outcome(_evaluation()))
     assert list(m) == ["n_queries", "model", "adapter", "retrieval", "ci95", "p_value_adapted_vs_raw", "threshold_accuracy",
                        "p_value_raw_bm25_vs_raw", "p_value_adapted_bm25_vs_raw", "p_value_raw_rrf_vs_raw",
-                       "p_value_adapted_rrf_vs_raw", "fusion", "vs_best_non_adapter"]
+                       "p_value_adapted_rrf_vs_raw", "fusion", "vs_best_non_adapter", "seen_unseen"]
     assert m["n_queries"] == 3 and m["model"] == "m" and m["adapter"] == "a0"
     # every key always present; what was not computed (no hybrid systems in this evaluation) is null
     assert list(m["retrieval"]) == ["raw", "adapted", "bm25", "mse_baseline", "raw_bm25", "adapted_bm25", "raw_rrf", "adapted_rrf"]

@@ -28,10 +28,11 @@ from adapter.modules import build_module, pca_basis
 from core.progress import progress
 from core.store import Store
 from core.types import Results, slug
+from ingest.hybrid import fuse_on_dev
 from core.exact_search import exact_search
 from core.metrics import retrieval_metrics
 from core.errors import StoreError
-from core.fusion import DEFAULT_N, FusionChoice, choose_fusion
+from core.fusion import DEFAULT_N, FusionChoice
 from core.settings import K_VALUES, TOP_K
 
 log = logging.getLogger(__name__)
@@ -82,13 +83,8 @@ def choose_adapter_fusion(store: Store | None, module: nn.Module | None, data: T
     except StoreError as exc:
         log.warning("no BM25 fusion chosen for this adapter: %s", exc)
         return None
-    queries = store.load_queries()
-    lexical = index.search_queries({q: queries[q] for q in data.dev.query_ids}, DEFAULT_N)
-    choice = choose_fusion(dev_results(module, data, sides, k=DEFAULT_N), lexical, data.dev.qrels, metric=metric,
-                           n=DEFAULT_N)
-    log.info("fusion with BM25 chosen on dev: %s (dev %s %.4f; adapter alone %.4f)", choice.spec.describe(),
-             metric, choice.score, choice.dense_only)
-    return choice
+    return fuse_on_dev(dev_results(module, data, sides, k=DEFAULT_N), store.load_queries(), data.dev.qrels, index,
+                       metric=metric, n=DEFAULT_N)
 
 
 def _batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:

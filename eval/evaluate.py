@@ -175,21 +175,21 @@ def _score(results: Results, qrels: Qrels, cfg: EvalConfig, raw: dict | None = N
 SUBSET_METRICS = (PRIMARY_METRIC, "nDCG@10")
 
 
-def _on_subset(scores: dict, qids: list[str], raw: dict | None, cfg: EvalConfig) -> dict:
-    """One system's scores restricted to `qids` (seen or unseen): n, means, intervals and, given raw's
-    scores, the paired comparison with raw on the same queries."""
-    keep = set(qids)
+def _restrict(scores: dict, keep: set[str]) -> dict:
+    """A system's per-query scores and means on the queries in `keep` only (the subset metrics)."""
     per_query = {m: {q: v for q, v in scores["per_query"][m].items() if q in keep} for m in SUBSET_METRICS}
-    means = {m: float(np.mean(list(per_query[m].values()))) for m in SUBSET_METRICS}
-    ci95 = {m: bootstrap_ci(list(per_query[m].values()), n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
-            for m in SUBSET_METRICS}
-    sub = {"n": len(qids), "per_query": per_query, "means": means, "ci95": ci95}
-    if raw is not None:
-        raw_sub = {"per_query": {m: {q: raw["per_query"][m][q] for q in per_query[m]} for m in SUBSET_METRICS},
-                   "means": {m: float(np.mean([raw["per_query"][m][q] for q in per_query[m]])) for m in SUBSET_METRICS}}
-        sub["vs_raw"] = _compare(sub, raw_sub, cfg, SUBSET_METRICS)
-    del sub["per_query"]
-    return sub
+    return {"per_query": per_query, "means": {m: float(np.mean(list(per_query[m].values()))) for m in SUBSET_METRICS}}
+
+
+def _on_subset(sub: dict, raw_sub: dict | None, n: int, cfg: EvalConfig) -> dict:
+    """One system on one subset (`_restrict`ed): n, means, intervals and, given raw restricted the same way,
+    the paired comparison with raw on the same queries."""
+    out = {"n": n, "means": sub["means"],
+           "ci95": {m: bootstrap_ci(list(sub["per_query"][m].values()), n_resamples=cfg.bootstrap_resamples,
+                                    seed=cfg.seed) for m in SUBSET_METRICS}}
+    if raw_sub is not None:
+        out["vs_raw"] = _compare(sub, raw_sub, cfg, SUBSET_METRICS)
+    return out
 
 
 def _subsets(store: Store, scope: Scope, systems: dict[str, SystemRun], scores: dict[str, dict],
@@ -199,9 +199,15 @@ def _subsets(store: Store, scope: Scope, systems: dict[str, SystemRun], scores: 
     trained = trained_passages(store.load_qrels(), [q for q, s in splits.items() if s == "train"])
     parts = seen_unseen(scope.qrels, list(scope.queries), trained)
     sizes = {k: len(v) for k, v in parts.items()}
-    by_system = {k: {name: _on_subset(scores[k], ids, None if k == "raw" else scores["raw"], cfg)
-                     for name, ids in parts.items() if ids}
-                 for k in systems}
+    by_system: dict[str, dict] = {k: {} for k in systems}
+    for name, ids in parts.items():
+        if not ids:
+            continue
+        keep = set(ids)
+        raw_sub = _restrict(scores["raw"], keep)
+        for k in systems:
+            sub = raw_sub if k == "raw" else _restrict(scores[k], keep)
+            by_system[k][name] = _on_subset(sub, None if k == "raw" else raw_sub, len(ids), cfg)
     return sizes, by_system
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from core.exact_search import exact_search
 from core.fusion import DEFAULT_N, FusionChoice, choose_fusion
 from core.lexical import LexicalIndex
-from core.types import Qrels, Queries, SplitName
+from core.types import Qrels, Queries, Results, SplitName
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,16 @@ def choose_dev_fusion(query_ids: Sequence[str], query_vecs: np.ndarray, passage_
         log.warning("no judged dev query: raw+BM25 fusion not chosen (eval and the app will say so)")
         return None
     dev = [query_ids[i] for i in rows]
-    dense = exact_search(query_vecs[rows], dev, passage_vecs, passage_ids, k=n)
-    lexical = index.search_queries({q: queries[q] for q in dev}, n)
-    choice = choose_fusion(dense, lexical, {q: qrels[q] for q in dev}, n=n)
-    log.info("BM25 fusion chosen on %d dev queries: %s (dev MRR@10 %.4f; dense alone %.4f)", len(dev),
-             choice.spec.describe(), choice.score, choice.dense_only)
+    return fuse_on_dev(exact_search(query_vecs[rows], dev, passage_vecs, passage_ids, k=n), queries, qrels, index, n=n)
+
+
+def fuse_on_dev(dense: Results, queries: Queries, qrels: Qrels, index: LexicalIndex, *, metric: str = "MRR@10",
+                n: int = DEFAULT_N) -> FusionChoice:
+    """The fusion choice for a dense ranking of the dev queries (`dense`: query id -> its top n): the same
+    queries' BM25 top n from `index`, then `core.fusion.choose_fusion`. Shared by ingest (raw vectors) and
+    adapter training (the adapter's projections)."""
+    lexical = index.search_queries({q: queries[q] for q in dense}, n)
+    choice = choose_fusion(dense, lexical, {q: qrels[q] for q in dense if q in qrels}, metric=metric, n=n)
+    log.info("BM25 fusion chosen on %d dev queries: %s (dev %s %.4f; dense alone %.4f)", choice.n_queries,
+             choice.spec.describe(), metric, choice.score, choice.dense_only)
     return choice

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -155,8 +155,8 @@ def _write_store(run: _Run, timer: _Timer, t_start: float, pool: ThreadPoolExecu
     with timer.step("mine_negatives"):
         mining_stats = _mine_and_save(run, vectors)
     with timer.step("fusion"):
-        fusion = _choose_raw_fusion(run.store, run.embedder.model_id, run.fingerprint, run.qids, vectors.queries,
-                                    run.pids, vectors.passages)
+        fusion = _choose_raw_fusion(run.store, run.embedder.model_id, run.fingerprint,
+                                    lambda: (run.qids, vectors.queries, run.pids, vectors.passages))
     total = time.perf_counter() - t_start
     manifest = _updated_manifest(run, vectors.n_in_collection)
     summary = _summary(run, vectors, mining_stats, timer.seconds, total)
@@ -212,29 +212,36 @@ def build_lexical(store_root: Path, force: bool = False) -> dict:
         manifest["lexical"] = {"fingerprint": fingerprint, "n": lexical["n"]}
         store.write_manifest(manifest)
     lexical["seconds"] = round(time.perf_counter() - t0, 3)
-    fusion = {}
-    for model in sorted(manifest.get("models", {})):  # each model's raw+BM25 fusion, from its stored vectors
-        if force or load_raw_fusion(store.root, model, fingerprint, dev_signature(store.load_splits())) is None:
-            qids, qvecs = query_vectors.load(store.root, model)
-            dump = chroma_store.fetch_all(store.raw_collection(model))
-            fusion[model] = _choose_raw_fusion(store, model, fingerprint, qids, qvecs, dump.ids, dump.embeddings)
-        else:
-            fusion[model] = {"reused": True}
+    fusion = {model: _choose_raw_fusion(store, model, fingerprint, _stored_vectors(store, model), force=force)
+              for model in sorted(manifest.get("models", {}))}  # each model's raw+BM25 fusion, from its stored vectors
     return {"lexical_only": True, "store": str(store.root), "passages": len(corpus), "lexical": lexical,
             "fusion": fusion}
 
 
-def _choose_raw_fusion(store: Store, model_id: str, fingerprint: str, qids: list[str], qvecs: np.ndarray,
-                       pids: list[str], pvecs: np.ndarray) -> dict:
+#: query ids, query vectors, passage ids, passage vectors of one model (rows in id order)
+_Vecs = tuple[list[str], np.ndarray, list[str], np.ndarray]
+
+
+def _stored_vectors(store: Store, model_id: str) -> Callable[[], _Vecs]:
+    """The model's vectors as the store holds them, read only when called (a kept choice needs none)."""
+    def load() -> _Vecs:
+        qids, qvecs = query_vectors.load(store.root, model_id)
+        dump = chroma_store.fetch_all(store.raw_collection(model_id))
+        return qids, qvecs, dump.ids, dump.embeddings
+    return load
+
+
+def _choose_raw_fusion(store: Store, model_id: str, fingerprint: str, vectors: Callable[[], _Vecs],
+                       force: bool = False) -> dict:
     """Choose on dev how this model's raw ranking is fused with BM25, save it beside the store
-    (`STORE/fusion/MODEL.json`); a choice already made on the same data is kept (same vectors, same
-    answer). Returns what the summary says about it."""
+    (`STORE/fusion/MODEL.json`); a choice already made on the same data and dev split is kept (same
+    vectors, same answer) unless `force`. Returns what the summary says about it."""
     splits = store.load_splits()
     dev_sha = dev_signature(splits)
-    saved = load_raw_fusion(store.root, model_id, fingerprint, dev_sha)
+    saved = None if force else load_raw_fusion(store.root, model_id, fingerprint, dev_sha)
     if saved is not None:
         return {"reused": True, **saved.spec.to_json()}
-    choice = choose_dev_fusion(qids, qvecs, pids, pvecs, store.load_queries(), store.load_qrels(),
+    choice = choose_dev_fusion(*vectors(), store.load_queries(), store.load_qrels(),
                                splits, load_index(store.lexical_dir, fingerprint))
     if choice is None:
         return {"skipped": "no judged dev query"}
@@ -378,8 +385,6 @@ def _format_lexical(lx: dict) -> str:
 def _format_fusion(model: str, f: dict) -> str:
     if f.get("skipped"):
         return f"  raw+BM25 fusion ({model}): not chosen ({f['skipped']})"
-    if f.get("reused") and "method" not in f:
-        return f"  raw+BM25 fusion ({model}): kept (chosen on dev before, same data)"
     how = "kept (chosen on dev before, same data)" if f.get("reused") else "chosen on dev"
     gain = (f"; dev MRR@10 {f['dev_dense_only']:.4f} -> {f['dev_score']:.4f}" if "dev_score" in f else "")
     return f"  raw+BM25 fusion ({model}): {how}: {f['method']}, BM25 weight {f['weight']:g}, top {f['n']}{gain}"

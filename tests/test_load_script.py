@@ -29,13 +29,17 @@ def store(tmp_path_factory):
     return cfg.store
 
 
-def test_the_script_runs_a_bounded_load_and_reports_its_figures(store, tmp_path):
-    out = tmp_path / "load.json"
+def run_load_script(store, out, clients: int, searches: int, rounds: int, timeout: int):
+    """`scripts/load_test.py` as a user runs it; returns (its output, the JSON it wrote)."""
     r = subprocess.run([sys.executable, "scripts/load_test.py", "--store", str(store), "--model", MODEL,
-                        "--clients", "4", "--searches", "5", "--rounds", "2", "--out", str(out)], check=False,
-                       cwd=REPO, capture_output=True, text=True, timeout=600)
+                        "--clients", str(clients), "--searches", str(searches), "--rounds", str(rounds),
+                        "--out", str(out)], check=False, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    result = json.loads(out.read_text())
+    return r, json.loads(out.read_text())
+
+
+def test_the_script_runs_a_bounded_load_and_reports_its_figures(store, tmp_path):
+    r, result = run_load_script(store, tmp_path / "load.json", clients=4, searches=5, rounds=2, timeout=600)
     assert result["errors"] == 0 and result["warmup_errors"] == 0
     for rnd in result["rounds"]:
         assert rnd["requests"] == rnd["ok"] == 20 and rnd["errors"] == 0
@@ -117,11 +121,6 @@ SOAK_BOUND_MB_PER_1000 = 1.5
 
 @pytest.mark.slow
 def test_soak_memory_stays_flat(store, tmp_path):
-    out = tmp_path / "soak.json"
-    r = subprocess.run([sys.executable, "scripts/load_test.py", "--store", str(store), "--model", MODEL,
-                        "--clients", "10", "--searches", "100", "--rounds", "6", "--out", str(out)], check=False,
-                       cwd=REPO, capture_output=True, text=True, timeout=1800)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    result = json.loads(out.read_text())
+    _, result = run_load_script(store, tmp_path / "soak.json", clients=10, searches=100, rounds=6, timeout=1800)
     assert result["errors"] == 0 and len(result["rounds"]) == 6
     assert result["rss_mb"]["growth_per_1000_searches"] < SOAK_BOUND_MB_PER_1000, result["rss_mb"]

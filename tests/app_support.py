@@ -155,7 +155,8 @@ class ExactOracle:
         from safetensors.numpy import load_file
 
         store = Store(store_root)
-        dump = chroma_store.fetch_all(store.raw_collection(model))
+        self.collection = store.raw_collection(model)
+        dump = chroma_store.fetch_all(self.collection)
         self.ids, self.vectors = list(dump.ids), np.asarray(dump.embeddings, dtype=np.float64)
         self.corpus = store.load_corpus()
         self._bm25: BM25Oracle | None = None
@@ -181,10 +182,23 @@ class ExactOracle:
             self._bm25 = BM25Oracle(self.corpus)
         return self._bm25
 
+    def hnsw(self, query: np.ndarray, n: int, adapted: bool = False) -> list[tuple[str, float]]:
+        """(id, cosine) of the raw collection's own HNSW top `n`, asked of Chroma directly (not through the service).
+
+        The hybrid oracle fuses these, not the exact top n: the two can differ by a tail passage, which moves the
+        per-query normalisation (mean, std, min, max) of every fused score. HNSW's quality against exact search has
+        its own tests (`eval`'s HNSW recall); here the thing under test is the fusion rule."""
+        q = np.asarray(query, dtype=np.float64).ravel()
+        if adapted:
+            q = q @ self.matrix
+        got = self.collection.query(query_embeddings=[q.astype(np.float32)], n_results=min(n, len(self.ids)),
+                                    include=["distances"])
+        return [(pid, 1.0 - float(d)) for pid, d in zip(got["ids"][0], got["distances"][0])]
+
     def hybrid(self, query: np.ndarray, question: str, fusion: dict, adapted: bool = False) -> list[tuple[str, float]]:
-        """The fused ranking (id, fused score) of the exact dense top-n and bm25s's top-n (`fuse_oracle`)."""
+        """The fused ranking (id, fused score) of Chroma's dense top-n and bm25s's top-n (`fuse_oracle`)."""
         n = fusion["n"]
-        return fuse_oracle(self.ranking(query, n, adapted), self.bm25.top(question, n), fusion["method"],
+        return fuse_oracle(self.hnsw(query, n, adapted), self.bm25.top(question, n), fusion["method"],
                            fusion["weight"], n, fusion.get("rrf_k", 60))
 
 

@@ -1,8 +1,10 @@
-"""`python -m adapter train|project|grid`: train an adapter on the store's frozen embeddings, select it
-on dev, save it; write the adapter-projected Chroma collection; or search a small grid of settings."""
+"""`python -m adapter train|project|grid`: choose and fit a customization on the store's frozen embeddings
+(identity, query memory, query adapter, both; selected on held-out labelled queries), save it; write the
+adapter-projected Chroma collection; or search a grid of fixed-setting adapters."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -13,8 +15,10 @@ from adapter.grid import grid_table, run_grid
 from adapter.io import adapter_sha, check_adapter_out, load_adapter, save_adapter
 from adapter.modules import KINDS
 from adapter.project import project_collection
+from adapter.select import select_adapter, table_markdown
 from adapter.train import train_adapter
 from core.cli import run_cli
+from core.errors import InputError
 from core.settings import default_store
 from core.store import Store
 
@@ -69,6 +73,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     t.add_argument("--force", action="store_true", help="replace --out even if it is not an adapter folder")
     t.add_argument("--name", default=None, help="adapter name (default: the --out folder name)")
     t.add_argument("--no-project", action="store_true", help="do not write the projected collection")
+    t.add_argument("--fixed", action="store_true",
+                   help="train exactly the settings given (--kind, --loss, --temperature, ...) instead of selecting "
+                        "among identity / query memory / query adapter / both")
+    t.add_argument("--methods", nargs="+", choices=("memory", "query", "query+memory"), default=list(d.methods),
+                   help="selection: the customizations that compete with the identity")
+    t.add_argument("--candidate-sets", nargs="+", choices=("mined", "corpus"), default=list(d.candidate_sets),
+                   help="selection: InfoNCE negatives (mined hard negatives, or a softmax over the whole corpus)")
+    t.add_argument("--temperatures", nargs="+", type=float, default=list(d.temperatures), help="selection")
+    t.add_argument("--alphas", nargs="+", type=float, default=list(d.alphas),
+                   help="selection: query-memory strengths tried")
+    t.add_argument("--folds", type=int, default=None,
+                   help="selection: cross-validation folds over train+dev (default: 5 up to 3,000 labelled queries, "
+                        "else 1 = the dev split)")
+    t.add_argument("--unseen-tolerance", type=float, default=d.unseen_tolerance,
+                   help="selection: refuse a setting that loses more than this on held-out queries about new documents "
+                        "(metric points / 100; negative: no guard)")
+    t.add_argument("--max-epochs", type=int, default=d.max_epochs,
+                   help="selection: the longest schedule a still-improving run is extended to")
     pr = sub.add_parser("project", help="write the adapter-projected collection of a both-sides adapter")
     _common(pr)
     pr.add_argument("--adapter", type=Path, required=True)
@@ -94,7 +116,7 @@ def _save(store, result, out: Path, project: bool, force: bool) -> str:
         "curves.png": curves_png(result.curves, cfg.dev_metrics["metric"], result.adapter.describe()),
     })
     lines = [f"saved adapter to {out}"]
-    if project and cfg.sides == "both":
+    if project and result.adapter.moves_passages:
         wstore = Store(store.root, store.chroma_host, store.chroma_port, write=True)
         counts = project_collection(wstore, load_adapter(out), adapter_sha(out))
         lines.append(f"projected collection {counts['collection']}: {counts['projected']} written, "
@@ -106,10 +128,18 @@ def _train_summary(result) -> str:
     cfg = result.adapter.config
     metric = cfg.dev_metrics["metric"]
     sel, raw = cfg.dev_metrics["selected"], cfg.dev_metrics["identity"]
-    verdict = ("no trained epoch beat the raw embeddings on dev: the saved adapter is the IDENTITY"
-               if cfg.identity else f"selected epoch {result.best_epoch}")
-    rows = [f"{result.adapter.describe()}", f"  {verdict}; trained in {result.seconds:.1f} s",
-            "  dev split (" + str(cfg.training["n_dev_queries"]) + " queries):   raw  -> adapted"]
+    if cfg.selection is not None:
+        s = cfg.selection
+        verdict = ("nothing beat the raw embeddings: the saved adapter is the IDENTITY" if result.adapter.is_identity
+                   else f"chose {s['chosen']}")
+        where = (f"mean of {s['folds']} held-out folds ({s['decided_by']} queries)" if s["folds"] > 1
+                 else f"dev split ({s['decided_by']} queries)")
+    else:
+        verdict = ("no trained epoch beat the raw embeddings on dev: the saved adapter is the IDENTITY"
+                   if cfg.identity else f"selected epoch {result.best_epoch}")
+        where = f"dev split ({cfg.training['n_dev_queries']} queries)"
+    rows = [f"{result.adapter.describe()}", f"  {verdict}; in {result.seconds:.1f} s",
+            f"  {where}:   raw  -> adapted"]
     for k in ("MRR@10", "Recall@1", "Recall@10", "nDCG@10", "Recall@100"):
         mark = " *" if k == metric else ""
         rows.append(f"    {k:10s} {raw[k]:.4f} -> {sel[k]:.4f} ({sel[k] - raw[k]:+.4f}){mark}")
@@ -133,8 +163,23 @@ def main(argv: list[str] | None = None) -> int:
         if a.command == "train":
             cfg = _config(a, a.out)
             cfg.name = a.name
-            result = train_adapter(store, cfg)
-            print(_train_summary(result))
+            fixed_only = [f"--{k.replace('_', '-')}" for k in ("kind", "sides", "loss", "dim_out")
+                          if getattr(a, k) != getattr(TrainConfig(), k)]
+            if fixed_only and not a.fixed:
+                raise InputError(f"{', '.join(fixed_only)} choose one fixed setting: add --fixed to train exactly it "
+                                 "(without --fixed, train selects among identity, query memory and a linear query "
+                                 "adapter on held-out labelled queries)")
+            if a.fixed:
+                result = train_adapter(store, cfg)
+                print(_train_summary(result))
+            else:
+                cfg = dataclasses.replace(cfg, methods=tuple(a.methods), candidate_sets=tuple(a.candidate_sets),
+                                          temperatures=tuple(a.temperatures), alphas=tuple(a.alphas), folds=a.folds,
+                                          unseen_tolerance=None if a.unseen_tolerance < 0 else a.unseen_tolerance,
+                                          max_epochs=max(a.max_epochs, a.epochs))
+                result, sel, chosen = select_adapter(store, cfg)
+                print(table_markdown(sel, chosen))
+                print(_train_summary(result))
             print(_save(store, result, a.out, project=not a.no_project, force=a.force))
             return
         base = _config(a, a.out)

@@ -5,9 +5,14 @@ collection is needed. `sides="both"`: the same projection is applied to passages
 a second Chroma collection (`adapted-<name>`). When training found nothing better than the raw
 embeddings on dev, `identity=True` and the adapter passes vectors through unchanged (it is still
 saved, so every stage sees the same honest answer: "no adapter beat raw").
+
+An adapter may also carry a *query memory* (`adapter.memory`): passages answered by training queries move
+toward those queries. It is passage-side, so such an adapter has a projected collection too, and projecting
+needs the passage ids (`project_passages(x, ids)`).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -15,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from adapter.memory import apply_memory
 from core.embedding.base import l2_normalise
 from core.fusion import FusionSpec
 from core.types import slug
@@ -44,6 +50,11 @@ class AdapterConfig:
     #: the BM25 fusion chosen for this adapter on the dev split (`core.fusion.FusionChoice.to_json`); None for
     #: adapters trained before hybrid search or on a store without a lexical index
     fusion: dict[str, Any] | None = None
+    #: the query memory's settings ({"alpha": ..., "n_passages": ...}) when it has one; its vectors are saved
+    #: beside the weights (`adapter.io`)
+    memory: dict[str, Any] | None = None
+    #: how this adapter was chosen (`adapter.select`): the candidates, folds and dev queries that decided
+    selection: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
     format: str = ADAPTER_FORMAT
 
@@ -56,10 +67,20 @@ class AdapterConfig:
         return cls(**{k: v for k, v in obj.items() if k in known})
 
 
+@dataclass(frozen=True)
+class PassageMemory:
+    """The query memory's data: one vector (mean of its training queries) per moved passage."""
+    ids: tuple[str, ...]
+    vectors: np.ndarray  # (len(ids), dim_out) float32
+
+
 class Adapter:
-    def __init__(self, config: AdapterConfig, module: nn.Module):
+    def __init__(self, config: AdapterConfig, module: nn.Module, memory: PassageMemory | None = None):
+        if (config.memory is None) != (memory is None):
+            raise ValueError("an adapter's config.memory and its memory vectors go together")
         self.config = config
         self.module = module.eval()
+        self.memory = memory
 
     @property
     def name(self) -> str:
@@ -72,8 +93,18 @@ class Adapter:
 
     @property
     def collection_name(self) -> str | None:
-        """The projected collection's name (both-sides adapters only)."""
-        return "adapted-" + slug(self.config.name)[:100] if self.config.sides == "both" else None
+        """The projected collection's name (both-sides adapters and adapters with a query memory)."""
+        return "adapted-" + slug(self.config.name)[:100] if self.moves_passages else None
+
+    @property
+    def is_identity(self) -> bool:
+        """True when the adapter changes nothing at all (identity module, no query memory)."""
+        return self.config.identity and self.memory is None
+
+    @property
+    def moves_passages(self) -> bool:
+        """True when passages need the adapter too (both sides, or a query memory): a projected collection."""
+        return self.config.sides == "both" or self.memory is not None
 
     def _apply(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
@@ -89,13 +120,23 @@ class Adapter:
         """Adapted, L2-normalised query vectors."""
         return self._apply(x)
 
-    def project_passages(self, x: np.ndarray) -> np.ndarray:
-        """Adapted passage vectors (both-sides), or the raw ones unchanged (query-only)."""
-        if self.config.sides == "query":
-            return np.asarray(x, dtype=np.float32)
-        return self._apply(x)
+    def project_passages(self, x: np.ndarray, ids: Sequence[str] | None = None) -> np.ndarray:
+        """Adapted passage vectors (both-sides), or the raw ones unchanged (query-only); then, with a query
+        memory, the passages among `ids` (the rows' passage ids, required then) moved toward their queries."""
+        y = np.asarray(x, dtype=np.float32) if self.config.sides == "query" else self._apply(x)
+        if self.memory is None:
+            return y
+        if ids is None or len(ids) != len(y):
+            raise ValueError(f"adapter {self.name!r} moves passages by id (query memory): pass one id per row")
+        where = {pid: i for i, pid in enumerate(ids)}
+        keep = [j for j, pid in enumerate(self.memory.ids) if pid in where]
+        rows = np.array([where[self.memory.ids[j]] for j in keep], dtype=np.int64)
+        return apply_memory(y, rows, self.memory.vectors[keep], float(self.config.memory["alpha"]))
 
     def describe(self) -> str:
         c = self.config
         what = "identity (no trained adapter beat raw on dev)" if c.identity else f"{c.kind} {c.dim_in}->{c.dim_out}"
+        if c.memory:
+            what = ("" if c.identity else what + " + ") + (f"query memory (alpha {c.memory['alpha']}, "
+                                                           f"{c.memory['n_passages']} passages moved)")
         return f"{c.name}: {what}, sides={c.sides}, loss={c.loss}, base={c.base_model}"

@@ -42,6 +42,19 @@ class TrainConfig:
     #: choose (on dev) and save how this adapter's ranking is fused with BM25 (needs the store's lexical index)
     tune_fusion: bool = True
     seed: int = 13
+    # -- selection (`adapter.select`, what `python -m adapter train` runs unless --fixed) --
+    #: which customizations compete (identity always does): memory, query, query+memory
+    methods: tuple[str, ...] = ("memory", "query", "query+memory")
+    candidate_sets: tuple[str, ...] = ("corpus",)
+    temperatures: tuple[float, ...] = (0.02, 0.05)
+    #: query-memory strengths tried (0 = no move is the identity candidate itself)
+    alphas: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
+    #: folds of cross-validation over train+dev; None = automatic (5 up to 3,000 labelled queries, else 1 = dev)
+    folds: int | None = None
+    #: the longest schedule selection may extend a still-improving run to
+    max_epochs: int = 30
+    #: refuse a setting whose held-out unseen-document queries lose more than this (metric points / 100); None: off
+    unseen_tolerance: float | None = 0.01
     chroma_host: str | None = None
     chroma_port: int | None = None
 
@@ -69,6 +82,19 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "rank", "hidden"):
             if getattr(self, name) <= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive")
+        unknown = set(self.methods) - {"memory", "query", "query+memory"}
+        if unknown:
+            raise InputError(f"--methods: unknown {', '.join(sorted(unknown))} (choose memory, query, query+memory)")
+        if set(self.candidate_sets) - {"mined", "corpus"}:
+            raise InputError("--candidate-sets must be mined and/or corpus")
+        if not self.temperatures or any(t <= 0 for t in self.temperatures):
+            raise InputError("--temperatures must be positive numbers")
+        if not self.alphas or any(a <= 0 for a in self.alphas):
+            raise InputError("--alphas must be positive numbers (no move, alpha 0, is the identity candidate)")
+        if self.folds is not None and self.folds < 1:
+            raise InputError("--folds must be 1 (the dev split) or more")
+        if self.max_epochs < self.epochs:
+            raise InputError("--max-epochs must be at least --epochs")
         if self.lr <= 0 or self.temperature <= 0:
             raise InputError("--lr and --temperature must be positive")
 

@@ -3,6 +3,8 @@
     ADAPTER/
       config.json         AdapterConfig: kind, sides, dimensions, base model, data fingerprint, settings, dev metrics
       model.safetensors   the module's tensors
+      memory.safetensors  the query memory's vectors, one per moved passage (adapters with a memory)
+      memory.json         those passages' ids, in the same order
       curves.json/.png    training curves (written by training)
 
 Saving writes a temporary folder beside the target and renames it into place, so an interrupted save
@@ -20,16 +22,20 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from core import atomic
 from core.errors import MismatchError, StoreError
 from core.outputs import OutputKind, check_output, read_json_object
-from adapter.adapter import ADAPTER_FORMAT, FORMAT_VERSION, Adapter, AdapterConfig
+from adapter.adapter import ADAPTER_FORMAT, FORMAT_VERSION, Adapter, AdapterConfig, PassageMemory
 from adapter.modules import build_module
 
 log = logging.getLogger(__name__)
+#: the query memory's files in an adapter folder: vectors, then ids
+MEMORY_FILES = ("memory.safetensors", "memory.json")
 
 
 def is_adapter_dir(path: Path) -> bool:
@@ -60,6 +66,10 @@ def save_adapter(adapter: Adapter, out_dir: str | Path, extra_files: dict[str, b
     try:
         state = {k: v.detach().contiguous() for k, v in adapter.module.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"))
+        if adapter.memory is not None:
+            save_file({"vectors": torch.from_numpy(np.ascontiguousarray(adapter.memory.vectors, dtype=np.float32))},
+                      str(tmp / MEMORY_FILES[0]))
+            (tmp / MEMORY_FILES[1]).write_text(json.dumps(list(adapter.memory.ids)) + "\n", encoding="utf-8")
         (tmp / "config.json").write_text(json.dumps(adapter.config.to_json(), indent=2) + "\n", encoding="utf-8")
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data)
@@ -100,14 +110,29 @@ def load_adapter(path: str | Path) -> Adapter:
         module.load_state_dict(state)
     except (OSError, RuntimeError, SafetensorError) as exc:  # missing/damaged file, or weights of another shape
         raise StoreError(f"cannot read {path / 'model.safetensors'}: {exc}") from exc
-    return Adapter(config, module)
+    return Adapter(config, module, _load_memory(path, config))
+
+
+def _load_memory(path: Path, config: AdapterConfig) -> PassageMemory | None:
+    if config.memory is None:
+        return None
+    try:
+        vectors = load_file(str(path / MEMORY_FILES[0]))["vectors"].numpy()
+        ids = json.loads((path / MEMORY_FILES[1]).read_text("utf-8"))
+    except (OSError, KeyError, json.JSONDecodeError, SafetensorError) as exc:
+        raise StoreError(f"adapter {path} has a query memory but its files cannot be read: {exc}") from exc
+    if not isinstance(ids, list) or len(ids) != len(vectors) or vectors.ndim != 2 or vectors.shape[1] != config.dim_out:
+        raise StoreError(f"adapter {path}: the query memory's ids and vectors do not match (damaged save?)")
+    return PassageMemory(tuple(str(i) for i in ids), vectors.astype(np.float32))
 
 
 def adapter_sha(path: str | Path) -> str:
     """Hash of the saved weights and config: names a projection so a retrained adapter is re-projected."""
     h = hashlib.sha256()
     path = _readable(Path(path))
-    for name in ("config.json", "model.safetensors"):
+    for name in ("config.json", "model.safetensors", *MEMORY_FILES):
+        if name in MEMORY_FILES and not (path / name).exists():
+            continue
         h.update((path / name).read_bytes())
     return h.hexdigest()[:16]
 

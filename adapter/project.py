@@ -27,7 +27,8 @@ def project_collection(store: Store, adapter: Adapter, adapter_sha: str, batch: 
     """Upsert projected vectors of every raw passage; returns counts."""
     c = adapter.config
     if adapter.collection_name is None:
-        raise InputError(f"adapter {c.name!r} adapts queries only: passages keep their raw vectors, nothing to project. "
+        raise InputError(f"adapter {c.name!r} adapts queries only (no query memory): passages keep their raw vectors, "
+                         "nothing to project. "
                          "eval and the app apply it to query vectors.")
     info = store.model_info(c.base_model)
     check_compatible(adapter, c.base_model, int(info["dim"]), info["data_fingerprint"])
@@ -50,7 +51,7 @@ def project_collection(store: Store, adapter: Adapter, adapter_sha: str, batch: 
     # All rows go through the adapter, then the missing ones are picked: a matrix product over a handful of rows
     # can round differently from the same rows inside a big one, and a resumed run must write the very bits
     # of an uninterrupted one.
-    vectors = adapter.project_passages(dump.embeddings)[todo] if todo else np.zeros((0, c.dim_out), np.float32)
+    vectors = adapter.project_passages(dump.embeddings, dump.ids)[todo] if todo else np.zeros((0, c.dim_out), np.float32)
     metas = [{**(dump.metadatas[i] or {}), "projection_key": keys[i]} for i in todo]
     chroma_store.upsert_batched(col, store.client, [dump.ids[i] for i in todo], vectors,
                                 documents=[dump.documents[i] for i in todo], metadatas=metas,

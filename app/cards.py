@@ -73,7 +73,7 @@ def _movement_badge(hit: Hit, depth: int, hybrid: bool = False) -> str:
 def render_card(hit: Hit, depth: int, hybrid: bool = False) -> str:
     """One passage; `hybrid`: a card of the hybrid column (fused score, raw -> hybrid arrow)."""
     e = html.escape
-    gold = '<span class="nq-gold" title="a gold (relevant) passage for this NQ question">★ gold</span>' if hit.gold else ""
+    gold = '<span class="nq-gold" title="a gold (relevant) passage for this question">★ gold</span>' if hit.gold else ""
     short = snippet(hit.text)
     full = f'<div class="nq-full">{e(hit.text)}</div>' if short != hit.text else ""
     score_tip = "fused score (dense and BM25, normalised per query)" if hybrid else "cosine similarity"
@@ -133,13 +133,17 @@ def render_status(result: SearchResult) -> str:
         if result.hybrid is not None:
             where.append(f"hybrid #{result.hybrid.gold_rank}" if result.hybrid.gold_rank
                          else f"hybrid: not in the top {result.depth}")
-        lines.append(f"This is NQ question `{nq.query_id}` ({nq.split or 'unknown'} split): its gold passage is "
-                     f"marked ★ gold. Best gold rank: {', '.join(where)}.")
+        lines.append(f"This is {result.dataset or 'dataset'} question `{nq.query_id}` ({nq.split or 'unknown'} "
+                     f"split): its gold passage is marked ★ gold. Best gold rank: {', '.join(where)}.")
         if nq.split == "train" and result.adapted is not None:
             lines.append("Note: a train-split question was seen by the adapter during training, so this comparison "
                          "flatters the adapter; try a test-split example.")
+        elif nq.seen and result.adapted is not None:
+            lines.append("Seen document: every gold passage of this question answered some training question, so "
+                         "the customization was fitted on it. This is where customization helps most (eval's 'seen' "
+                         "queries); for a question about a new document expect less.")
     elif result.raw is not None:
-        lines.append("Not a question from the store's NQ set, so no passage is marked gold.")
+        lines.append(f"Not a question from the store's {result.dataset or 'dataset'} set, so no passage is marked gold.")
     return "\n\n".join(lines)
 
 

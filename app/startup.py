@@ -41,7 +41,7 @@ def open_app(cfg: AppConfig, embedder: Embedder | None = None) -> AppState:
                           max_chars=cfg.max_chars, max_k=cfg.max_k)
     manifest = store.manifest()
     summary = (f"Store `{cfg.store}`: {manifest.get('n_passages', '?')} passages, {manifest.get('n_queries', '?')} "
-               f"NQ questions · model `{cfg.model}` · adapter: "
+               f"questions of `{store.dataset_name()}` · model `{cfg.model}` · adapter: "
                + (f"`{adapter.describe()}`" if adapter is not None else "none")
                + "".join(f" · {w}" for w in retriever.warnings))
     return AppState(cfg=cfg, retriever=retriever, examples=example_questions(store, retriever, cfg.n_examples),
@@ -67,7 +67,7 @@ def load_adapter_or_note(store: Store, cfg: AppConfig, dim: int) -> tuple[Adapte
         log.warning("adapter at %s refused: %s", folder, exc)
         return None, None, f"Adapter at `{folder}` refused: {exc}"
     notes = []
-    if adapter.config.identity:
+    if adapter.is_identity:
         notes.append("This adapter is the identity: training found nothing that beat the raw embeddings on dev, "
                      "so both columns agree.")
     fingerprint = store.model_info(cfg.model).get("data_fingerprint")

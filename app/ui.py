@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 HOW_TO_READ = (
     "**How to read it:** each column ranks passages by cosine similarity to your question. "
-    "**★ gold** marks the passage that NQ's annotators chose as the answer (only for questions from the dataset). "
+    "**★ gold** marks the passage the dataset's annotators judged relevant (only for questions from the dataset). "
     "Arrows say how the adapter moved a passage: **↑3** three places higher with the adapter, **↓1** one lower, "
     "**new** not in the raw top {depth}, **out** not in the adapted top {depth}. "
     "The third column fuses the dense ranking next to it with BM25 (keyword search) as chosen on the dev split; "
@@ -84,7 +84,7 @@ def build_demo(state: AppState) -> gr.Blocks:
                                          adapter_note=r.adapter_note))
     report_md, report_plots = _report(state)
 
-    with gr.Blocks(title="NQ retrieval: raw vs adapter", analytics_enabled=False) as demo:
+    with gr.Blocks(title="Retrieval: raw vs customized", analytics_enabled=False) as demo:
         gr.Markdown("## Natural Questions retrieval: raw embeddings vs. with the adapter")
         gr.Markdown(state.summary)
         with gr.Tab("Search"):

@@ -22,6 +22,7 @@ import logging
 import math
 from collections.abc import Iterable
 
+import numpy as np
 import pytrec_eval
 
 from core.types import Qrels, Results
@@ -115,3 +116,49 @@ def recall_at_k_curve(qrels: Qrels, results: Results, ks: Iterable[int]) -> dict
     rankings = {qid: ranked_ids(results.get(qid, {})) for qid in qrels}
     per_query = _trec_per_query(qrels, rankings, {"recall." + ",".join(map(str, ks))})
     return {k: sum(per_query[qid][f"recall_{k}"] for qid in qrels) / len(qrels) for k in ks}
+
+
+def binary_metrics(scores: np.ndarray, query_ids: list[str], passage_ids: list[str], qrels: Qrels,
+                   k_values: Iterable[int] = (1, 5, 10, 100)) -> dict[str, dict[str, float]]:
+    """`per_query_metrics` for binary relevance, straight from a (queries x passages) score matrix.
+
+    The fast path of selection loops, which score thousands of candidate settings: no result dicts, no
+    trec_eval. Every relevance > 0 counts as gain 1, so it refuses graded qrels (use `per_query_metrics`). It
+    means what trec_eval means: recall's denominator counts relevant passages missing from the corpus too, and
+    exact score ties are broken by passage id ascending (`tests/test_eval_metrics.py` checks it against
+    trec_eval). Queries without a relevant passage are left out, as there.
+    """
+    ks = _check_ks(k_values)
+    scores = np.asarray(scores)
+    n_p = scores.shape[1]
+    judged = [(i, q) for i, q in enumerate(query_ids) if any(r > 0 for r in qrels.get(q, {}).values())]
+    if any(r > 1 for _, q in judged for r in qrels[q].values()):
+        raise ValueError("binary_metrics takes binary relevance only; graded qrels need per_query_metrics")
+    depth = min(max(max(ks), MRR_CUTOFF, NDCG_CUTOFF), n_p)
+    rows = np.array([i for i, _ in judged], dtype=np.int64)
+    s = scores[rows] if len(rows) else np.zeros((0, n_p))
+    # rank by (score desc, passage id asc): sort the passage columns by id once, then a stable argsort
+    by_id = np.argsort(np.asarray(passage_ids, dtype=object), kind="stable")
+    s = s[:, by_id]
+    cut = np.argpartition(-s, depth - 1, axis=1)[:, :depth] if depth < n_p else np.tile(np.arange(n_p), (len(rows), 1))
+    order = np.argsort(-np.take_along_axis(s, cut, axis=1), axis=1, kind="stable")
+    top = by_id[np.take_along_axis(cut, order, axis=1)]
+    ids = np.asarray(passage_ids, dtype=object)
+    out: dict[str, dict[str, float]] = {f"Recall@{k}": {} for k in ks}
+    out[f"MRR@{MRR_CUTOFF}"], out[f"nDCG@{NDCG_CUTOFF}"] = {}, {}
+    disc = 1.0 / np.log2(np.arange(2, NDCG_CUTOFF + 2))
+    for r, (i, q) in enumerate(judged):
+        rel = {p for p, v in qrels[q].items() if v > 0}
+        ranked = top[r]
+        sc = scores[i, ranked]
+        if len(np.unique(sc)) != len(sc):  # exact ties inside the top: sort those by id (rare with float scores)
+            ranked = np.array(sorted(ranked, key=lambda j: (-scores[i, j], ids[j])))
+        hits = np.array([ids[j] in rel for j in ranked])
+        for k in ks:
+            out[f"Recall@{k}"][q] = float(hits[:k].sum() / len(rel))
+        first = np.flatnonzero(hits[:MRR_CUTOFF])
+        out[f"MRR@{MRR_CUTOFF}"][q] = float(1.0 / (first[0] + 1)) if len(first) else 0.0
+        n_ideal = min(len(rel), NDCG_CUTOFF)
+        out[f"nDCG@{NDCG_CUTOFF}"][q] = float((hits[:NDCG_CUTOFF] * disc[:len(hits[:NDCG_CUTOFF])]).sum()
+                                                / disc[:n_ideal].sum())
+    return out

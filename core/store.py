@@ -32,6 +32,7 @@ from core.errors import StoreError
 from core.jsonl import read_jsonl
 from core.lexical import LEXICAL_DIR, LexicalIndex, load_index
 from core.outputs import OutputKind, read_json_object
+from core.seen import trained_passages
 from core.types import Corpus, Dataset, Passage, Qrels, Queries, SplitName, TrainingExample, slug
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,21 @@ class Store:
             return {"format_version": FORMAT_VERSION, "models": {}}
         except json.JSONDecodeError as exc:
             raise StoreError(f"{self.manifest_path} is not valid JSON ({exc}); re-run ingest") from None
+
+    def dataset_name(self) -> str:
+        """A short name for the data this store holds, for pages and reports: the last part of its source
+        (`../shared/data/scifact` -> "scifact", `sentence-transformers/natural-questions` -> "natural-questions")."""
+        source = str(self.manifest().get("data_source") or "").rstrip("/\\")
+        name = source.replace("\\", "/").rsplit("/", 1)[-1]
+        for ext in (".gz", ".jsonl", ".json"):
+            name = name.removesuffix(ext)
+        return name or "dataset"
+
+    def trained_passages(self, fit_splits=("train",)) -> set[str]:
+        """Every passage that is a positive of some query of `fit_splits`: the documents a customization fitted
+        on those splits has seen (`core.seen`)."""
+        splits = self.load_splits()
+        return trained_passages(self.load_qrels(), [q for q, s in splits.items() if s in set(fit_splits)])
 
     def write_manifest(self, manifest: dict) -> None:
         atomic.write_json(self.manifest_path, manifest)

@@ -1,4 +1,6 @@
 """`python -m eval`: score raw embeddings, adapters and baselines on the same queries; write report files. See `--help`.
+`python -m eval learning-curve`: the gain on test against the number of labelled queries (see its `--help`).
+`python -m eval dims`: smaller vectors (truncation, PCA, a trained d-dim adapter) against raw (see its `--help`).
 
 Writes OUT/metrics.json (the contract other tools read), OUT/details.json, OUT/report.md and OUT/figures/.
 By default the store's test split is scored; `--queries FILE --qrels FILE` scores those held-out queries
@@ -13,7 +15,11 @@ from pathlib import Path
 
 from core.cli import run_cli
 from eval.config import SPLITS, EvalConfig
+from eval import dims, learning_curve
+from eval.dims import DimsConfig, dims_table, run_dims
 from eval.evaluate import run_eval
+from eval.learning_curve import CurveConfig, run_learning_curve
+from core.settings import METRICS
 from eval.report import main_table
 
 
@@ -66,9 +72,72 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
         force=a.force)
 
 
+def parse_curve_args(argv: list[str]) -> CurveConfig:
+    d = CurveConfig()
+    p = argparse.ArgumentParser(prog="python -m eval learning-curve", description=learning_curve.__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--store", type=Path, default=d.store, help="store folder (env NQ_STORE)")
+    p.add_argument("--model", default=d.model)
+    p.add_argument("--out", type=Path, default=d.out, help="folder for learning_curve.json and .png")
+    p.add_argument("--sizes", type=int, nargs="+", default=list(d.sizes),
+                   help="numbers of labelled queries (every labelled query is always the last point)")
+    p.add_argument("--seeds", type=int, default=d.seeds, help="draws per size")
+    p.add_argument("--metric", choices=METRICS, default=d.metric)
+    p.add_argument("--methods", nargs="+", choices=("memory", "query", "query+memory"), default=list(d.methods))
+    p.add_argument("--candidate-sets", nargs="+", choices=("mined", "corpus"), default=list(d.candidate_sets))
+    p.add_argument("--temperatures", nargs="+", type=float, default=list(d.temperatures))
+    p.add_argument("--folds", type=int, default=d.folds, help="cross-validation folds of each selection")
+    p.add_argument("-v", "--verbose", action="store_true")
+    a = p.parse_args(argv)
+    logging.getLogger().setLevel(logging.DEBUG if a.verbose else logging.INFO)
+    return CurveConfig(store=a.store, model=a.model, out=a.out, sizes=tuple(a.sizes), seeds=a.seeds, metric=a.metric,
+                       methods=tuple(a.methods), candidate_sets=tuple(a.candidate_sets),
+                       temperatures=tuple(a.temperatures), folds=a.folds)
+
+
+def _curve_table(curve: dict) -> str:
+    lines = [f"{curve['model']}: {curve['metric']} gain over raw on {curve['test_queries']} test queries (95% CI)",
+             "| labels | seeds | all | seen | unseen | seen share | chosen |", "|---:|---:|---|---|---|---:|---|"]
+    fmt = lambda g: f"{g['mean']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]" if g else "-"  # noqa: E731
+    for p in curve["points"]:
+        lines.append(f"| {p['labels']} | {p['seeds']} | {fmt(p['gain'])} | {fmt(p['seen'])} | {fmt(p['unseen'])} | "
+                     f"{p['seen_share']:.2f} | {', '.join(p['chosen'])} |")
+    return "\n".join(lines)
+
+
+def parse_dims_args(argv: list[str]) -> DimsConfig:
+    d = DimsConfig()
+    p = argparse.ArgumentParser(prog="python -m eval dims", description=dims.__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--store", type=Path, default=d.store, help="store folder (env NQ_STORE)")
+    p.add_argument("--model", default=d.model)
+    p.add_argument("--out", type=Path, default=d.out, help="folder for dims.json and dims.png")
+    p.add_argument("--sizes", type=int, nargs="+", default=list(d.sizes), help="output dimensions")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="epochs of each d-dim adapter")
+    p.add_argument("-v", "--verbose", action="store_true")
+    a = p.parse_args(argv)
+    logging.getLogger().setLevel(logging.DEBUG if a.verbose else logging.INFO)
+    return DimsConfig(store=a.store, model=a.model, out=a.out, sizes=tuple(a.sizes), epochs=a.epochs)
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["dims"]:
+        def dims_job() -> None:
+            cfg = parse_dims_args(args[1:])
+            print(dims_table(run_dims(cfg)))
+            print(f"written: {cfg.out / 'dims.json'}, {cfg.out / 'dims.png'}")
+        return run_cli(dims_job)
+    if args[:1] == ["learning-curve"]:
+        def curve_job() -> None:
+            cfg = parse_curve_args(args[1:])
+            curve = run_learning_curve(cfg)
+            print(_curve_table(curve))
+            print(f"written: {cfg.out / 'learning_curve.json'}, {cfg.out / 'learning_curve.png'}")
+        return run_cli(curve_job)
+
     def job() -> None:
-        cfg = parse_args(argv)
+        cfg = parse_args(args)
         outcome = run_eval(cfg)
         for ev in outcome.models:
             print(main_table(ev))

@@ -47,7 +47,7 @@ from eval import plots, report
 from eval.config import CI_METRICS, PRIMARY_METRIC, REPORT_OUTPUT, EvalConfig
 from eval.heldout import HeldOut, load_heldout, require_enough
 from eval.results import EvalOutcome, ModelEvaluation, SystemRun, is_adapter_key
-from eval.seen import seen_unseen, trained_passages
+from core.seen import seen_unseen
 from eval.stats import bootstrap_ci, paired_p_value
 from eval.threshold import best_threshold, threshold_accuracy
 from ingest.hybrid import choose_dev_fusion
@@ -119,10 +119,11 @@ def _query_vectors_for(store: Store, model: str, dim: int, queries: Queries, cfg
 # -- systems -----------------------------------------------------------------------------------------
 
 def _dense_system(key: str, label: str, q: np.ndarray, qids: list[str], p_raw: np.ndarray, pids: list[str],
-                  project_q: Callable[[np.ndarray], np.ndarray], project_p: Callable[[np.ndarray], np.ndarray],
+                  project_q: Callable[[np.ndarray], np.ndarray], project_p: Callable[..., np.ndarray],
                   **extra) -> SystemRun:
+    """`project_p(vectors, ids)`: the passages as this system searches them (a query memory moves them by id)."""
     t0 = time.perf_counter()
-    passages = project_p(p_raw)
+    passages = project_p(p_raw, pids)
     results = exact_search(project_q(q), qids, passages, pids, k=TOP_K)
     log.info("%s: exact search of %d queries over %d passages in %.1fs", key, len(qids), len(pids), time.perf_counter() - t0)
     return SystemRun(key=key, label=label, results=results, project_queries=project_q, passages=passages, **extra)
@@ -130,9 +131,12 @@ def _dense_system(key: str, label: str, q: np.ndarray, qids: list[str], p_raw: n
 
 def _adapter_label(adapter: Adapter) -> str:
     c = adapter.config
-    if c.identity:
+    if adapter.is_identity:
         return f"adapter {c.name} (identity: nothing beat raw on dev)"
-    return f"adapter {c.name} ({c.kind}, {c.loss}, sides={c.sides})"
+    parts = [] if c.identity else [f"{c.kind}, {c.loss}, sides={c.sides}"]
+    if c.memory:
+        parts.append(f"query memory, alpha {c.memory['alpha']}")
+    return f"adapter {c.name} ({'; '.join(parts)})"
 
 
 def _mse_baseline(store: Store, model: str, cfg: EvalConfig, q: np.ndarray, qids: list[str], p_raw: np.ndarray,
@@ -194,9 +198,13 @@ def _on_subset(sub: dict, raw_sub: dict | None, n: int, cfg: EvalConfig) -> dict
 
 def _subsets(store: Store, scope: Scope, systems: dict[str, SystemRun], scores: dict[str, dict],
              cfg: EvalConfig) -> tuple[dict[str, int], dict[str, dict]]:
-    """The seen/unseen sizes and, per system, its scores on each non-empty subset (`eval.seen`)."""
-    splits = store.load_splits()
-    trained = trained_passages(store.load_qrels(), [q for q, s in splits.items() if s == "train"])
+    """The seen/unseen sizes and, per system, its scores on each non-empty subset (`core.seen`)."""
+    fitted = {"train"}  # an adapter selected by cross-validation is fitted on train + dev (`adapter.select`)
+    for s in systems.values():
+        if s.adapter is not None and s.key != "mse_baseline":
+            fitted |= set(s.adapter.config.training.get("fit_splits", ["train"]))
+    fitted -= {q_split for q_split in ("train", "dev", "test") if scope.label == f"{q_split} split"}
+    trained = store.trained_passages(fitted)
     parts = seen_unseen(scope.qrels, list(scope.queries), trained)
     sizes = {k: len(v) for k, v in parts.items()}
     by_system: dict[str, dict] = {k: {} for k in systems}
@@ -228,7 +236,7 @@ def _compare(a: dict, b: dict, cfg: EvalConfig, metrics) -> dict:
 def _hnsw(store: Store, system: SystemRun, model: str, q: np.ndarray, qids: list[str], qrels: Qrels) -> dict:
     """Query the collection the app would query for this system (see search.chroma_ann)."""
     ad = system.adapter
-    if ad is not None and ad.config.sides == "both":
+    if ad is not None and ad.moves_passages:
         sha = adapter_sha(system.adapter_dir) if system.adapter_dir else None
         problem = projection_problem(store, ad, sha, str(system.adapter_dir) if system.adapter_dir else None)
         if problem is not None:
@@ -482,7 +490,7 @@ def _adapter_systems(adapters: list[tuple[Path, Adapter]], model: str, info: dic
         if ad.config.data_fingerprint != info.get("data_fingerprint"):
             notes.append(f"adapter {ad.name} was trained on other data ({ad.config.data_fingerprint}) than this store "
                          f"holds ({info.get('data_fingerprint')}): its test queries may include its training queries.")
-        if ad.config.identity:
+        if ad.is_identity:
             notes.append(f"adapter {ad.name} is the identity: training found nothing better than the raw embeddings "
                          "on dev, so its rows equal raw by construction.")
         key = _adapter_key(i, ad, taken | set(systems))
@@ -519,7 +527,8 @@ def evaluate_model(store: Store, model: str, cfg: EvalConfig, adapters: list[tup
             notes.append(f"{n_embedded} of the {len(qids)} queries were embedded now with {model} (not in the store).")
 
     with _timed(timings, "search"):
-        systems = {"raw": _dense_system("raw", f"raw {model}", q, qids, p_raw, pids, l2_normalise, l2_normalise)}
+        systems = {"raw": _dense_system("raw", f"raw {model}", q, qids, p_raw, pids, l2_normalise,
+                                        lambda x, _ids: l2_normalise(x))}
         adapted, adapter_notes = _adapter_systems(adapters, model, info, q, qids, p_raw, pids, set(systems))
         systems.update(adapted)
         notes += adapter_notes

@@ -202,7 +202,7 @@ def describe_change(raw: SystemRun, s: SystemRun, metric: str) -> str:
 
 def verdict(s: SystemRun, metric: str = PRIMARY_METRIC) -> str:
     """Helped / hurt / no significant difference, in words, for one system against raw."""
-    if s.adapter is not None and s.adapter.config.identity:
+    if s.adapter is not None and s.adapter.is_identity:
         return ("is the identity: training found nothing better than the raw embeddings on dev, so it changes "
                 "nothing (its numbers equal raw by construction)")
     v = s.vs_raw[metric]
@@ -258,7 +258,8 @@ def seen_unseen_verdict(ev: ModelEvaluation, key: str, metric: str = PRIMARY_MET
         v = sub["vs_raw"][metric]
         word = ("helps" if v["delta"] > 0 else "hurts") if v["p"] < ALPHA else "no significant change"
         parts.append(f"{what} ({sub['n']}): {word}, {metric} {_signed(v['delta'])} ({_pval(v['p'])})")
-    note = (" (the grouped split puts no test query on a training passage)" if not n.get("seen") else "")
+    note = (" (no scored query is about a training passage: with ingest's grouped split none can be)"
+            if not n.get("seen") else "")
     return f"**For whom, {s.label}:** " + "; ".join(parts) + note + "."
 
 

@@ -46,7 +46,7 @@ class SystemRun:
     #: adapter systems: the paired comparison with the best system that needs no adapter
     #: ({"system": key, metric: {"delta", "ci95", "p"}}); empty otherwise
     vs_best_plain: dict = field(default_factory=dict)
-    #: "seen" / "unseen" (`eval.seen`) -> {"n", "means", "ci95", "vs_raw"} on the primary metric and nDCG@10
+    #: "seen" / "unseen" (`core.seen`) -> {"n", "means", "ci95", "vs_raw"} on the primary metric and nDCG@10
     by_subset: dict = field(default_factory=dict)
 
     @property
@@ -65,7 +65,7 @@ class ModelEvaluation:
     figures: dict[str, str] = field(default_factory=dict)
     pair_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
-    #: how many scored queries are seen / unseen (`eval.seen`)
+    #: how many scored queries are seen / unseen (`core.seen`)
     subset_sizes: dict[str, int] = field(default_factory=dict)
 
     @property

@@ -32,8 +32,9 @@ def parse_args(argv: list[str] | None = None) -> IngestConfig:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--split", type=float, nargs=3, default=d.split, metavar=("TRAIN", "DEV", "TEST"))
     p.add_argument("--split-by", choices=("grouped", "random"), default=d.split_by,
-                   help="grouped: no relevant passage shared across splits (dev/test = new documents); "
-                        "random: i.i.d. over questions, as benchmark protocols split")
+                   help="random: i.i.d. over questions, as benchmark protocols split (test queries may be about "
+                        "documents training saw: eval reports those apart, as 'seen'); grouped: no relevant passage "
+                        "shared across splits (dev/test = new documents only)")
     p.add_argument("--min-words", type=int, default=d.min_words)
     p.add_argument("--max-words", type=int, default=d.max_words)
     p.add_argument("--batch-size", type=int, default=None, help="embedding batch size (default: the backend's)")

@@ -26,7 +26,7 @@ class IngestConfig:
     seed: int = 13
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     #: grouped: no positive shared across splits; random: i.i.d. over questions (ingest.split)
-    split_by: str = "grouped"
+    split_by: str = "random"
     min_words: int = DEFAULT_MIN_WORDS
     max_words: int = DEFAULT_MAX_WORDS
     batch_size: int | None = None

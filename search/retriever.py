@@ -99,11 +99,13 @@ class Side:
 
 @dataclass(frozen=True)
 class NQMatch:
-    """The store query the question matched: its id, split and gold passage ids."""
+    """The store query the question matched: its id, split and gold passage ids, and whether every gold passage
+    is a document the customization was fitted on (a positive of its training queries: `core.seen`)."""
 
     query_id: str
     split: str | None
     gold_ids: tuple[str, ...]
+    seen: bool = False
 
 
 @dataclass
@@ -115,7 +117,8 @@ class SearchResult:
     adapter_note: str | None
     notices: list[str] = field(default_factory=list)
     message: str | None = None
-    nq: NQMatch | None = None
+    nq: NQMatch | None = None  # the matched store query (the key keeps its first dataset's name for API users)
+    dataset: str = ""  # the store's dataset name (`Store.dataset_name`)
     raw: Side | None = None
     adapted: Side | None = None
     hybrid: Side | None = None
@@ -194,6 +197,7 @@ class Retriever:
         self._n_vectors = self._raw.count()
         self._embed_lock = threading.Lock()
         self._corpus: dict[str, Passage] = store.load_corpus()
+        self.dataset = store.dataset_name()
         self._load_nq()
         self.lexical: LexicalIndex | None = None
         self.fusion: FusionSpec | None = None
@@ -214,6 +218,9 @@ class Retriever:
             self.warnings.append("This store has no `splits.json`, so a question the adapter was trained on is not "
                                  "flagged as one; re-run ingest to restore it.")
             self._splits = {}
+        fit_splits = (self.adapter.config.training.get("fit_splits", ["train"]) if self.adapter is not None
+                      else ["train"])
+        self._trained = (self.store.trained_passages(fit_splits) if self._splits else set())
         self._by_text: dict[str, list[str]] = {}
         for qid, text in sorted(queries.items()):
             self._by_text.setdefault(normalise_for_id(text), []).append(qid)
@@ -279,7 +286,8 @@ class Retriever:
         if not qids:
             return None
         gold = sorted({pid for q in qids for pid, rel in self._qrels.get(q, {}).items() if rel > 0})
-        return NQMatch(query_id=qids[0], split=self._splits.get(qids[0]), gold_ids=tuple(gold))
+        return NQMatch(query_id=qids[0], split=self._splits.get(qids[0]), gold_ids=tuple(gold),
+                       seen=bool(gold) and set(gold) <= self._trained)
 
     def embed(self, question: str) -> np.ndarray:
         with self._embed_lock:
@@ -296,7 +304,8 @@ class Retriever:
             notices.append(k_notice)
         result = SearchResult(question=text, k=k, model=self.model_id,
                               adapter=self.adapter.name if self.adapter is not None else None,
-                              adapter_note=self.adapter_note, notices=notices, depth=self.depth)
+                              adapter_note=self.adapter_note, notices=notices, depth=self.depth,
+                              dataset=self.dataset)
         if not text:
             result.message = EMPTY_MESSAGE
             result.timings_ms = {"total": _ms(t_start)}

@@ -199,11 +199,45 @@ def test_train_on_real_store_is_never_worse_on_dev_and_projection_is_idempotent(
     chroma_store.release_locks()
 
 
-def test_cli_train_writes_a_self_describing_folder(small_store, tmp_path):
+def test_cli_train_selects_and_says_what_decided(small_store, tmp_path):
+    """The default `adapter train`: a selection table, the queries that decided, and a folder recording both."""
+    chroma_store.release_locks()  # the session's store fixture was built in this process
     cfg, s = small_store
     out = tmp_path / "adapter"
     r = subprocess.run([sys.executable, "-m", "adapter", "train", "--store", str(cfg.store), "--model", s["model"],
-                        "--epochs", "2", "--sides", "query", "--out", str(out)],
+                        "--epochs", "2", "--max-epochs", "2", "--temperatures", "0.05", "--candidate-sets", "mined",
+                        "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    conf = json.loads((out / "config.json").read_text())
+    sel = conf["selection"]
+    n_labelled = sum(1 for v in Store(cfg.store).load_splits().values() if v in ("train", "dev"))
+    assert sel["folds"] == 5 and sel["decided_by"] == n_labelled  # small data: 5-fold over train + dev
+    assert f"5-fold cross-validation over {n_labelled} labelled queries" in r.stdout
+    methods = [row["method"] for row in sel["table"]]
+    assert methods[0] == "identity" and {"memory", "query", "query+memory"} <= set(methods)
+    best = max(row["mean"] for row in sel["table"])
+    chosen = next(row for row in sel["table"] if row["method"] == sel["chosen"]["method"])
+    assert chosen["mean"] == best and chosen["gain"] >= 0  # never worse than identity on what decided
+    assert conf["training"]["fit_splits"] == ["train", "dev"] and conf["training"]["split"]["by"] == "random"
+    assert (conf["memory"] is not None) == ("memory" in sel["chosen"]["method"])
+    assert ((out / "memory.json").exists()) == (conf["memory"] is not None)
+
+
+def test_cli_train_refuses_fixed_settings_without_fixed(small_store, tmp_path):
+    chroma_store.release_locks()  # the session's store fixture was built in this process
+    cfg, s = small_store
+    r = subprocess.run([sys.executable, "-m", "adapter", "train", "--store", str(cfg.store), "--model", s["model"],
+                        "--sides", "both", "--out", str(tmp_path / "a")], cwd=REPO, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode != 0 and "--sides" in r.stderr and "--fixed" in r.stderr and not (tmp_path / "a").exists()
+
+
+def test_cli_train_fixed_writes_a_self_describing_folder(small_store, tmp_path):
+    chroma_store.release_locks()  # the session's store fixture was built in this process
+    cfg, s = small_store
+    out = tmp_path / "adapter"
+    r = subprocess.run([sys.executable, "-m", "adapter", "train", "--fixed", "--store", str(cfg.store), "--model",
+                        s["model"], "--epochs", "2", "--sides", "query", "--out", str(out)],
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "dev split" in r.stdout and "MRR@10" in r.stdout

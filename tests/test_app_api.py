@@ -137,7 +137,10 @@ def test_nq_question_has_its_gold_marked(client, app):
     queries, qrels = store.load_queries(), store.load_qrels()
     qid = next(q for q in store.split_query_ids("test") if queries[q] == app.state.examples[0])
     r = search(client, queries[qid], 10)
-    assert r["nq"] == {"query_id": qid, "split": "test", "gold_ids": sorted(qrels[qid])}
+    trained = {p for q, s in store.load_splits().items() if s == "train" for p in qrels.get(q, {})}
+    assert r["nq"] == {"query_id": qid, "split": "test", "gold_ids": sorted(qrels[qid]),
+                       "seen": set(qrels[qid]) <= trained}
+    assert r["dataset"] == "nq"
     gold_hits = [h for h in r["raw"]["hits"] if h["gold"]]
     assert gold_hits and all(h["id"] in qrels[qid] for h in gold_hits)
     assert r["raw"]["gold_rank"] == gold_hits[0]["rank"]

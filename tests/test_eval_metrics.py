@@ -195,3 +195,28 @@ def test_per_query_means_are_the_summary():
     for name, vals in per_query.items():
         assert set(vals) == set(qrels)
         assert np.mean(list(vals.values())) == pytest.approx(summary[name])
+
+
+def test_binary_metrics_agree_with_trec_eval():
+    """The selection loop's fast path against trec_eval (`per_query_metrics`) on random scores, with ties, relevant
+    passages missing from the corpus, several positives and an unjudged query."""
+    import numpy as np
+
+    from core.metrics import binary_metrics
+
+    rng = np.random.default_rng(7)
+    pids = [f"d{i:03d}" for i in rng.permutation(300)]
+    qids = [f"q{i}" for i in range(40)]
+    scores = rng.standard_normal((40, 300)).round(2)  # rounding makes exact ties
+    qrels = {q: {pids[j]: 1 for j in rng.choice(300, size=rng.integers(1, 4), replace=False)} for q in qids[:-1]}
+    qrels["q0"]["not-in-corpus"] = 1
+    results = {q: {pids[j]: float(scores[i, j]) for j in range(300)} for i, q in enumerate(qids)}
+    want = per_query_metrics(qrels, results, (1, 5, 10, 100))
+    got = binary_metrics(scores, qids, pids, qrels, (1, 5, 10, 100))
+    assert set(got) == set(want)
+    for m in want:
+        assert set(got[m]) == set(want[m]) == set(qids[:-1])
+        for q in want[m]:
+            assert got[m][q] == pytest.approx(want[m][q], abs=1e-9), (m, q)
+    with pytest.raises(ValueError, match="binary"):
+        binary_metrics(scores, qids, pids, {"q1": {pids[0]: 2}})

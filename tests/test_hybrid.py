@@ -99,7 +99,7 @@ def test_a_trained_adapter_records_its_fusion(small_store):
     # weight 0 is the adapter alone: its dev score is the selected epoch's (identity: raw's)
     assert f["dev_dense_only"] == pytest.approx(res.adapter.config.dev_metrics["selected"]["MRR@10"], abs=1e-9)
     assert f["dev_score"] >= f["dev_dense_only"]
-    assert res.adapter.config.training["split"] == {"by": "grouped", "seed": cfg.seed, "fractions": list(cfg.split)}
+    assert res.adapter.config.training["split"] == {"by": cfg.split_by, "seed": cfg.seed, "fractions": list(cfg.split)}
 
 
 def test_eval_and_the_app_rank_hybrids_the_same(small_store, tmp_path):
@@ -124,17 +124,17 @@ def test_eval_and_the_app_rank_hybrids_the_same(small_store, tmp_path):
 
 
 def test_a_resplit_store_chooses_its_fusion_again(small_store, tmp_path):
-    """`--split-by random` on the same data: splits.json says so, and the raw+BM25 fusion chosen on the old
-    dev split is not reused (it is chosen again on the new one)."""
+    """`--split-by grouped` on the same (randomly split) data: splits.json says so, and the raw+BM25 fusion chosen
+    on the old dev split is not reused (it is chosen again on the new one)."""
     cfg, _ = small_store
     copy = tmp_path / "store"
     shutil.copytree(cfg.store, copy, ignore=shutil.ignore_patterns(".store.lock"))
     before = json.loads(fusion_path(copy, MODEL).read_text())
     args = ["--data", str(cfg.data), "--store", str(copy), "--model", MODEL, "--limit", str(cfg.limit),
-            "--cache", str(cfg.cache_dir), "--split-by", "random"]
-    assert ingest_main(args) == 0
+            "--cache", str(cfg.cache_dir), "--split-by", "grouped"]
+    assert cfg.split_by == "random" and ingest_main(args) == 0
     meta = json.loads((copy / "splits.json").read_text())
-    assert meta["by"] == "random" and meta["seed"] == cfg.seed
+    assert meta["by"] == "grouped" and meta["seed"] == cfg.seed
     after = json.loads(fusion_path(copy, MODEL).read_text())
     assert after["dev_sha"] != before["dev_sha"]
     assert after["n_dev_queries"] == sum(1 for q, s in Store(copy).load_splits().items()

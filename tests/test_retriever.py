@@ -397,3 +397,33 @@ def test_missing_splits_is_said_not_swallowed(tmp_path, fused_store, embedder, t
     assert any("splits.json" in rec.getMessage() for rec in caplog.records)
     res = r.search(test_questions[0][0], 5)
     assert res.nq is not None and res.nq.split is None  # still matched to its gold passages, just not to a split
+
+
+def test_seen_documents_are_flagged_from_the_store_files(retriever, store):
+    """`seen`: every gold passage of the matched question is a gold passage of some train question; the oracle
+    reads splits.json and qrels.tsv itself."""
+    import csv
+
+    splits = json.loads((store.root / "splits.json").read_text())["splits"]
+    qrels: dict[str, set[str]] = {}
+    with open(store.root / "dataset" / "qrels.tsv", newline="") as fh:
+        for row in csv.DictReader(fh, delimiter="\t"):
+            if int(row["score"]) > 0:
+                qrels.setdefault(row["query-id"], set()).add(row["corpus-id"])
+    trained = {p for q, s in splits.items() if s == "train" for p in qrels.get(q, ())}
+    queries = store.load_queries()
+    flags = {}
+    for q in [q for q, s in splits.items() if s != "train"]:
+        m = retriever.match(queries[q])
+        assert m is not None
+        flags[q] = m.seen
+        assert m.seen == (set(m.gold_ids) <= trained and bool(m.gold_ids))
+    assert retriever.dataset == "nq"
+    from app.cards import render_status
+
+    seen = [q for q, f in flags.items() if f]
+    if seen:  # the random split puts some dev/test questions on training passages
+        status = render_status(retriever.search(queries[seen[0]], 5))
+        assert "Seen document" in status and "nq question" in status
+    unseen = [q for q, f in flags.items() if not f]
+    assert "Seen document" not in render_status(retriever.search(queries[unseen[0]], 5))

@@ -1,7 +1,7 @@
-"""eval.seen: the seen/unseen partition against a hand-made toy."""
+"""core.seen: the seen/unseen partition against a hand-made toy."""
 from __future__ import annotations
 
-from eval.seen import seen_unseen, trained_passages
+from core.seen import seen_unseen, trained_passages
 
 
 def test_partition_by_hand():

@@ -66,7 +66,7 @@ def run_stages(root: Path, server: dict | None, cache: Path, monkeypatch) -> dic
     assert ingest_main(["--data", str(nq_data_dir()), "--store", str(store), "--model", MODEL, "--limit", str(LIMIT),
                         "--cache", str(cache), *flags]) == 0
     trained = root / "adapters" / "trained"
-    assert adapter_main(["train", "--store", str(store), "--model", MODEL, "--sides", "both", "--epochs", "3",
+    assert adapter_main(["train", "--fixed", "--store", str(store), "--model", MODEL, "--sides", "both", "--epochs", "3",
                          "--out", str(trained), *flags]) == 0
     perturbed = root / "adapters" / "perturbed"
     make_adapter(perturbed, store, model=MODEL, sides="both", scale=0.05, seed=3, name="perturbed")

@@ -1,0 +1,137 @@
+"""The query memory (passage-side transform) against hand-computed numbers, the adapter that carries it, and the
+selection among identity / memory / query adapter / both (never worse than identity on what decided)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from adapter.adapter import Adapter, AdapterConfig, PassageMemory
+from adapter.config import TrainConfig
+from adapter.data import SplitData, TrainingData
+from adapter.io import adapter_sha, load_adapter, save_adapter
+from adapter.memory import apply_memory, query_memory
+from adapter.modules import LinearAdapter
+from adapter.select import Point, fold_rows, folds_of, run_selection, select_adapter
+from core.embedding.base import l2_normalise
+
+
+def test_query_memory_by_hand():
+    # passages 0..3 in 2-d; query a answers passages 0 and 2, query b answers 2, nothing answers 1 or 3
+    P = np.array([[1, 0], [0, 1], [0.6, 0.8], [-1, 0]], dtype=np.float32)
+    Q = np.array([[0, 1], [1, 0]], dtype=np.float32)  # a = (0, 1), b = (1, 0)
+    rows, M = query_memory(Q, [np.array([0, 2, 2]), np.array([2])], n_passages=4)  # a repeated row counts once
+    assert rows.tolist() == [0, 2]
+    np.testing.assert_allclose(M, [[0, 1], [0.5, 0.5]])
+    out = apply_memory(P, rows, M, alpha=1.0)
+    # passage 0: (1, 0) + (0, 1) = (1, 1) -> (0.7071, 0.7071); passage 2: (0.6, 0.8) + (0.5, 0.5) = (1.1, 1.3) / 1.7029
+    np.testing.assert_allclose(out[0], [0.70710678, 0.70710678], atol=1e-6)
+    np.testing.assert_allclose(out[2], [1.1 / 1.70293864, 1.3 / 1.70293864], atol=1e-6)
+    assert np.array_equal(out[[1, 3]], P[[1, 3]])  # unanswered passages keep their vectors
+    assert np.array_equal(apply_memory(P, rows, M, alpha=0.0), P) and np.array_equal(P[0], [1, 0])  # no move, no mutation
+
+
+def _memory_adapter(alpha=0.5, sides="query", module=None):
+    cfg = AdapterConfig(name="mem", kind="linear", sides=sides, dim_in=2, dim_out=2, base_model="m", data_fingerprint="fp",
+                        raw_collection="raw-m", identity=module is None, memory={"alpha": alpha, "n_passages": 1})
+    return Adapter(cfg, module or LinearAdapter(2, 2), PassageMemory(("p2",), np.array([[0.0, 1.0]], np.float32)))
+
+
+def test_adapter_with_memory_moves_passages_by_id_and_round_trips(tmp_path):
+    P = np.array([[1, 0], [0.6, 0.8], [1, 0]], dtype=np.float32)
+    ad = _memory_adapter()
+    with pytest.raises(ValueError, match="by id"):
+        ad.project_passages(P)
+    out = ad.project_passages(P, ["p0", "p1", "p2"])
+    want = np.array([1, 0.5]) / np.linalg.norm([1, 0.5])
+    np.testing.assert_allclose(out[2], want, atol=1e-6)
+    assert np.array_equal(out[:2], P[:2])
+    assert ad.moves_passages and ad.collection_name == "adapted-mem" and not ad.is_identity
+    np.testing.assert_array_equal(ad.project_queries(P), P)  # the query side is the identity
+    save_adapter(ad, tmp_path / "a")
+    back = load_adapter(tmp_path / "a")
+    assert back.memory.ids == ("p2",) and np.array_equal(back.project_passages(P, ["p0", "p1", "p2"]), out)
+    sha = adapter_sha(tmp_path / "a")
+    (tmp_path / "a" / "memory.json").write_text(json.dumps(["p1"]))  # another passage moved: another adapter
+    assert adapter_sha(tmp_path / "a") != sha
+    (tmp_path / "a" / "memory.json").write_text(json.dumps(["p1", "p2"]))
+    with pytest.raises(Exception, match="do not match"):
+        load_adapter(tmp_path / "a")
+
+
+def test_folds_cover_every_query_once():
+    parts = fold_rows(103, 5, seed=3)
+    allrows = np.concatenate(parts)
+    assert sorted(allrows.tolist()) == list(range(103)) and {len(p) for p in parts} <= {20, 21}
+    assert [p.tolist() for p in fold_rows(103, 5, seed=3)] == [p.tolist() for p in parts]  # seeded
+
+
+def repeated_documents(n_passages=300, n_train=600, n_dev=200, dim=16, seed=0, shared=True):
+    """Users ask about the same documents in their own words: each passage p has a hidden topic t_p; its
+    queries are norm(t_p + noise), its text embeds as norm(0.35 t_p + other content). With `shared`, dev asks
+    about the passages train asked about (the query memory should win); without, about other passages only."""
+    rng = np.random.default_rng(seed)
+    T = l2_normalise(rng.standard_normal((n_passages, dim)))
+    P = l2_normalise(0.35 * T + rng.standard_normal((n_passages, dim)) / np.sqrt(dim))
+    half = n_passages // 2
+
+    def split(n, lo, hi, tag):
+        rows = rng.integers(lo, hi, size=n)
+        Q = l2_normalise(T[rows] + 0.5 * rng.standard_normal((n, dim)) / np.sqrt(dim)).astype(np.float32)
+        qids = [f"{tag}{i}" for i in range(n)]
+        return SplitData(query_ids=qids, Q=Q, positives=[np.array([r]) for r in rows],
+                         hard=[np.array([(r + 1) % n_passages]) for r in rows],
+                         weak=[np.array([(r + 7) % n_passages]) for r in rows],
+                         qrels={q: {f"p{r}": 1} for q, r in zip(qids, rows)})
+
+    train = split(n_train, 0, n_passages if shared else half, "t")
+    dev = split(n_dev, 0, n_passages, "d") if shared else split(n_dev, half, n_passages, "d")
+    return TrainingData(model_id="synthetic", dim=dim, data_fingerprint="fp", raw_collection="raw-synthetic",
+                        passage_ids=[f"p{i}" for i in range(n_passages)], P=P.astype(np.float32), train=train, dev=dev)
+
+
+FAST = dict(model="synthetic", epochs=4, max_epochs=8, temperatures=(0.05,), candidate_sets=("mined",), lr=0.01,
+            weight_decay=0.0, tune_fusion=False)
+
+
+def test_selection_picks_the_memory_when_documents_repeat_and_never_loses_to_identity():
+    data = repeated_documents()
+    res, sel, chosen = select_adapter(None, TrainConfig(**FAST, folds=3), data)
+    identity = sel.mean(Point("identity"))
+    assert chosen.method in ("memory", "query+memory") and sel.mean(chosen) > identity + 0.1, sel.table()
+    assert all(sel.mean(chosen) >= sel.mean(p) for p in sel.scores if len(sel.scores[p]) == 3)  # the best, really
+    assert sel.folds == 3 and sel.decided_by == 800  # every labelled query decided once
+    ad = res.adapter
+    assert ad.memory is not None and ad.config.training["fit_splits"] == ["train", "dev"]
+    # the fitted memory: every passage some train or dev query answers, the mean of those queries
+    pool = np.concatenate([data.train.Q, data.dev.Q])
+    pos = [int(p[0]) for p in data.train.positives + data.dev.positives]
+    first = ad.memory.ids[0]
+    mine = [i for i, r in enumerate(pos) if f"p{r}" == first]
+    want = pool[mine] if chosen.method == "memory" else ad.project_queries(pool[mine])
+    np.testing.assert_allclose(ad.memory.vectors[0], want.mean(0), atol=1e-5)
+    assert len(ad.memory.ids) == len(set(pos))
+
+
+def test_the_memory_does_little_for_queries_about_new_documents():
+    """Dev asks only about passages no training query answered: their positives never move. (Moved passages can
+    still change dev rankings a little, by leaving or entering a query's neighbourhood.) Whatever wins, it is
+    never below identity on dev."""
+    data = repeated_documents(shared=False)
+    sel = run_selection(TrainConfig(**FAST, folds=1, methods=("memory",)), data)
+    identity = sel.mean(Point("identity"))
+    assert sel.decided_by == 200 and sel.folds == 1
+    gains = [sel.mean(Point("memory", alpha=a)) - identity for a in (0.25, 0.5, 1.0, 2.0)]
+    assert max(abs(g) for g in gains) < 0.02, gains
+    assert sel.mean(sel.best()) >= identity and (sel.best() == Point("identity")) == (max(gains) <= 0)
+
+
+def test_folds_train_on_the_rest():
+    data = repeated_documents(n_train=90, n_dev=30)
+    folds = folds_of(data, 4, seed=1)
+    held = [q for f in folds for q in f.dev.query_ids]
+    assert sorted(held) == sorted(data.train.query_ids + data.dev.query_ids)
+    for f in folds:
+        assert not set(f.dev.query_ids) & set(f.train.query_ids)
+        assert len(f.dev.query_ids) + len(f.train.query_ids) == 120

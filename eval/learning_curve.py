@@ -31,6 +31,7 @@ from core.progress import progress
 from core.settings import K_VALUES, TOP_K, default_store
 from core.store import Store
 from core.seen import seen_unseen, trained_passages
+from eval import plots
 from eval.stats import bootstrap_ci
 
 log = logging.getLogger(__name__)
@@ -141,35 +142,5 @@ def run_learning_curve(cfg: CurveConfig) -> dict:
            "points": points}
     cfg.out.mkdir(parents=True, exist_ok=True)
     (cfg.out / "learning_curve.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-    (cfg.out / "learning_curve.png").write_bytes(curve_png(out))
+    (cfg.out / "learning_curve.png").write_bytes(plots.learning_curve_png(out))
     return out
-
-
-def curve_png(curve: dict) -> bytes:
-    import io
-
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    for part, style in (("gain", "-o"), ("seen", "--s"), ("unseen", ":^")):
-        pts = [p for p in curve["points"] if p.get(part)]
-        x = [p["labels"] for p in pts]
-        y = [p[part]["mean"] for p in pts]
-        lo = [p[part]["ci95"][0] for p in pts]
-        hi = [p[part]["ci95"][1] for p in pts]
-        label = {"gain": "all test queries", "seen": "seen documents", "unseen": "new documents"}[part]
-        ax.plot(x, y, style, label=label)
-        ax.fill_between(x, lo, hi, alpha=0.15)
-    ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("labelled queries (train + dev) used to select and fit")
-    ax.set_ylabel(f"{curve['metric']} gain over raw (test)")
-    ax.set_title(f"{curve['model']}: how many labels? (95% CI over test queries)", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()

@@ -8,11 +8,13 @@
   deterministic, so a shape that changes between panels changed in the embeddings, not in the plot.
   The HTML version adds hover text (the question, the passage title and opening words).
 - `recall_curves`: Recall@k against k for every system.
+- `learning_curve_png`, `dims_png`: the figures of `python -m eval learning-curve` and `python -m eval dims`.
 - `training_curves`: train loss and dev metrics per epoch, from the adapter's `curves.json`, drawn by
   training's own `adapter.curves.curves_png` so the figure is the same one training saves.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
@@ -30,6 +32,14 @@ log = logging.getLogger(__name__)
 
 DPI = 110
 COLORS = {"query": "#1f77b4", "positive": "#ff7f0e", "passage": "#b0b0b0", "line": "#2ca02c"}
+
+
+def _png_bytes(fig) -> bytes:
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def _save(fig, path: Path) -> None:
@@ -178,3 +188,40 @@ def training_curves(path: Path, curves: list[dict], metric: str, title: str) -> 
     """Train loss and dev metrics per epoch (epoch 0 = raw embeddings), as `python -m adapter train` draws them."""
     atomic.write_bytes(path, curves_png(curves, metric, title))
     log.info("figure: %s", path)
+
+
+def learning_curve_png(curve: dict) -> bytes:
+    """`eval.learning_curve`: the gain against the number of labels, overall / seen / unseen, with 95% bands."""
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for part, style in (("gain", "-o"), ("seen", "--s"), ("unseen", ":^")):
+        pts = [p for p in curve["points"] if p.get(part)]
+        x = [p["labels"] for p in pts]
+        y = [p[part]["mean"] for p in pts]
+        lo = [p[part]["ci95"][0] for p in pts]
+        hi = [p[part]["ci95"][1] for p in pts]
+        label = {"gain": "all test queries", "seen": "seen documents", "unseen": "new documents"}[part]
+        ax.plot(x, y, style, label=label)
+        ax.fill_between(x, lo, hi, alpha=0.15)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled queries (train + dev) used to select and fit")
+    ax.set_ylabel(f"{curve['metric']} gain over raw (test)")
+    ax.set_title(f"{curve['model']}: how many labels? (95% CI over test queries)", fontsize=10)
+    ax.legend(fontsize=8)
+    return _png_bytes(fig)
+
+
+def dims_png(out: dict) -> bytes:
+    """`eval.dims`: nDCG@10 against bytes per vector for each way of shrinking the vectors, raw as a star."""
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    raw = next(r for r in out["rows"] if r["method"] == "raw")
+    for method, style in (("truncate", ":^"), ("pca", "--s"), ("adapter", "-o")):
+        rs = sorted((r for r in out["rows"] if r["method"] == method), key=lambda r: r["dim"])
+        ax.plot([r["bytes"] for r in rs], [r["nDCG@10"] for r in rs], style, label=method)
+    ax.plot([raw["bytes"]], [raw["nDCG@10"]], "k*", markersize=12, label=f"raw ({raw['dim']}-d)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("bytes per vector (float32)")
+    ax.set_ylabel("nDCG@10 (test)")
+    ax.set_title(f"{out['model']}: smaller vectors", fontsize=10)
+    ax.legend(fontsize=8)
+    return _png_bytes(fig)

@@ -1,4 +1,4 @@
-"""`python -m ingest`: load NQ, embed it, store it in Chroma, index it for BM25, mine negatives. See `--help`."""
+"""`python -m ingest`: load a dataset (NQ, any BEIR folder, pairs, a hub id), embed it, store it in Chroma, index it for BM25, mine negatives. See `--help`."""
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,4 @@
-"""`python -m adapter train|project|grid`: choose and fit a customization on the store's frozen embeddings
+"""`python -m adapter train|project|export|grid`: choose and fit a customization on the store's frozen embeddings
 (identity, query memory, query adapter, both; selected on held-out labelled queries), save it; write the
 adapter-projected Chroma collection; or search a grid of fixed-setting adapters."""
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from adapter.config import LOSSES, METRICS, TrainConfig
 from adapter.curves import curves_json, curves_png
+from adapter.export import FORMATS, export_adapter
 from adapter.grid import grid_table, run_grid
 from adapter.io import adapter_sha, check_adapter_out, load_adapter, save_adapter
 from adapter.modules import KINDS
@@ -94,6 +95,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     pr = sub.add_parser("project", help="write the adapter-projected collection of a both-sides adapter")
     _common(pr)
     pr.add_argument("--adapter", type=Path, required=True)
+    ex = sub.add_parser("export", help="write the adapter for another stack: numpy, sentence-transformers or chroma")
+    ex.add_argument("--adapter", type=Path, required=True)
+    ex.add_argument("--format", choices=FORMATS, required=True)
+    ex.add_argument("--out", type=Path, required=True, help="export folder (replaced only if it is an export of ours)")
+    ex.add_argument("--force", action="store_true", help="replace --out even if it is not an export folder")
+    ex.add_argument("--query-side-only", action="store_true",
+                    help="for an adapter with a query memory: export its query part alone (encoders cannot move "
+                         "stored passages)")
+    ex.add_argument("-v", "--verbose", action="store_true")
     g = sub.add_parser("grid", help="train a grid of settings, print a table, optionally save the best")
     _common(g); _train_options(g, d)
     g.add_argument("--kinds", nargs="+", choices=KINDS, default=None)
@@ -149,6 +159,10 @@ def _train_summary(result) -> str:
 def main(argv: list[str] | None = None) -> int:
     def job() -> None:
         a = parse_args(argv)
+        if a.command == "export":
+            out = export_adapter(a.adapter, a.format, a.out, force=a.force, query_side_only=a.query_side_only)
+            print(f"exported {a.adapter} as {a.format} to {out}")
+            return
         if a.command == "project":
             store = Store(a.store, a.chroma_host, a.chroma_port, write=True)
             store.require()

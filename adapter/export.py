@@ -7,6 +7,12 @@
   adapted query vector, `encode_document` the passage vector (raw for a query-side adapter; a `Router` after the
   base model's modules). Only for a local sentence-transformers base model: an ONNX-only or API model has no
   modules to put the adapter after.
+- `llamaindex`: the folder LlamaIndex's `AdapterEmbeddingModel(base_embed_model, adapter_path)` loads with its
+  default `LinearLayer` (`config.json` with in_features / out_features / bias, and `pytorch_model.bin` holding
+  `linear.weight` (out, in)). LlamaIndex applies it to query embeddings only and does not re-normalise: the
+  query vector is ours times a positive number, so cosine (and inner-product) rankings are the same. Query-side
+  adapters only (its documents stay raw). Written to the layout of llama-index-embeddings-adapter's
+  `LinearLayer.save`/`load` (that package is not installed here; the test loads the folder the way `load` does).
 - `chroma`: `adapter.npz` plus `nq_adapter_chroma.py` (a copy of `adapter/chroma_ef.py`), a registered Chroma
   embedding function: documents raw, queries adapted, one collection for both.
 
@@ -33,7 +39,7 @@ from core.outputs import OutputKind, check_output, json_file_with
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("numpy", "sentence-transformers", "chroma")
+FORMATS = ("numpy", "sentence-transformers", "chroma", "llamaindex")
 MARKER = "export.json"
 EXPORT_OUTPUT = OutputKind("an adapter export folder", lambda p: json_file_with(("format", "adapter"))(Path(p) / MARKER))
 
@@ -107,7 +113,11 @@ def export_adapter(adapter_dir: str | Path, fmt: str, out: str | Path, force: bo
     matrix, bias = adapter_matrix(adapter)
     if fmt != "numpy":
         _check_memory(adapter, fmt, query_side_only)
+    if fmt in ("sentence-transformers", "chroma"):
         base = _base_path(adapter)
+    if fmt == "llamaindex" and adapter.config.sides != "query":
+        raise InputError(f"adapter {adapter.name!r} projects passages too (sides=both); LlamaIndex's "
+                         "AdapterEmbeddingModel transforms queries only. Use --format sentence-transformers or numpy")
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -124,6 +134,14 @@ def export_adapter(adapter_dir: str | Path, fmt: str, out: str | Path, force: bo
         shutil.copyfile(Path(__file__).with_name("chroma_ef.py"), out / "nq_adapter_chroma.py")
     if fmt == "sentence-transformers":
         _write_sentence_transformer(base, matrix, bias, c.sides, out)
+    if fmt == "llamaindex":
+        has_bias = bool(np.any(bias != 0))
+        state = {"linear.weight": torch.from_numpy(matrix.T.copy())}
+        if has_bias:
+            state["linear.bias"] = torch.from_numpy(bias.copy())
+        torch.save(state, out / "pytorch_model.bin")
+        (out / "config.json").write_text(json.dumps({"in_features": c.dim_in, "out_features": c.dim_out,
+                                                     "bias": has_bias}) + "\n", "utf-8")
     (out / MARKER).write_text(json.dumps({"format": fmt, "adapter": c.name, "base_model": c.base_model,
                                           "sides": c.sides, "query_side_only": adapter.memory is not None and fmt != "numpy",
                                           "source": str(Path(adapter_dir).resolve())}, indent=2) + "\n", "utf-8")

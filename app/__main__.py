@@ -30,12 +30,14 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
     p.add_argument("--concurrency", type=int, default=d.concurrency, help="searches running at once")
     p.add_argument("--queue-size", type=int, default=d.queue_size, help="searches allowed to wait; more are refused")
     p.add_argument("--torch-threads", type=int, default=d.torch_threads, help="threads for embedding a question")
+    p.add_argument("--device", default=d.device, help="where a sentence-transformers model embeds: auto, cpu, cuda, cuda:N, mps")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
     logging.getLogger().setLevel(logging.DEBUG if a.verbose else logging.INFO)
     cfg = AppConfig(store=a.store, model=a.model, adapter=a.adapter, report=a.report, host=a.host, port=a.port,
                     chroma_host=a.chroma_host, chroma_port=a.chroma_port, max_chars=a.max_chars,
-                    concurrency=a.concurrency, queue_size=a.queue_size, torch_threads=a.torch_threads)
+                    concurrency=a.concurrency, queue_size=a.queue_size, torch_threads=a.torch_threads,
+                    device=a.device)
     try:
         cfg.validate()
     except InputError as exc:

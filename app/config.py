@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.embedding.registry import DEFAULT_MODEL
+from core.embedding.registry import check_device
 from core.errors import InputError
 from search.retriever import DEFAULT_MAX_CHARS, DEFAULT_MAX_K
 from core.settings import default_adapters, default_report, default_store
@@ -36,9 +37,12 @@ class AppConfig:
     #: torch threads for the query embedding. One short question gains nothing from a second thread, and on a
     #: busy 2-core machine two threads spin against each other: measured 24 ms vs 490 ms p50 per question here.
     torch_threads: int = 1
+    #: where a sentence-transformers model embeds questions: auto (CUDA when present), cpu, cuda, cuda:N, mps
+    device: str = "auto"
 
     def validate(self) -> None:
         """Every option checked in one place (the CLI turns a failure into its usage error)."""
+        check_device(self.device)
         if not 0 < self.port < 65536:
             raise InputError("--port must be between 1 and 65535")
         for name in ("max_chars", "max_k", "default_k", "concurrency", "queue_size", "torch_threads", "state_sessions"):

@@ -34,7 +34,7 @@ class AppState:
 def open_app(cfg: AppConfig, embedder: Embedder | None = None) -> AppState:
     store = Store(cfg.store, cfg.chroma_host, cfg.chroma_port, write=False)
     info = store.model_info(cfg.model)  # StoreError naming the ingest command when the store is missing
-    embedder = embedder or load_embedder(cfg.model)
+    embedder = embedder or load_embedder(cfg.model, cfg.device)
     adapter, sha, note = load_adapter_or_note(store, cfg, info["dim"])
     retriever = Retriever(store, cfg.model, adapter, embedder=embedder, adapter_note=note, adapter_sha=sha,
                           adapter_dir=str(cfg.adapter_dir()),

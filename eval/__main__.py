@@ -55,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     p.add_argument("--cache", type=Path, default=d.cache_dir, help="embedding cache for held-out queries (env NQ_CACHE)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     p.add_argument("--batch-size", type=int, default=None, help="embedding batch size for held-out queries")
+    p.add_argument("--device", default=d.device, help="where a sentence-transformers model embeds held-out queries")
     p.add_argument("--chroma-host", default=None, help="use a Chroma server (env CHROMA_HOST)")
     p.add_argument("--chroma-port", type=int, default=None, help="(env CHROMA_PORT)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -67,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
         split=a.split, bm25=not a.no_bm25, mse_baseline=not a.no_mse_baseline, mse_epochs=a.mse_epochs,
         hnsw=not a.no_hnsw, plots=not a.no_plots, bootstrap_resamples=a.bootstrap_resamples, seed=a.seed,
         plot_queries=a.plot_queries, plot_passages=a.plot_passages,
-        cache_dir=None if a.no_cache else a.cache, batch_size=a.batch_size,
+        cache_dir=None if a.no_cache else a.cache, batch_size=a.batch_size, device=a.device,
         chroma_host=a.chroma_host, chroma_port=a.chroma_port, min_queries=a.min_queries, min_usable=a.min_usable,
         force=a.force)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from core.embedding.registry import check_device
 from core.errors import InputError
 from core.outputs import OutputKind, read_json_object
 from core.settings import default_cache, default_report, default_store
@@ -58,6 +59,8 @@ class EvalConfig:
     plot_lines: int = 40
     cache_dir: Path | None = field(default_factory=default_cache)
     batch_size: int | None = None
+    #: where a sentence-transformers model embeds held-out queries: auto, cpu, cuda, cuda:N, mps
+    device: str = "auto"
     chroma_host: str | None = None
     chroma_port: int | None = None
     #: held-out queries: refuse to report when fewer than this many can be scored ...
@@ -68,6 +71,7 @@ class EvalConfig:
     force: bool = False
 
     def validate(self) -> None:
+        check_device(self.device)
         if (self.queries is None) != (self.qrels is None):
             raise InputError("--queries and --qrels go together: pass both (BEIR queries.jsonl and qrels.tsv) or neither")
         if self.split not in SPLITS:

@@ -105,7 +105,7 @@ def _query_vectors_for(store: Store, model: str, dim: int, queries: Queries, cfg
         else:
             todo.append(i)
     if todo:
-        embedder = load_embedder(model)
+        embedder = load_embedder(model, cfg.device)
         if embedder.dim != dim:
             raise MismatchError(f"{model} now embeds {embedder.dim}-d vectors but the store holds {dim}-d ones; re-ingest")
         cache = EmbeddingCache(cfg.cache_dir, embedder.model_id, embedder.dim) if cfg.cache_dir else None

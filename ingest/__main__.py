@@ -38,6 +38,8 @@ def parse_args(argv: list[str] | None = None) -> IngestConfig:
     p.add_argument("--min-words", type=int, default=d.min_words)
     p.add_argument("--max-words", type=int, default=d.max_words)
     p.add_argument("--batch-size", type=int, default=None, help="embedding batch size (default: the backend's)")
+    p.add_argument("--device", default=d.device,
+                   help="where a sentence-transformers model runs: auto (CUDA when torch sees a GPU), cpu, cuda, cuda:N, mps")
     p.add_argument("--cache", type=Path, default=d.cache_dir, help="embedding cache folder (env NQ_CACHE)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     p.add_argument("--chroma-host", default=None, help="use a Chroma server (env CHROMA_HOST)")
@@ -48,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> IngestConfig:
     return IngestConfig(
         data=a.data, store=a.store, model=a.model, limit=a.limit, k_hard=a.k_hard, k_weak=a.k_weak,
         hard_depth=a.hard_depth, hard_margin=a.hard_margin, near_dup=a.near_dup, seed=a.seed,
-        split=tuple(a.split), split_by=a.split_by, min_words=a.min_words, max_words=a.max_words, batch_size=a.batch_size,
+        split=tuple(a.split), split_by=a.split_by, device=a.device, min_words=a.min_words, max_words=a.max_words, batch_size=a.batch_size,
         cache_dir=None if a.no_cache else a.cache, chroma_host=a.chroma_host, chroma_port=a.chroma_port,
         force=a.force, lexical_only=a.lexical_only)
 

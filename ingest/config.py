@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from core.embedding.registry import DEFAULT_MODEL
+from core.embedding.registry import check_device
 from core.errors import InputError
 from core.settings import default_cache, default_data, default_store
 from ingest.filters import DEFAULT_MAX_WORDS, DEFAULT_MIN_WORDS
@@ -30,6 +31,8 @@ class IngestConfig:
     min_words: int = DEFAULT_MIN_WORDS
     max_words: int = DEFAULT_MAX_WORDS
     batch_size: int | None = None
+    #: where a sentence-transformers model runs: auto (CUDA when present), cpu, cuda, cuda:N, mps
+    device: str = "auto"
     cache_dir: Path | None = field(default_factory=default_cache)
     chroma_host: str | None = None
     chroma_port: int | None = None
@@ -39,6 +42,7 @@ class IngestConfig:
     lexical_only: bool = False
 
     def validate(self) -> None:
+        check_device(self.device)
         """Every option checked in one place, before any work: a bad value costs one line, not a traceback."""
         if self.limit is not None and self.limit <= 0:
             raise InputError("--limit must be positive")

@@ -77,7 +77,7 @@ def run_ingest(cfg: IngestConfig, embedder: Embedder | None = None) -> dict:
     # still reported first, and its error does not wait for the model
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest")
     try:
-        model_future = None if embedder is not None else pool.submit(load_embedder, cfg.model)
+        model_future = None if embedder is not None else pool.submit(load_embedder, cfg.model, cfg.device)
         with timer.step("load"):
             kind = detect_source(cfg.data)
             ds = load_dataset_for(cfg, kind)

@@ -107,3 +107,35 @@ def test_cache_refuses_other_model(tmp_path):
     e = load_embedder("paraphrase-MiniLM-L3-v2")
     with pytest.raises(ValueError):
         embed_cached(e, ["x"], "query", EmbeddingCache(tmp_path, "other-model", 384))
+
+
+def test_device_auto_runs_on_what_torch_sees_and_bad_devices_say_why():
+    import torch
+
+    from core.embedding.registry import resolve_device
+    from core.errors import InputError
+
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")  # no GPU here: the CPU
+    assert resolve_device("cpu") == "cpu"
+    with pytest.raises(InputError, match="must be one of"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA build of torch"):
+            resolve_device("cuda:0")
+        with pytest.raises(InputError, match="sees no CUDA GPU"):
+            load_embedder("all-MiniLM-L6-v2", device="cuda")
+    with pytest.raises(InputError, match="onnxruntime's CPU build"):
+        load_embedder("paraphrase-MiniLM-L3-v2", device="cuda")
+    e = load_embedder("all-MiniLM-L6-v2", device="auto")
+    assert str(e.model.device) == resolve_device("auto")
+
+
+def test_device_is_checked_by_every_cli_config():
+    from app.config import AppConfig
+    from core.errors import InputError
+    from eval.config import EvalConfig
+    from ingest.config import IngestConfig
+
+    for cfg in (IngestConfig(device="tpu"), AppConfig(device="tpu"), EvalConfig(device="tpu")):
+        with pytest.raises(InputError, match="--device"):
+            cfg.validate()

@@ -162,3 +162,30 @@ def test_exports_refuse_what_they_cannot_carry(small_store, tmp_path):
     with pytest.raises(Exception, match="--force"):
         export_adapter(tmp_path / "mem", "numpy", tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_llamaindex_export_has_the_linear_layer_layout(small_store, tmp_path, embedder, texts):
+    """Loaded the way llama-index-embeddings-adapter's `LinearLayer.load` does (config.json -> nn.Linear,
+    pytorch_model.bin -> state dict, strict), in a fresh process; its query output is ours up to a positive scale."""
+    ad = make_adapter(tmp_path / "ad", small_store[0].store, sides="query", scale=0.05, seed=5)
+    out = export_adapter(tmp_path / "ad", "llamaindex", tmp_path / "li")
+    qs, _ = texts
+    np.save(tmp_path / "rq.npy", embedder.embed(qs, "query"))
+    got = fresh(f"""
+        import json, os, numpy as np, torch
+        from torch import nn
+        path = {str(out)!r}
+        cfg = json.load(open(os.path.join(path, "config.json")))
+        layer = nn.Module(); layer.linear = nn.Linear(cfg["in_features"], cfg["out_features"], bias=cfg["bias"])
+        layer.load_state_dict(torch.load(os.path.join(path, "pytorch_model.bin"), map_location="cpu"), strict=True)
+        with torch.no_grad():
+            y = layer.linear(torch.from_numpy(np.load("rq.npy"))).numpy()
+        print(json.dumps({{"cfg": cfg, "y": y.tolist()}}))
+    """, tmp_path)
+    assert got["cfg"] == {"in_features": 384, "out_features": 384, "bias": False}
+    y = np.asarray(got["y"])
+    np.testing.assert_allclose(y / np.linalg.norm(y, axis=1, keepdims=True),
+                               ad.project_queries(np.load(tmp_path / "rq.npy")), atol=1e-5)
+    make_adapter(tmp_path / "both", small_store[0].store, sides="both", seed=6)
+    with pytest.raises(InputError, match="queries only"):
+        export_adapter(tmp_path / "both", "llamaindex", tmp_path / "li2")

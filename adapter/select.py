@@ -46,6 +46,7 @@ from core.errors import StoreError
 from core.exact_search import exact_search
 from core.fusion import DEFAULT_N
 from core.metrics import binary_metrics, per_query_metrics
+from core.progress import progress
 from core.seen import seen_unseen, trained_passages
 from core.settings import K_VALUES, TOP_K
 from core.store import Store
@@ -283,10 +284,14 @@ def run_selection(cfg: TrainConfig, data: TrainingData) -> Selection:
             for d in folds:
                 torch.manual_seed(cfg.seed)
                 module = initial_module(qcfg, d)
-                runs.append((d, module, run_epochs(module, qcfg, d, np.random.default_rng(cfg.seed), cfg.max_epochs)))
+                runs.append((d, module, run_epochs(module, qcfg, d, np.random.default_rng(cfg.seed), cfg.max_epochs,
+                                                   batch_bars=False)))
             done = 0
             target = min(cfg.epochs, cfg.max_epochs)
+            bar = progress(total=target * len(runs), desc=f"select: adapter T={temp} ({cand})", unit="fold-epoch",
+                           leave=False)
             while True:
+                bar.total = target * len(runs)
                 for _ in range(target - done):
                     for (d, module, steps), u in zip(runs, unseen):
                         epoch, loss = next(steps)
@@ -296,6 +301,7 @@ def run_selection(cfg: TrainConfig, data: TrainingData) -> Selection:
                                 _score(_adapt(module, d.dev.Q), d.P, d.dev, d, u))
                         if "query+memory" in cfg.methods:
                             _memory_points(sel, Point("query+memory", cand, temp, epoch), module, d, cfg.alphas, u)
+                        bar.update()
                 done = target
                 mine = [p for p in sel.scores if p.candidates == cand and p.temperature == temp]
                 best = sel.best(mine)
@@ -305,6 +311,7 @@ def run_selection(cfg: TrainConfig, data: TrainingData) -> Selection:
                     break
                 target = min(done * 2, cfg.max_epochs)  # still improving at the last epoch: a longer schedule
                 log.info("selection: %s T=%s still improving at epoch %d; continuing to %d", cand, temp, done, target)
+            bar.close()
             log.info("selection: %s T=%s best %s %.4f (%s)", cand, temp, cfg.metric, sel.mean(best), best)
     sel.seconds = time.perf_counter() - t0
     return sel
@@ -317,7 +324,8 @@ def fit(cfg: TrainConfig, point: Point, d: TrainingData) -> tuple[nn.Module | No
         qcfg = _query_cfg(cfg, point.candidates, point.temperature)
         torch.manual_seed(cfg.seed)
         module = initial_module(qcfg, d)
-        for _ in run_epochs(module, qcfg, d, np.random.default_rng(cfg.seed), point.epochs):
+        for _ in progress(run_epochs(module, qcfg, d, np.random.default_rng(cfg.seed), point.epochs, batch_bars=False),
+                          total=point.epochs, desc="fit the chosen adapter", unit="epoch", leave=False):
             pass
     memory = None
     if point.method in ("memory", "query+memory"):

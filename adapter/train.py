@@ -182,9 +182,10 @@ def torch_threads(n: int):
 
 
 def run_epochs(module: nn.Module, cfg: TrainConfig, data: TrainingData, rng: np.random.Generator,
-               epochs: int | None = None) -> Iterator[tuple[int, float]]:
+               epochs: int | None = None, batch_bars: bool = True) -> Iterator[tuple[int, float]]:
     """Train `module` in place on `data.train`, one epoch per step; yields (epoch, mean training loss) after
-    each, with the module in eval mode (the caller scores it, keeps a copy, or stops)."""
+    each, with the module in eval mode (the caller scores it, keeps a copy, or stops). `batch_bars=False`: no
+    progress bar per epoch (a caller running many short runs shows its own)."""
     epochs = epochs or cfg.epochs
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
@@ -194,7 +195,7 @@ def run_epochs(module: nn.Module, cfg: TrainConfig, data: TrainingData, rng: np.
         module.train()
         losses = []
         batches = _batches(len(data.train.query_ids), cfg.batch_size, rng)
-        for rows in progress(batches, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False):
+        for rows in progress(batches, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, disable=not batch_bars):
             loss = loss_fn(module, cfg, data, rows, rng, Qt, Pt)
             opt.zero_grad()
             loss.backward()

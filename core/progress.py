@@ -11,5 +11,5 @@ def progress(iterable: Any = None, **kwargs: Any) -> tqdm:
     kwargs.setdefault("mininterval", 0.5)
     kwargs.setdefault("dynamic_ncols", True)
     if os.environ.get("NQ_PROGRESS", "1") == "0":
-        kwargs["disable"] = True
+        kwargs["disable"] = True  # the environment wins over a caller's choice
     return tqdm(iterable, **kwargs)

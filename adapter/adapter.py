@@ -102,6 +102,12 @@ class Adapter:
         return self.config.identity and self.memory is None
 
     @property
+    def fit_splits(self) -> list[str]:
+        """The store splits whose labelled queries this adapter was fitted on (train; train + dev after
+        cross-validated selection): their positives are the documents it has *seen* (`core.seen`)."""
+        return list(self.config.training.get("fit_splits", ["train"]))
+
+    @property
     def moves_passages(self) -> bool:
         """True when passages need the adapter too (both sides, or a query memory): a projected collection."""
         return self.config.sides == "both" or self.memory is not None

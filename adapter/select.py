@@ -41,8 +41,7 @@ from adapter.adapter import Adapter, AdapterConfig, PassageMemory
 from adapter.config import TrainConfig
 from adapter.data import SplitData, TrainingData, load_training_data
 from adapter.memory import apply_memory, query_memory
-from adapter.train import TrainResult, initial_module, run_epochs, torch_threads
-from core.errors import StoreError
+from adapter.train import TrainResult, fuse_with_store_bm25, initial_module, run_epochs, torch_threads
 from core.exact_search import exact_search
 from core.fusion import DEFAULT_N
 from core.metrics import binary_metrics, per_query_metrics
@@ -51,7 +50,6 @@ from core.seen import seen_unseen, trained_passages
 from core.settings import K_VALUES, TOP_K
 from core.store import Store
 from core.types import Results, slug
-from ingest.hybrid import fuse_on_dev
 
 log = logging.getLogger(__name__)
 
@@ -359,16 +357,12 @@ def select_adapter(store: Store | None, cfg: TrainConfig, data: TrainingData | N
         module, memory = fit(cfg, chosen, fit_on)
         t_fusion = time.perf_counter()
         fusion = None
-        if cfg.tune_fusion and store is not None:
-            try:
-                index = store.lexical_index()
-            except StoreError as exc:
-                log.warning("no BM25 fusion chosen for this adapter: %s", exc)
-            else:  # chosen on queries the fused model was not fitted on: fold 1's held-out part (or dev)
+        if cfg.tune_fusion:
+            def dense() -> Results:  # on queries the fused model was not fitted on: fold 1's held-out part (or dev)
                 f_module, f_memory = fit(cfg, chosen, folds[0]) if sel.folds > 1 else (module, memory)
-                dense = _dense_results(f_module, f_memory, chosen.alpha, folds[0], DEFAULT_N)
-                fusion = fuse_on_dev(dense, store.load_queries(), folds[0].dev.qrels, index, metric=cfg.metric,
-                                     n=DEFAULT_N)
+                return _dense_results(f_module, f_memory, chosen.alpha, folds[0], DEFAULT_N)
+
+            fusion = fuse_with_store_bm25(store, dense, folds[0].dev.qrels, cfg.metric)
         fusion_seconds = time.perf_counter() - t_fusion
     if module is None:
         module = initial_module(_query_cfg(cfg, "mined", cfg.temperature), data)  # identity weights: W = I

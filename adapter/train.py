@@ -10,7 +10,7 @@ Training stops early after `patience` epochs without improvement.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 import logging
 import time
@@ -28,7 +28,7 @@ from adapter.losses import cosine_mse, info_nce, triplet
 from adapter.modules import build_module, pca_basis
 from core.progress import progress
 from core.store import Store
-from core.types import Results, slug
+from core.types import Qrels, Results, slug
 from ingest.hybrid import fuse_on_dev
 from core.exact_search import exact_search
 from core.metrics import retrieval_metrics
@@ -73,19 +73,26 @@ def dev_results(module: nn.Module | None, data: TrainingData, sides: str, k: int
     return exact_search(Q.numpy(), split.query_ids, P.numpy(), data.passage_ids, k=k)
 
 
-def choose_adapter_fusion(store: Store | None, module: nn.Module | None, data: TrainingData, sides: str,
-                          metric: str) -> FusionChoice | None:
-    """The BM25 fusion for this adapter, chosen on the dev split (`core.fusion.choose_fusion`): the adapter's
-    dense top-n fused with the store's BM25 top-n. None, with a warning, when the store has no lexical index."""
-    if store is None:  # training on in-memory data (tests, experiments): no corpus to search with BM25
+def fuse_with_store_bm25(store: Store | None, dense: Callable[[], Results], qrels: Qrels,
+                         metric: str) -> FusionChoice | None:
+    """The BM25 fusion for an adapter (`core.fusion.choose_fusion` via `ingest.hybrid.fuse_on_dev`): its dense
+    top-n on held-out queries (`dense()`, called only when there is an index to fuse with) fused with the store's
+    BM25 top-n. None, with a warning, when the store has no lexical index; None without a store (training on
+    in-memory data: tests, experiments)."""
+    if store is None:
         return None
     try:
         index = store.lexical_index()
     except StoreError as exc:
         log.warning("no BM25 fusion chosen for this adapter: %s", exc)
         return None
-    return fuse_on_dev(dev_results(module, data, sides, k=DEFAULT_N), store.load_queries(), data.dev.qrels, index,
-                       metric=metric, n=DEFAULT_N)
+    return fuse_on_dev(dense(), store.load_queries(), qrels, index, metric=metric, n=DEFAULT_N)
+
+
+def choose_adapter_fusion(store: Store | None, module: nn.Module | None, data: TrainingData, sides: str,
+                          metric: str) -> FusionChoice | None:
+    """The BM25 fusion for this adapter, chosen on the dev split (`fuse_with_store_bm25`)."""
+    return fuse_with_store_bm25(store, lambda: dev_results(module, data, sides, k=DEFAULT_N), data.dev.qrels, metric)
 
 
 def _batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:

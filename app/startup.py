@@ -41,7 +41,7 @@ def open_app(cfg: AppConfig, embedder: Embedder | None = None) -> AppState:
                           max_chars=cfg.max_chars, max_k=cfg.max_k)
     manifest = store.manifest()
     summary = (f"Store `{cfg.store}`: {manifest.get('n_passages', '?')} passages, {manifest.get('n_queries', '?')} "
-               f"questions of `{store.dataset_name()}` · model `{cfg.model}` · adapter: "
+               f"questions of `{retriever.dataset}` · model `{cfg.model}` · adapter: "
                + (f"`{adapter.describe()}`" if adapter is not None else "none")
                + "".join(f" · {w}" for w in retriever.warnings))
     return AppState(cfg=cfg, retriever=retriever, examples=example_questions(store, retriever, cfg.n_examples),

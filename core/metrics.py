@@ -126,7 +126,8 @@ def binary_metrics(scores: np.ndarray, query_ids: list[str], passage_ids: list[s
     trec_eval. Every relevance > 0 counts as gain 1, so it refuses graded qrels (use `per_query_metrics`). It
     means what trec_eval means: recall's denominator counts relevant passages missing from the corpus too, and
     exact score ties are broken by passage id ascending (`tests/test_eval_metrics.py` checks it against
-    trec_eval). Queries without a relevant passage are left out, as there.
+    trec_eval; only a tie straddling the last place of the deepest cut-off may keep either passage). Queries
+    without a relevant passage are left out, as there.
     """
     ks = _check_ks(k_values)
     scores = np.asarray(scores)
@@ -137,23 +138,21 @@ def binary_metrics(scores: np.ndarray, query_ids: list[str], passage_ids: list[s
     depth = min(max(max(ks), MRR_CUTOFF, NDCG_CUTOFF), n_p)
     rows = np.array([i for i, _ in judged], dtype=np.int64)
     s = scores[rows] if len(rows) else np.zeros((0, n_p))
-    # rank by (score desc, passage id asc): sort the passage columns by id once, then a stable argsort
+    # rank by (score desc, passage id asc): with the columns in id order, the depth best columns of each row put in
+    # ascending column order and then stably sorted by score leave exact ties in id order
     by_id = np.argsort(np.asarray(passage_ids, dtype=object), kind="stable")
     s = s[:, by_id]
     cut = np.argpartition(-s, depth - 1, axis=1)[:, :depth] if depth < n_p else np.tile(np.arange(n_p), (len(rows), 1))
+    cut = np.sort(cut, axis=1)
     order = np.argsort(-np.take_along_axis(s, cut, axis=1), axis=1, kind="stable")
     top = by_id[np.take_along_axis(cut, order, axis=1)]
     ids = np.asarray(passage_ids, dtype=object)
     out: dict[str, dict[str, float]] = {f"Recall@{k}": {} for k in ks}
     out[f"MRR@{MRR_CUTOFF}"], out[f"nDCG@{NDCG_CUTOFF}"] = {}, {}
     disc = 1.0 / np.log2(np.arange(2, NDCG_CUTOFF + 2))
-    for r, (i, q) in enumerate(judged):
+    for r, (_, q) in enumerate(judged):
         rel = {p for p, v in qrels[q].items() if v > 0}
-        ranked = top[r]
-        sc = scores[i, ranked]
-        if len(np.unique(sc)) != len(sc):  # exact ties inside the top: sort those by id (rare with float scores)
-            ranked = np.array(sorted(ranked, key=lambda j: (-scores[i, j], ids[j])))
-        hits = np.array([ids[j] in rel for j in ranked])
+        hits = np.array([ids[j] in rel for j in top[r]])
         for k in ks:
             out[f"Recall@{k}"][q] = float(hits[:k].sum() / len(rel))
         first = np.flatnonzero(hits[:MRR_CUTOFF])

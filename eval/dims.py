@@ -28,7 +28,6 @@ import numpy as np
 import torch
 
 from adapter.config import TrainConfig
-from adapter.data import load_training_data
 from adapter.modules import pca_basis
 from adapter.train import train_adapter
 from core.embedding.base import l2_normalise
@@ -36,9 +35,8 @@ from core.errors import InputError
 from core.exact_search import exact_search
 from core.metrics import per_query_metrics
 from core.settings import K_VALUES, TOP_K, default_store
-from core.store import Store
 from eval import plots
-from eval.learning_curve import load_test_split
+from eval.learning_curve import open_study
 from eval.stats import bootstrap_ci
 
 log = logging.getLogger(__name__)
@@ -77,10 +75,7 @@ def _scores(Q, qids, P, pids, qrels) -> tuple[dict[str, float], float, dict[str,
 
 def run_dims(cfg: DimsConfig) -> dict:
     cfg.validate()
-    store = Store(cfg.store, write=False)
-    store.require(cfg.model)
-    data = load_training_data(store, cfg.model)
-    test = load_test_split(store, cfg.model)
+    store, data, test = open_study(cfg.store, cfg.model)
     dim = data.dim
     if any(d >= dim for d in cfg.sizes):
         raise InputError(f"--sizes must be below the model's dimension ({dim})")

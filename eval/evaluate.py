@@ -202,8 +202,8 @@ def _subsets(store: Store, scope: Scope, systems: dict[str, SystemRun], scores: 
     fitted = {"train"}  # an adapter selected by cross-validation is fitted on train + dev (`adapter.select`)
     for s in systems.values():
         if s.adapter is not None and s.key != "mse_baseline":
-            fitted |= set(s.adapter.config.training.get("fit_splits", ["train"]))
-    fitted -= {q_split for q_split in ("train", "dev", "test") if scope.label == f"{q_split} split"}
+            fitted |= set(s.adapter.fit_splits)
+    fitted.discard(scope.split)
     trained = store.trained_passages(fitted)
     parts = seen_unseen(scope.qrels, list(scope.queries), trained)
     sizes = {k: len(v) for k, v in parts.items()}
@@ -460,6 +460,7 @@ class Scope:
     qrels: Qrels
     label: str  # "<split> split" (test or dev) or "held-out queries from FILE"
     notes: list[str]
+    split: str | None = None  # the store split scored (None: held-out files)
 
 
 def _scope(store: Store, cfg: EvalConfig, store_queries: Queries, heldout: HeldOut | None, adapters: bool) -> Scope:
@@ -477,7 +478,8 @@ def _scope(store: Store, cfg: EvalConfig, store_queries: Queries, heldout: HeldO
     if cfg.split == "dev" and adapters:
         notes.append("these are dev-split numbers: training selected each adapter's epoch (and the MSE baseline's) "
                      "on this very split, so their gains are optimistic; the test split is the honest score.")
-    return Scope({q: store_queries[q] for q in qids}, {q: all_qrels[q] for q in qids}, f"{cfg.split} split", notes)
+    return Scope({q: store_queries[q] for q in qids}, {q: all_qrels[q] for q in qids}, f"{cfg.split} split", notes,
+                 split=cfg.split)
 
 
 def _adapter_systems(adapters: list[tuple[Path, Adapter]], model: str, info: dict, q: np.ndarray, qids: list[str],

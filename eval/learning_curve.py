@@ -128,12 +128,17 @@ def load_test_split(store: Store, model: str) -> SplitData:
                      qrels={q: qrels[q] for q in test_ids})
 
 
+def open_study(store_root: Path, model: str) -> tuple[Store, TrainingData, SplitData]:
+    """The store (read-only), its labelled train/dev data and its test split as vectors: what a study on frozen
+    embeddings (this curve, `eval.dims`) reads."""
+    store = Store(store_root, write=False)
+    store.require(model)
+    return store, load_training_data(store, model), load_test_split(store, model)
+
+
 def run_learning_curve(cfg: CurveConfig) -> dict:
     cfg.validate()
-    store = Store(cfg.store, write=False)
-    store.require(cfg.model)
-    pool = load_training_data(store, cfg.model)
-    test = load_test_split(store, cfg.model)
+    store, pool, test = open_study(cfg.store, cfg.model)
     points = curve_points(pool, test, cfg)
     out = {"model": cfg.model, "metric": cfg.metric, "test_queries": len(test.query_ids),
            "split": store.split_policy(), "selection": {"methods": list(cfg.methods), "folds": cfg.folds,

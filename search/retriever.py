@@ -50,6 +50,7 @@ from core.errors import MismatchError, StoreError
 from core.fusion import FusionSpec, dev_signature, fuse, load_raw_fusion
 from core.lexical import LexicalIndex
 from core.query_text import clean_query
+from core.seen import trained_passages
 from core.store import Store
 from core.types import Passage, normalise_for_id
 
@@ -218,9 +219,8 @@ class Retriever:
             self.warnings.append("This store has no `splits.json`, so a question the adapter was trained on is not "
                                  "flagged as one; re-run ingest to restore it.")
             self._splits = {}
-        fit_splits = (self.adapter.config.training.get("fit_splits", ["train"]) if self.adapter is not None
-                      else ["train"])
-        self._trained = (self.store.trained_passages(fit_splits) if self._splits else set())
+        fit = set(self.adapter.fit_splits if self.adapter is not None else ["train"])
+        self._trained = trained_passages(self._qrels, [q for q, s in self._splits.items() if s in fit])
         self._by_text: dict[str, list[str]] = {}
         for qid, text in sorted(queries.items()):
             self._by_text.setdefault(normalise_for_id(text), []).append(qid)

@@ -85,7 +85,7 @@ def build_demo(state: AppState) -> gr.Blocks:
     report_md, report_plots = _report(state)
 
     with gr.Blocks(title="Retrieval: raw vs customized", analytics_enabled=False) as demo:
-        gr.Markdown("## Natural Questions retrieval: raw embeddings vs. with the adapter")
+        gr.Markdown(f"## Retrieval on `{state.retriever.dataset}`: raw embeddings vs. customized")
         gr.Markdown(state.summary)
         with gr.Tab("Search"):
             with gr.Row(equal_height=True):

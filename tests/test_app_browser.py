@@ -71,6 +71,7 @@ def test_search_side_by_side_in_chromium(app, browser, artifacts_dir):
     page.wait_for_selector("#hybrid-col .nq-card")
 
     raw, adapted, hybrid = cards(page, "raw-col"), cards(page, "adapted-col"), cards(page, "hybrid-col")
+    assert "Retrieval on nq" in page.locator("body").inner_text()  # the dataset's name, not an assumed "NQ"
     assert "Raw embeddings (all-MiniLM-L6-v2)" in page.locator("#raw-col").inner_text()
     assert "With adapter (test-query-1)" in page.locator("#adapted-col").inner_text()
     assert "Adapter + BM25" in page.locator("#hybrid-col").inner_text()

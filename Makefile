@@ -57,15 +57,14 @@ test-slow: setup system
 test-all: setup system
 	$(TEST_ENV) $(PY) -m pytest -q
 
-# The main job: ingest both models, select and fit one customization per model (identity, query memory, query
-# adapter or both, chosen on held-out labelled queries), evaluate them
-# against raw, BM25 and the MSE baseline in one report, then serve the side-by-side page.
+# The main job (scripts/demo.py): ingest the app's model (the fast one), select and fit its customization and open
+# the page; then, while the page serves (through a Chroma server on the same store), ingest and fit the other
+# models and evaluate them all against raw, BM25 and the MSE baseline in one report (the page's "Reload report").
+# LIMIT: questions to ingest (default all; 10000 for a Hub dataset id; LIMIT=all for the whole of it).
+LIMIT   ?=
 demo: setup
-	@for m in $(MODELS); do $(PY) -m ingest $(DATA_ARG) --store $(STORE) --model $$m --split $(SPLIT) || exit 1; done
-	@for m in $(MODELS); do $(PY) -m adapter train --store $(STORE) --model $$m --out $(ADAPTERS)/$$m || exit 1; done
-	$(PY) -m eval --store $(STORE) $(foreach m,$(MODELS),--adapter $(ADAPTERS)/$(m)) --out $(REPORT)
-	@echo "report: $(REPORT)/report.md"
-	$(MAKE) --no-print-directory app
+	$(PY) -m scripts.demo $(DATA_ARG) --store $(STORE) --adapters $(ADAPTERS) --report $(REPORT) --models $(MODELS) \
+		--app-model $(APP_MODEL) --split $(SPLIT) $(if $(strip $(LIMIT)),--limit $(LIMIT))
 
 app: setup
 	$(PY) -m app --store $(STORE) --model $(APP_MODEL) --adapter $(ADAPTERS)/$(APP_MODEL) --report $(REPORT)

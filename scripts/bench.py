@@ -55,7 +55,6 @@ from adapter.config import TrainConfig
 from adapter.train import train_adapter
 from app.config import AppConfig
 from core import atomic, chroma_store
-from core.chroma_store import COSINE
 from core.cli import run_cli
 from core.embedding import load_embedder
 from core.embedding.registry import DEFAULT_MODEL
@@ -80,6 +79,11 @@ BENCH_OUTPUT = OutputKind("a bench file", lambda p: any(json_file_with(("generat
                                                        for key in ("machine", *PART_KEYS)), is_dir=False)
 TARGETS = {"pipeline_vs_bare": 0.95, "search_p95_all_ms": 25.0, "train_seconds": 10.0}
 SCALES = (10_000, 100_000, 1_000_000)
+#: the HNSW settings a scale run builds with: the product's (`core.chroma_store.HNSW`) or Chroma's own defaults
+SCALE_HNSW = {"ours": dict(chroma_store.HNSW),
+              "chroma-defaults": {"space": "cosine", "max_neighbors": 16, "ef_construction": 100, "ef_search": 100}}
+#: search beams tried on each built collection (the collection's own ef_search is always among them)
+EF_SEARCH = (100, 200, 400)
 INSERT_BATCH = 5000
 
 
@@ -105,8 +109,10 @@ class BenchConfig:
     warmup: int = 10
     scales: tuple[int, ...] = SCALES
     #: include a scale only if its time extrapolated from the previous one fits in this many seconds
-    scale_budget: float = 600.0
+    scale_budget: float = 1800.0
     scale_queries: int = 200
+    scale_hnsw: str = "ours"
+    ef_search: tuple[int, ...] = EF_SEARCH
     train_epochs: int | None = None
     seed: int = 0
     work_dir: Path | None = None
@@ -329,32 +335,58 @@ def bench_lexical_index(store: Store, repeats: int = 3) -> dict:
 
 # -- 4. Chroma at scale ----------------------------------------------------------------------------
 
-def _scale_worker(n: int, spec_arrays: dict, n_queries: int, folder: str, seed: int) -> dict:
-    """Runs in a fresh process: stream `n` synthetic vectors into Chroma, then time queries and check recall."""
+def _scale_build(n: int, spec_arrays: dict, n_queries: int, folder: str, seed: int, hnsw: dict) -> dict:
+    """Runs in a fresh process: stream `n` synthetic vectors into a collection with the HNSW settings `hnsw`,
+    computing the exact top-10 of the queries block by block alongside; both are saved in `folder`."""
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
     rss_before = _proc_status_mb("VmRSS")
     gen = TextLikeGenerator(TextLikeSpec.from_arrays(spec_arrays), seed=seed)
     queries = gen.block(n_queries, stream=1, index=0)
     client = chromadb.PersistentClient(path=folder, settings=Settings(anonymized_telemetry=False))
-    col = client.get_or_create_collection("bench-scale", configuration=COSINE, embedding_function=None)
+    col = client.get_or_create_collection("bench-scale", configuration={"hnsw": hnsw}, embedding_function=None)
     k = 10
     best_s = np.full((n_queries, k), -np.inf, dtype=np.float32)
     best_i = np.full((n_queries, k), -1, dtype=np.int64)
     t_insert = t_exact = 0.0
-    for b, start in enumerate(range(0, n, INSERT_BATCH)):
-        m = min(INSERT_BATCH, n - start)
-        x = gen.block(m, stream=0, index=b)
-        t0 = time.perf_counter()
-        col.add(ids=[str(start + i) for i in range(m)], embeddings=x)
-        t1 = time.perf_counter()
-        s = queries @ x.T  # exact top-k, merged block by block
-        cat_s = np.concatenate([best_s, s], axis=1)
-        cat_i = np.concatenate([best_i, np.arange(start, start + m)[None, :].repeat(n_queries, 0)], axis=1)
-        top = np.argpartition(-cat_s, k - 1, axis=1)[:, :k]
-        best_s, best_i = np.take_along_axis(cat_s, top, 1), np.take_along_axis(cat_i, top, 1)
-        t_insert += t1 - t0
-        t_exact += time.perf_counter() - t1
+    with progress(total=n, desc=f"insert {n:,} vectors", unit="vec") as bar:
+        for b, start in enumerate(range(0, n, INSERT_BATCH)):
+            m = min(INSERT_BATCH, n - start)
+            x = gen.block(m, stream=0, index=b)
+            t0 = time.perf_counter()
+            col.add(ids=[str(start + i) for i in range(m)], embeddings=x)
+            t1 = time.perf_counter()
+            s = queries @ x.T  # exact top-k, merged block by block
+            cat_s = np.concatenate([best_s, s], axis=1)
+            cat_i = np.concatenate([best_i, np.arange(start, start + m)[None, :].repeat(n_queries, 0)], axis=1)
+            top = np.argpartition(-cat_s, k - 1, axis=1)[:, :k]
+            best_s, best_i = np.take_along_axis(cat_s, top, 1), np.take_along_axis(cat_i, top, 1)
+            t_insert += t1 - t0
+            t_exact += time.perf_counter() - t1
+            bar.update(m)
+    np.savez(Path(folder) / "exact.npz", queries=queries, top=best_i)
+    return {
+        "n": n,
+        "insert_seconds": round(t_insert, 1),
+        "insert_vectors_per_s": round(n / t_insert, 0),
+        "build_peak_rss_mb": peak_rss_mb(),
+        "rss_before_chroma_mb": rss_before,
+        "disk_mb": _du_mb(Path(folder)),
+        "hnsw": dict(col.configuration.get("hnsw") or {}),
+        "exact_search_seconds": round(t_exact, 1),
+    }
+
+
+def _scale_query(folder: str, ef_search: int) -> dict:
+    """Runs in a fresh process: set the collection's `ef_search` before its index is loaded (Chroma reads it at
+    load), then time single queries and score their top-10 against the exact top-10 saved by `_scale_build`."""
+    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    saved = np.load(Path(folder) / "exact.npz")
+    queries, exact = saved["queries"], saved["top"]
+    client = chromadb.PersistentClient(path=folder, settings=Settings(anonymized_telemetry=False))
+    col = client.get_collection("bench-scale", embedding_function=None)
+    chroma_store.set_ef_search(col, ef_search)
+    k = exact.shape[1]
     for v in queries[:10]:  # warm-up: the first queries load the index
         col.query(query_embeddings=v[None], n_results=k, include=["distances"])
     ms, recall = [], []
@@ -362,19 +394,9 @@ def _scale_worker(n: int, spec_arrays: dict, n_queries: int, folder: str, seed: 
         t0 = time.perf_counter()
         got = col.query(query_embeddings=v[None], n_results=k, include=["distances"])
         ms.append(1000 * (time.perf_counter() - t0))
-        recall.append(len({int(i) for i in got["ids"][0]} & set(best_i[qi].tolist())) / k)
-    return {
-        "n": n,
-        "insert_seconds": round(t_insert, 1),
-        "insert_vectors_per_s": round(n / t_insert, 0),
-        "query_ms": percentiles(ms),
-        "ann_recall@10": round(float(np.mean(recall)), 4),
-        "peak_rss_mb": peak_rss_mb(),
-        "rss_before_chroma_mb": rss_before,
-        "disk_mb": _du_mb(Path(folder)),
-        "hnsw": dict(col.configuration.get("hnsw") or {}) if hasattr(col, "configuration") else None,
-        "exact_search_seconds": round(t_exact, 1),
-    }
+        recall.append(len({int(i) for i in got["ids"][0]} & set(exact[qi].tolist())) / k)
+    return {"ef_search": ef_search, "query_ms": percentiles(ms), "ann_recall@10": round(float(np.mean(recall)), 4),
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def bench_scale(cfg: BenchConfig, spec, work: Path) -> list[dict]:
@@ -406,11 +428,22 @@ def bench_scale(cfg: BenchConfig, spec, work: Path) -> list[dict]:
                             "estimated_seconds": round(est_s), "estimated_peak_rss_mb": round(est_mb)})
                 continue
         folder = work / f"scale-{n}"
-        log.info("Chroma scale benchmark: %d vectors", n)
+        hnsw = SCALE_HNSW[cfg.scale_hnsw]
+        log.info("Chroma scale benchmark: %d vectors, HNSW %s", n, hnsw)
         t0 = time.perf_counter()
         with ctx.Pool(1) as pool:
-            res = pool.apply(_scale_worker, (n, spec.to_arrays(), cfg.scale_queries, str(folder), cfg.seed))
+            res = pool.apply(_scale_build, (n, spec.to_arrays(), cfg.scale_queries, str(folder), cfg.seed, hnsw))
+        sweep = []
+        for ef in sorted({*cfg.ef_search, res["hnsw"]["ef_search"]}):
+            with ctx.Pool(1) as pool:  # a fresh process per beam: Chroma reads ef_search when it loads the index
+                sweep.append(pool.apply(_scale_query, (str(folder), ef)))
+            log.info("  %d vectors, ef_search %d: query p50 %.2f ms, recall@10 %.4f", n, ef,
+                     sweep[-1]["query_ms"]["p50"], sweep[-1]["ann_recall@10"])
         res["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        at_built = next(r for r in sweep if r["ef_search"] == res["hnsw"]["ef_search"])
+        # the headline figures are the collection's own ef_search (what the product searches with)
+        res.update(query_ms=at_built["query_ms"], **{"ann_recall@10": at_built["ann_recall@10"]},
+                   peak_rss_mb=max([res["build_peak_rss_mb"]] + [r["peak_rss_mb"] for r in sweep]), ef_search_sweep=sweep)
         log.info("  %d vectors: insert %.0f/s, query p50 %.2f ms, recall@10 %.3f, peak RSS %.0f MB", n,
                  res["insert_vectors_per_s"], res["query_ms"]["p50"], res["ann_recall@10"], res["peak_rss_mb"])
         res["estimated_seconds"] = round(est_s) if prev is not None else None
@@ -552,10 +585,18 @@ def markdown_table(r: dict) -> str:
     for c in r.get("chroma_scale", []):
         if "skipped" in c:
             rows.append(f"| Chroma, {c['n']:,} synthetic vectors | skipped: {c['skipped']} | | |")
-        else:
-            rows.append(f"| Chroma, {c['n']:,} synthetic vectors | query p50 {c['query_ms']['p50']} / p95 {c['query_ms']['p95']} / "
-                        f"p99 {c['query_ms']['p99']} ms; ANN recall@10 {c['ann_recall@10']:.3f}; insert {c['insert_vectors_per_s']:.0f}/s "
-                        f"({c['insert_seconds']:.0f} s); peak RSS {c['peak_rss_mb']:.0f} MB; disk {c['disk_mb']:.0f} MB | | |")
+            continue
+        h = c.get("hnsw") or {}
+        built = (f", HNSW M {h['max_neighbors']} / ef_construction {h['ef_construction']} / ef_search {h['ef_search']}"
+                 if {"max_neighbors", "ef_construction", "ef_search"} <= set(h) else "")
+        rows.append(f"| Chroma, {c['n']:,} synthetic vectors{built} | query p50 {c['query_ms']['p50']} / p95 {c['query_ms']['p95']} / "
+                    f"p99 {c['query_ms']['p99']} ms; ANN recall@10 {c['ann_recall@10']:.3f}; insert {c['insert_vectors_per_s']:.0f}/s "
+                    f"({c['insert_seconds']:.0f} s); peak RSS {c['peak_rss_mb']:.0f} MB; disk {c['disk_mb']:.0f} MB | | |")
+        others = [e for e in c.get("ef_search_sweep", []) if e["ef_search"] != h.get("ef_search")]
+        if others:
+            rows.append("| same collection, other ef_search | " + "; ".join(
+                f"{e['ef_search']}: recall@10 {e['ann_recall@10']:.3f}, p50 {e['query_ms']['p50']} / p95 {e['query_ms']['p95']} ms"
+                for e in others) + " | | |")
     return "\n".join(rows)
 
 
@@ -573,6 +614,10 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     p.add_argument("--scales", type=int, nargs="+", default=list(d.scales), help="synthetic collection sizes")
     p.add_argument("--scale-budget", type=float, default=d.scale_budget, help="seconds a scale may take (extrapolated)")
     p.add_argument("--scale-queries", type=int, default=d.scale_queries)
+    p.add_argument("--scale-hnsw", choices=sorted(SCALE_HNSW), default=d.scale_hnsw,
+                   help="build the scale collections with our HNSW settings or Chroma's defaults (to compare)")
+    p.add_argument("--ef-search", type=int, nargs="+", default=list(d.ef_search),
+                   help="search beams to measure on each scale collection")
     p.add_argument("--work-dir", type=Path, default=None, help="keep the benchmark's stores here (default: a temp folder, removed)")
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
                    help="measure only these parts; an existing --out file keeps its other parts")
@@ -582,11 +627,12 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     logging.getLogger().setLevel(logging.DEBUG if a.verbose else logging.INFO)
     cfg = BenchConfig(data=a.data, store=a.store, model=a.model, out=a.out, ingest_limit=a.ingest_limit,
                       latency_queries=a.latency_queries, scales=tuple(a.scales), scale_budget=a.scale_budget,
-                      scale_queries=a.scale_queries, work_dir=a.work_dir, parts=tuple(a.parts), force=a.force)
+                      scale_queries=a.scale_queries, scale_hnsw=a.scale_hnsw,
+                      ef_search=tuple(a.ef_search), work_dir=a.work_dir, parts=tuple(a.parts), force=a.force)
     if a.quick:
         cfg.ingest_limit = a.ingest_limit or 40
         cfg.latency_queries, cfg.warmup, cfg.scale_queries, cfg.train_epochs = 10, 2, 20, 2
-        cfg.scales = (2000,)
+        cfg.scales, cfg.ef_search = (2000,), ()
         cfg.store = None  # never read another store in a smoke run
     return cfg
 

@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+from core import chroma_store
 from scripts.bench import main, markdown_table, percentiles
 
 DELAY_S = 1.0  # added to one ingest step and to training
@@ -67,6 +68,10 @@ def test_quick_bench_times_the_work_it_reports(nq_dir, tmp_path, monkeypatch, ca
 
     (scale,) = r["chroma_scale"]
     assert scale["n"] == 2000 and 0.5 <= scale["ann_recall@10"] <= 1.0 and scale["peak_rss_mb"] > 0
+    # the collection was built with the product's HNSW settings (read back from Chroma), and searched with its beam
+    assert {k: scale["hnsw"][k] for k in chroma_store.HNSW} == chroma_store.HNSW
+    assert [e["ef_search"] for e in scale["ef_search_sweep"]] == [chroma_store.HNSW["ef_search"]]
+    assert scale["ann_recall@10"] == scale["ef_search_sweep"][0]["ann_recall@10"]
     assert "training and latency ran on the benchmark's own" in " ".join(r["notes"])
     assert markdown_table(r) in capsys.readouterr().out
 
@@ -93,7 +98,10 @@ def test_markdown_table_for_a_known_result():
                                "lexical_index": {"passages": 1000, "build_seconds": 0.25, "load_ms": 3.5, "disk_mb": 0.4},
                                "target_p95_all_ms": 25.0, "meets_target": True},
          "chroma_scale": [{"n": 10000, "query_ms": {"p50": 0.5, "p95": 0.9, "p99": 1.2}, "ann_recall@10": 0.987,
-                           "insert_vectors_per_s": 4000.0, "insert_seconds": 2.4, "peak_rss_mb": 300.0, "disk_mb": 50.0},
+                           "insert_vectors_per_s": 4000.0, "insert_seconds": 2.4, "peak_rss_mb": 300.0, "disk_mb": 50.0,
+                           "hnsw": {"space": "cosine", "max_neighbors": 32, "ef_construction": 200, "ef_search": 200},
+                           "ef_search_sweep": [{"ef_search": 100, "ann_recall@10": 0.9512, "query_ms": {"p50": 0.4, "p95": 0.7}},
+                                               {"ef_search": 200, "ann_recall@10": 0.987, "query_ms": {"p50": 0.5, "p95": 0.9}}]},
                           {"n": 1000000, "skipped": "too slow"}]}
     assert markdown_table(r).splitlines() == [
         "| measure | value | target | met |",
@@ -108,8 +116,9 @@ def test_markdown_table_for_a_known_result():
         "| search latency, all columns, one search (embed included, 1000 passages) | p50 5 / p95 6 / p99 7 ms | p95 ≤ 25.0 ms | yes |",
         "| BM25 query alone | p50 0.4 / p95 0.6 ms | | |",
         "| BM25 index of 1000 passages | build 0.25 s; load 3.5 ms; disk 0.4 MB | | |",
-        "| Chroma, 10,000 synthetic vectors | query p50 0.5 / p95 0.9 / p99 1.2 ms; ANN recall@10 0.987; "
-        "insert 4000/s (2 s); peak RSS 300 MB; disk 50 MB | | |",
+        "| Chroma, 10,000 synthetic vectors, HNSW M 32 / ef_construction 200 / ef_search 200 | query p50 0.5 / p95 0.9 / "
+        "p99 1.2 ms; ANN recall@10 0.987; insert 4000/s (2 s); peak RSS 300 MB; disk 50 MB | | |",
+        "| same collection, other ef_search | 100: recall@10 0.951, p50 0.4 / p95 0.7 ms | | |",
         "| Chroma, 1,000,000 synthetic vectors | skipped: too slow | | |",
     ]
 

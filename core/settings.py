@@ -10,6 +10,7 @@ takes its path defaults from the functions here, and every metric list comes fro
     embedding cache  NQ_CACHE       .data/cache
     adapters         NQ_ADAPTERS    .data/adapters  (one folder per model: .data/adapters/<model>)
     eval report      NQ_REPORT      .data/report
+    built models     NQ_MODEL_CACHE ~/.cache/nq-retrieval/models  (ONNX graphs made on first use: int8, L6 export)
     shared data      SHARED_DATA    ../shared/data beside the repository (benchmarks, tests, CI: nq/, scifact/)
 
 Paths are resolved when a config is built (not at import), so a test or a shell that sets the variable
@@ -59,6 +60,13 @@ def default_adapters() -> Path:
 
 def default_report() -> Path:
     return _env_path("NQ_REPORT", DATA_HOME / "report")
+
+
+def default_model_cache() -> Path:
+    """Where model files we build ourselves (the int8 ONNX graphs, the fp32 ONNX export of all-MiniLM-L6-v2)
+    are kept. A user cache rather than `.data/`: they depend only on the installed packages, not on a project's
+    data, so every checkout and store on this machine can share them."""
+    return _env_path("NQ_MODEL_CACHE", Path("~/.cache/nq-retrieval/models")).expanduser()
 
 
 def shared_data(name: str) -> Path:

@@ -28,7 +28,7 @@ from typing import Any
 
 from core import atomic
 from core.chroma_store import ChromaTarget, get_collection, open_client, resolve_target
-from core.errors import StoreError
+from core.errors import MismatchError, StoreError
 from core.jsonl import read_jsonl
 from core.lexical import LEXICAL_DIR, LexicalIndex, load_index
 from core.outputs import OutputKind, read_json_object
@@ -56,6 +56,30 @@ STORE_OUTPUT = OutputKind("a store folder", is_store_dir, replaces=False)
 def raw_collection_name(model_id: str) -> str:
     """`raw-<model>`: one raw collection per embedding model in a store."""
     return "raw-" + slug(model_id)[:100]
+
+
+def check_collection_encoder(col: Any, model_id: str, dim: int) -> None:
+    """MismatchError when a collection's metadata (written by ingest: `model_id`, `dim`) disagrees with the
+    encoder about to use it. A collection without that metadata predates it and is let through."""
+    meta = col.metadata or {}
+    have_model, have_dim = meta.get("model_id"), meta.get("dim")
+    if have_model is not None and have_model != model_id:
+        raise MismatchError(f"collection {col.name!r} holds vectors of {have_model!r}, not {model_id!r}: the two "
+                            f"encoders' vectors must not be mixed; ingest with --model {model_id} to get its own collection")
+    if have_dim is not None and int(have_dim) != dim:
+        raise MismatchError(f"collection {col.name!r} holds {have_dim}-d vectors, but {model_id!r} makes {dim}-d ones")
+
+
+def check_encoder_build(info: dict, embedder: Any) -> None:
+    """MismatchError when a model's manifest entry names another build of its encoder than `embedder` (the int8
+    graphs are built on each machine: another recipe or onnxruntime gives other vectors under the same name).
+    Entries from before ingest recorded it are let through."""
+    want = info.get("encoder")
+    have = getattr(embedder, "cache_id", embedder.model_id)
+    if want is not None and want != have:
+        raise MismatchError(f"the store's {embedder.model_id} vectors were made by the encoder build {want!r}, but this "
+                            f"one is {have!r} (another quantization recipe or onnxruntime): its queries would not match "
+                            "the stored passages; re-ingest into a new store with this build")
 
 
 @dataclass
@@ -166,7 +190,13 @@ class Store:
         return col
 
     def raw_collection(self, model_id: str) -> Any:
-        return self.collection(self.model_info(model_id)["collection"])
+        """The model's raw collection, refused (`MismatchError`) when its own metadata names another encoder or
+        dimension than the manifest entry it was reached through: vectors of one model are never searched with
+        another's queries (an int8 model and its fp32 original are different encoders)."""
+        info = self.model_info(model_id)
+        col = self.collection(info["collection"])
+        check_collection_encoder(col, model_id, int(info["dim"]))
+        return col
 
     # -- dataset --------------------------------------------------------------------------------------
     def save_dataset(self, ds: Dataset) -> None:

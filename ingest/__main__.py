@@ -9,6 +9,7 @@ from pathlib import Path
 from core.cli import run_cli
 from ingest.config import IngestConfig
 from ingest.pipeline import format_summary, run_ingest
+from ingest.ray_engine import ENGINES
 
 
 def parse_args(argv: list[str] | None = None) -> IngestConfig:
@@ -42,6 +43,13 @@ def parse_args(argv: list[str] | None = None) -> IngestConfig:
                    help="where a sentence-transformers model runs: auto (CUDA when torch sees a GPU), cpu, cuda, cuda:N, mps")
     p.add_argument("--cache", type=Path, default=d.cache_dir, help="embedding cache folder (env NQ_CACHE)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    p.add_argument("--engine", choices=ENGINES, default=d.engine,
+                   help="where passages are embedded: in this process, or on Ray Data actors (same vectors, bit for bit)")
+    p.add_argument("--ray-address", default=None,
+                   help="with --engine ray: the cluster to join, from one of its nodes (HOST:PORT of the head, or auto); "
+                        "default: RAY_ADDRESS, else Ray is started on this machine")
+    p.add_argument("--ray-actors", type=int, default=None,
+                   help="with --engine ray: actors embedding at once (default: one per node with CPUs)")
     p.add_argument("--chroma-host", default=None, help="use a Chroma server (env CHROMA_HOST)")
     p.add_argument("--chroma-port", type=int, default=None, help="(env CHROMA_PORT)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -52,7 +60,8 @@ def parse_args(argv: list[str] | None = None) -> IngestConfig:
         hard_depth=a.hard_depth, hard_margin=a.hard_margin, near_dup=a.near_dup, seed=a.seed,
         split=tuple(a.split), split_by=a.split_by, device=a.device, min_words=a.min_words, max_words=a.max_words, batch_size=a.batch_size,
         cache_dir=None if a.no_cache else a.cache, chroma_host=a.chroma_host, chroma_port=a.chroma_port,
-        force=a.force, lexical_only=a.lexical_only)
+        force=a.force, lexical_only=a.lexical_only, engine=a.engine, ray_address=a.ray_address,
+        ray_actors=a.ray_actors)
 
 
 def main(argv: list[str] | None = None) -> int:

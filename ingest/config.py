@@ -10,6 +10,7 @@ from core.errors import InputError
 from core.settings import default_cache, default_data, default_store
 from ingest.filters import DEFAULT_MAX_WORDS, DEFAULT_MIN_WORDS
 from ingest.negatives import MiningConfig
+from ingest.ray_engine import ENGINES, check_address, check_installed
 from ingest.split import SPLIT_POLICIES
 
 
@@ -40,10 +41,16 @@ class IngestConfig:
     force: bool = False
     #: only build (or refresh) the BM25 index of an existing --store from its own dataset (no --data, no model)
     lexical_only: bool = False
+    #: where passages are embedded: local (this process) or ray (Ray Data actors; ingest.ray_engine)
+    engine: str = "local"
+    #: Ray cluster to join (HOST:PORT or auto, from a node of the cluster); None: RAY_ADDRESS, else a Ray started here
+    ray_address: str | None = None
+    #: Ray actors embedding at once; None: one per node of the cluster that has CPUs
+    ray_actors: int | None = None
 
     def validate(self) -> None:
-        check_device(self.device)
         """Every option checked in one place, before any work: a bad value costs one line, not a traceback."""
+        check_device(self.device)
         if self.limit is not None and self.limit <= 0:
             raise InputError("--limit must be positive")
         for name in ("k_hard", "k_weak"):
@@ -64,6 +71,18 @@ class IngestConfig:
             raise InputError(f"need 1 <= --min-words <= --max-words, got {self.min_words} and {self.max_words}")
         if self.batch_size is not None and self.batch_size <= 0:
             raise InputError("--batch-size must be positive")
+        if self.engine not in ENGINES:
+            raise InputError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.engine != "ray":
+            for name in ("ray_address", "ray_actors"):
+                if getattr(self, name) is not None:
+                    raise InputError(f"--{name.replace('_', '-')} needs --engine ray")
+        else:
+            if self.ray_actors is not None and self.ray_actors <= 0:
+                raise InputError("--ray-actors must be positive")
+            if self.ray_address is not None:
+                check_address(self.ray_address)
+            check_installed()
 
     def mining(self) -> MiningConfig:
         return MiningConfig(k_weak=self.k_weak, k_hard=self.k_hard, depth=self.hard_depth,

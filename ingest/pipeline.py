@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,12 +27,13 @@ from core.embedding import EmbeddingCache, embed_cached, load_embedder
 from core.embedding.base import Embedder
 from core.outputs import check_output
 from core.store import STORE_OUTPUT, Store, is_store_dir, raw_collection_name
-from core.errors import DataError, StoreError
+from core.errors import DataError, MismatchError, StoreError
 from core.types import SPLITS, Corpus, Dataset, SplitName, corpus_fingerprint, text_sha
 from ingest.config import IngestConfig
 from ingest.filters import apply_limit, filter_by_length
 from ingest.hybrid import choose_dev_fusion
 from ingest.negatives import MiningInput, mine_negatives
+from ingest.ray_engine import RayEngine, ray_session
 from ingest.sources import SourceKind, detect_source, load_source
 from ingest.split import split_queries
 
@@ -76,19 +77,22 @@ def run_ingest(cfg: IngestConfig, embedder: Embedder | None = None) -> dict:
     # the model loads in the background while the data is read (both take seconds); a bad file is
     # still reported first, and its error does not wait for the model
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest")
-    try:
+    with ExitStack() as stack:
+        stack.callback(pool.shutdown, wait=False, cancel_futures=True)
         model_future = None if embedder is not None else pool.submit(load_embedder, cfg.model, cfg.device)
         with timer.step("load"):
             kind = detect_source(cfg.data)
             ds = load_dataset_for(cfg, kind)
         with timer.step("split"):
             splits = split_queries(ds.queries, ds.qrels, cfg.split, cfg.seed, by=cfg.split_by)
+        ray = None
+        if cfg.engine == "ray":  # while the model loads; an unreachable cluster fails before the store is touched
+            with timer.step("ray_start"):
+                ray = stack.enter_context(ray_session(cfg.model, cfg.device, cfg.ray_address, cfg.ray_actors))
         with timer.step("load_model"):
             embedder = embedder or model_future.result()
-        run = _open_store(cfg, ds, kind, splits, embedder)
+        run = _open_store(cfg, ds, kind, splits, embedder, ray)
         return _write_store(run, timer, t_start, pool)
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,7 @@ class _Run:
     qids: list[str]
     texts: list[str]  #: passage texts exactly as embedded, in `pids` order
     shas: list[str]  #: their hashes: a row is re-written only when its text changed
+    ray: RayEngine | None = None  #: embeds the passages with --engine ray; None: in this process
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,7 @@ class _Vectors:
 
 
 def _open_store(cfg: IngestConfig, ds: Dataset, kind: SourceKind, splits: dict[str, SplitName],
-                embedder: Embedder) -> _Run:
+                embedder: Embedder, ray: RayEngine | None = None) -> _Run:
     """Open the store for writing only now, after the inputs passed every check, so bad input never
     leaves a half-made store; the lock is taken here, to refuse early if another process writes."""
     store = Store(cfg.store, cfg.chroma_host, cfg.chroma_port, write=True)
@@ -136,7 +141,7 @@ def _open_store(cfg: IngestConfig, ds: Dataset, kind: SourceKind, splits: dict[s
     texts = [ds.corpus[p].embedding_text() for p in pids]
     return _Run(cfg=cfg, ds=ds, kind=kind, splits=splits, embedder=embedder, store=store, client=client,
                 collection=raw_collection_name(embedder.model_id), fingerprint=corpus_fingerprint(ds.corpus),
-                pids=pids, qids=sorted(ds.queries), texts=texts, shas=[text_sha(t) for t in texts])
+                pids=pids, qids=sorted(ds.queries), texts=texts, shas=[text_sha(t) for t in texts], ray=ray)
 
 
 def _write_store(run: _Run, timer: _Timer, t_start: float, pool: ThreadPoolExecutor) -> dict:
@@ -252,23 +257,31 @@ def _choose_raw_fusion(store: Store, model_id: str, fingerprint: str, vectors: C
 def _check_collection(run: _Run) -> tuple[Any, dict[str, Any]]:
     """The model's raw collection (created, or checked to hold the same model and dimension) and the
     text hash of every row already in it, so unchanged rows are not written again."""
+    encoder = getattr(run.embedder, "cache_id", run.embedder.model_id)  # the exact build (int8 graphs differ by machine)
     col = chroma_store.ensure_collection(
         run.client, run.collection,
         {"kind": "raw", "model_id": run.embedder.model_id, "dim": run.embedder.dim,
-         "data_fingerprint": run.fingerprint},
+         "data_fingerprint": run.fingerprint, "encoder": encoder},
         check_keys=("kind", "model_id", "dim"),
     )
+    had = (col.metadata or {}).get("encoder")  # collections from before it was recorded have none
+    if had is not None and had != encoder:
+        raise MismatchError(f"collection {run.collection!r} holds vectors of the encoder build {had!r}, but this run's is "
+                            f"{encoder!r}; refusing to mix them (use another --store)")
     return col, chroma_store.existing_ids(col, "text_sha")
 
 
 def _embed_and_upsert(run: _Run, col: Any, have: dict[str, Any], timer: _Timer,
                       pool: ThreadPoolExecutor) -> _Vectors:
     """Embed passages, then upsert them in the background while the queries are embedded: the
-    upsert is mostly I/O and the embedding mostly CPU, so overlapping them saves the shorter one."""
+    upsert is mostly I/O and the embedding mostly CPU, so overlapping them saves the shorter one.
+    With --engine ray the passages are embedded by Ray actors (same batches, same vectors); the queries
+    always here (`ingest.ray_engine` says why)."""
     cfg, embedder = run.cfg, run.embedder
     cache = EmbeddingCache(cfg.cache_dir, embedder.model_id, embedder.dim) if cfg.cache_dir else None
+    embed_passages = run.ray.embed_cached if run.ray is not None else embed_cached
     with timer.step("embed_passages"):
-        pvecs, pstats = embed_cached(embedder, run.texts, "passage", cache, cfg.batch_size, desc="embed passages")
+        pvecs, pstats = embed_passages(embedder, run.texts, "passage", cache, cfg.batch_size, desc="embed passages")
     todo = [i for i, p in enumerate(run.pids) if have.get(p) != run.shas[i]]
     stale = sorted(set(have) - set(run.pids))
     with timer.step("embed_queries"):
@@ -336,6 +349,7 @@ def _updated_manifest(run: _Run, n_in_collection: int) -> dict:
         "lexical": {"fingerprint": run.fingerprint, "n": len(run.pids)},
     })
     manifest.setdefault("models", {})[run.embedder.model_id] = {
+        "encoder": getattr(run.embedder, "cache_id", run.embedder.model_id),
         "collection": run.collection,
         "dim": run.embedder.dim,
         "data_fingerprint": run.fingerprint,
@@ -357,6 +371,8 @@ def _summary(run: _Run, vectors: _Vectors, mining_stats: dict[str, int], seconds
         "chroma": run.store.target.describe(),
         "model": run.embedder.model_id,
         "dim": run.embedder.dim,
+        "engine": run.cfg.engine,
+        **({"ray": run.ray.describe()} if run.ray is not None else {}),
         "collection": run.collection,
         "data_fingerprint": run.fingerprint,
         "passages": len(run.pids),
@@ -375,6 +391,11 @@ def _summary(run: _Run, vectors: _Vectors, mining_stats: dict[str, int], seconds
         "pipeline_passages_per_s": round(len(run.pids) / total, 2) if total else None,
         "config": run.cfg.to_json(),
     }
+
+
+def _format_ray(r: dict) -> str:
+    return (f"  engine ray ({r['address']}, {r['ray_from']}, ready in {r['start_seconds']:.1f} s): {r['actors']} actor(s), "
+            f"{r['batches_sent']} passage batches sent")
 
 
 def _format_lexical(lx: dict) -> str:
@@ -398,6 +419,7 @@ def format_summary(s: dict) -> str:
     lines = [
         f"Ingested {s['passages']} passages and {s['queries']} queries from {s['data']} ({s['source_kind']})",
         f"  model {s['model']} ({s['dim']}-d) -> collection {s['collection']} in {s['chroma']} ({s['collection_count']} vectors)",
+        *([_format_ray(s["ray"])] if s.get("ray") else []),
         "  queries per split: " + ", ".join(f"{k} {v}" for k, v in s["queries_per_split"].items()),
         "  skipped: " + (", ".join(f"{k} {v}" for k, v in s["skipped"].items()) or "nothing"),
         f"  embedded now: {s['passages_embedded_now']} passages, {s['queries_embedded_now']} queries "

@@ -25,7 +25,11 @@ What is measured, and how, so that the numbers can be trusted and repeated:
 4. **Chroma at scale**: 10k, 100k and (when the extrapolation from 100k fits `--scale-budget`) 1M
    synthetic text-like vectors (`eval.synthetic`, fitted to the real embeddings) streamed into a fresh
    persistent collection; insert rate, single-query latency, ANN recall@10 against exact search, peak
-   RSS and disk. Each scale runs in its own process, so its peak RSS is its own.
+   RSS and disk. Each scale runs in its own process, so its peak RSS is its own; the collection is built with
+   our HNSW settings (`core.chroma_store.HNSW`; `--scale-hnsw chroma-defaults` for Chroma's), then each
+   `--ef-search` beam is measured in a fresh process (Chroma reads ef_search when it loads the index).
+5. **Encoders**: each local model's int8 graph against its fp32 model (`scripts/bench_encoders.py`): passages/s
+   on the same passages, and nDCG@10 / MRR@10 deltas with CIs on the test split.
 
 Nothing here is a pass/fail test: misses are reported as they are (`meets_target: false`).
 """
@@ -67,13 +71,15 @@ from core.store import Store
 from eval.synthetic import TextLikeGenerator, TextLikeSpec, neighbour_stats
 from ingest.config import IngestConfig
 from ingest.pipeline import run_ingest
+from scripts.bench_encoders import bench_encoders
+from scripts.bench_encoders import markdown_rows as encoder_rows
 from search.retriever import Retriever
 
 log = logging.getLogger(__name__)
 
-PARTS = ("ingest", "training", "latency", "scale")
+PARTS = ("ingest", "training", "latency", "scale", "encoders")
 #: bench.json keys written by each part (a partial run keeps the other parts of an existing file)
-PART_KEYS = ("ingest", "training", "search_latency_ms", "synthetic_vectors", "chroma_scale")
+PART_KEYS = ("ingest", "training", "search_latency_ms", "synthetic_vectors", "chroma_scale", "encoders")
 #: a bench.json of ours has these keys (so --out never overwrites another file by mistake)
 BENCH_OUTPUT = OutputKind("a bench file", lambda p: any(json_file_with(("generated_at", key))(p)
                                                        for key in ("machine", *PART_KEYS)), is_dir=False)
@@ -516,6 +522,8 @@ def run_bench(cfg: BenchConfig) -> dict:
             spec, realism = _synthetic_spec(full_store, cfg.model)
             result["synthetic_vectors"] = realism
             result["chroma_scale"] = [stamp(c) for c in bench_scale(cfg, spec, work)]
+        if "encoders" in cfg.parts:  # int8 against fp32: speed and retrieval on the test split (scripts/bench_encoders.py)
+            result["encoders"] = stamp(bench_encoders(cfg.data, None, seed=cfg.seed))
     finally:
         if own_work:
             shutil.rmtree(work, ignore_errors=True)
@@ -597,6 +605,8 @@ def markdown_table(r: dict) -> str:
             rows.append("| same collection, other ef_search | " + "; ".join(
                 f"{e['ef_search']}: recall@10 {e['ann_recall@10']:.3f}, p50 {e['query_ms']['p50']} / p95 {e['query_ms']['p95']} ms"
                 for e in others) + " | | |")
+    if r.get("encoders", {}).get("models"):
+        rows.extend(encoder_rows(r["encoders"]))
     return "\n".join(rows)
 
 
@@ -633,6 +643,8 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         cfg.ingest_limit = a.ingest_limit or 40
         cfg.latency_queries, cfg.warmup, cfg.scale_queries, cfg.train_epochs = 10, 2, 20, 2
         cfg.scales, cfg.ef_search = (2000,), ()
+        if a.parts == list(PARTS):  # the encoder comparison embeds the whole corpus four times: not a smoke test
+            cfg.parts = tuple(x for x in PARTS if x != "encoders")
         cfg.store = None  # never read another store in a smoke run
     return cfg
 

@@ -51,7 +51,7 @@ from core.fusion import FusionSpec, dev_signature, fuse, load_raw_fusion
 from core.lexical import LexicalIndex
 from core.query_text import clean_query
 from core.seen import trained_passages
-from core.store import Store
+from core.store import Store, check_encoder_build
 from core.types import Passage, normalise_for_id
 
 log = logging.getLogger(__name__)
@@ -182,8 +182,9 @@ class Retriever:
         self.model_id = model_id
         info = store.model_info(model_id)  # StoreError with the ingest command when missing
         self.raw_collection_name = info["collection"]
-        self._raw = store.collection(self.raw_collection_name)
+        self._raw = store.raw_collection(model_id)  # MismatchError when the collection is another encoder's
         self.embedder = embedder or load_embedder(model_id)
+        check_encoder_build(info, self.embedder)  # the same name, another int8 build: refused
         if self.embedder.model_id != model_id or self.embedder.dim != info["dim"]:
             raise MismatchError(f"the store holds {model_id!r} {info['dim']}-d vectors, but the embedder is "
                                 f"{self.embedder.model_id!r} {self.embedder.dim}-d")

@@ -59,6 +59,8 @@ def test_small_store_is_consistent(small_store):
     manifest = store.require(s["model"])
     assert s["collection_count"] == s["passages"] == manifest["n_passages"]
     assert sum(s["queries_per_split"].values()) == s["queries"] == manifest["n_queries"] == cfg.limit
+    # the encoder build is recorded (an fp32 model's build is its name) in the manifest and the collection
+    assert store.model_info(s["model"])["encoder"] == s["model"] == store.raw_collection(s["model"]).metadata["encoder"]
     qrels = store.load_qrels()
     examples = store.load_examples(s["model"])
     assert {e.query_id for e in examples} == set(store.load_queries())

@@ -34,6 +34,13 @@ class Embedder(ABC):
     #: batch size that measured fastest on a 2-core CPU for this backend
     default_batch_size: int = 32
 
+    @property
+    def cache_id(self) -> str:
+        """What the embedding cache keys this model's vectors by: the model id, or for a graph we build
+        ourselves (the int8 models) the id plus a digest of the exact graph, so that after a rebuild with
+        another recipe or onnxruntime the cache never serves the earlier graph's vectors."""
+        return getattr(self, "_cache_id", None) or self.model_id
+
     def prepare(self, text: str, kind: Kind) -> str:
         """The exact string sent to the model for `text` (prefixes, if a model needs them)."""
         return text

@@ -1,6 +1,7 @@
 """Content-addressed embedding cache on disk.
 
-Key = sha256(model id, NUL, exact text sent to the model). Vectors are stored per *batch*: one `.npz`
+Key = sha256(model id, NUL, exact text sent to the model); the "model id" is `Embedder.cache_id`, which for a
+graph built here (int8) also names the exact graph. Vectors are stored per *batch*: one `.npz`
 chunk file holds the keys and vectors of one batch, written atomically and carrying a checksum that is
 verified on load. A chunk that fails the check (truncated, garbled, foreign model, wrong dimension) is
 deleted and its texts are embedded again: the cache is never trusted blindly. Only damage is treated
@@ -159,7 +160,8 @@ def embed_cached(
         raise ValueError(f"cache for {cache.model_id}/{cache.dim} used with {embedder.model_id}/{embedder.dim}")
     batch_size = min(batch_size or embedder.default_batch_size, embedder.max_batch_size)
     prepared = [embedder.prepare(t, kind) for t in texts]
-    keys = [cache_key(embedder.model_id, p) for p in prepared]
+    cache_id = getattr(embedder, "cache_id", embedder.model_id)  # wrappers that only duck-type Embedder lack it
+    keys = [cache_key(cache_id, p) for p in prepared]
     by_key: dict[str, str] = {}
     for k, p in zip(keys, prepared):
         by_key.setdefault(k, p)

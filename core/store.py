@@ -28,6 +28,7 @@ from typing import Any
 
 from core import atomic
 from core.chroma_store import ChromaTarget, get_collection, open_client, resolve_target
+from core.embedding.base import encoder_id
 from core.errors import MismatchError, StoreError
 from core.jsonl import read_jsonl
 from core.lexical import LEXICAL_DIR, LexicalIndex, load_index
@@ -58,9 +59,10 @@ def raw_collection_name(model_id: str) -> str:
     return "raw-" + slug(model_id)[:100]
 
 
-def check_collection_encoder(col: Any, model_id: str, dim: int) -> None:
-    """MismatchError when a collection's metadata (written by ingest: `model_id`, `dim`) disagrees with the
-    encoder about to use it. A collection without that metadata predates it and is let through."""
+def check_collection_encoder(col: Any, model_id: str, dim: int, encoder: str | None = None) -> None:
+    """MismatchError when a collection's metadata (written by ingest: `model_id`, `dim`, `encoder`) disagrees with
+    the encoder about to use it (`encoder`: its exact build, checked when given). A collection without that
+    metadata predates it and is let through."""
     meta = col.metadata or {}
     have_model, have_dim = meta.get("model_id"), meta.get("dim")
     if have_model is not None and have_model != model_id:
@@ -68,6 +70,10 @@ def check_collection_encoder(col: Any, model_id: str, dim: int) -> None:
                             f"encoders' vectors must not be mixed; ingest with --model {model_id} to get its own collection")
     if have_dim is not None and int(have_dim) != dim:
         raise MismatchError(f"collection {col.name!r} holds {have_dim}-d vectors, but {model_id!r} makes {dim}-d ones")
+    have_build = meta.get("encoder")
+    if encoder is not None and have_build is not None and have_build != encoder:
+        raise MismatchError(f"collection {col.name!r} holds vectors of the encoder build {have_build!r}, not {encoder!r}; "
+                            "refusing to mix them (use another --store)")
 
 
 def check_encoder_build(info: dict, embedder: Any) -> None:
@@ -75,7 +81,7 @@ def check_encoder_build(info: dict, embedder: Any) -> None:
     graphs are built on each machine: another recipe or onnxruntime gives other vectors under the same name).
     Entries from before ingest recorded it are let through."""
     want = info.get("encoder")
-    have = getattr(embedder, "cache_id", embedder.model_id)
+    have = encoder_id(embedder)
     if want is not None and want != have:
         raise MismatchError(f"the store's {embedder.model_id} vectors were made by the encoder build {want!r}, but this "
                             f"one is {have!r} (another quantization recipe or onnxruntime): its queries would not match "

@@ -73,13 +73,26 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
         force=a.force)
 
 
-def parse_curve_args(argv: list[str]) -> CurveConfig:
-    d = CurveConfig()
-    p = argparse.ArgumentParser(prog="python -m eval learning-curve", description=learning_curve.__doc__,
+def _study_parser(command: str, doc: str | None, d: CurveConfig | DimsConfig, out_help: str) -> argparse.ArgumentParser:
+    """The options every `python -m eval <study>` shares: the store, the model, the output folder, -v."""
+    p = argparse.ArgumentParser(prog=f"python -m eval {command}", description=doc,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--store", type=Path, default=d.store, help="store folder (env NQ_STORE)")
     p.add_argument("--model", default=d.model)
-    p.add_argument("--out", type=Path, default=d.out, help="folder for learning_curve.json and .png")
+    p.add_argument("--out", type=Path, default=d.out, help=out_help)
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _parse_study(p: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    a = p.parse_args(argv)
+    logging.getLogger().setLevel(logging.DEBUG if a.verbose else logging.INFO)
+    return a
+
+
+def parse_curve_args(argv: list[str]) -> CurveConfig:
+    d = CurveConfig()
+    p = _study_parser("learning-curve", learning_curve.__doc__, d, "folder for learning_curve.json and .png")
     p.add_argument("--sizes", type=int, nargs="+", default=list(d.sizes),
                    help="numbers of labelled queries (every labelled query is always the last point)")
     p.add_argument("--seeds", type=int, default=d.seeds, help="draws per size")
@@ -88,9 +101,7 @@ def parse_curve_args(argv: list[str]) -> CurveConfig:
     p.add_argument("--candidate-sets", nargs="+", choices=("mined", "corpus"), default=list(d.candidate_sets))
     p.add_argument("--temperatures", nargs="+", type=float, default=list(d.temperatures))
     p.add_argument("--folds", type=int, default=d.folds, help="cross-validation folds of each selection")
-    p.add_argument("-v", "--verbose", action="store_true")
-    a = p.parse_args(argv)
-    logging.getLogger().setLevel(logging.DEBUG if a.verbose else logging.INFO)
+    a = _parse_study(p, argv)
     return CurveConfig(store=a.store, model=a.model, out=a.out, sizes=tuple(a.sizes), seeds=a.seeds, metric=a.metric,
                        methods=tuple(a.methods), candidate_sets=tuple(a.candidate_sets),
                        temperatures=tuple(a.temperatures), folds=a.folds)
@@ -108,16 +119,10 @@ def _curve_table(curve: dict) -> str:
 
 def parse_dims_args(argv: list[str]) -> DimsConfig:
     d = DimsConfig()
-    p = argparse.ArgumentParser(prog="python -m eval dims", description=dims.__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--store", type=Path, default=d.store, help="store folder (env NQ_STORE)")
-    p.add_argument("--model", default=d.model)
-    p.add_argument("--out", type=Path, default=d.out, help="folder for dims.json and dims.png")
+    p = _study_parser("dims", dims.__doc__, d, "folder for dims.json and dims.png")
     p.add_argument("--sizes", type=int, nargs="+", default=list(d.sizes), help="output dimensions")
     p.add_argument("--epochs", type=int, default=d.epochs, help="epochs of each d-dim adapter")
-    p.add_argument("-v", "--verbose", action="store_true")
-    a = p.parse_args(argv)
-    logging.getLogger().setLevel(logging.DEBUG if a.verbose else logging.INFO)
+    a = _parse_study(p, argv)
     return DimsConfig(store=a.store, model=a.model, out=a.out, sizes=tuple(a.sizes), epochs=a.epochs)
 
 

@@ -24,10 +24,10 @@ from core import atomic, chroma_store, query_vectors
 from core.fusion import dev_signature, load_raw_fusion, save_raw_fusion
 from core.lexical import build_index, load_index, save_index
 from core.embedding import EmbeddingCache, embed_cached, load_embedder
-from core.embedding.base import Embedder
+from core.embedding.base import Embedder, encoder_id
 from core.outputs import check_output
-from core.store import STORE_OUTPUT, Store, is_store_dir, raw_collection_name
-from core.errors import DataError, MismatchError, StoreError
+from core.store import STORE_OUTPUT, Store, check_collection_encoder, is_store_dir, raw_collection_name
+from core.errors import DataError, StoreError
 from core.types import SPLITS, Corpus, Dataset, SplitName, corpus_fingerprint, text_sha
 from ingest.config import IngestConfig
 from ingest.filters import apply_limit, filter_by_length
@@ -257,17 +257,14 @@ def _choose_raw_fusion(store: Store, model_id: str, fingerprint: str, vectors: C
 def _check_collection(run: _Run) -> tuple[Any, dict[str, Any]]:
     """The model's raw collection (created, or checked to hold the same model and dimension) and the
     text hash of every row already in it, so unchanged rows are not written again."""
-    encoder = getattr(run.embedder, "cache_id", run.embedder.model_id)  # the exact build (int8 graphs differ by machine)
+    encoder = encoder_id(run.embedder)  # the exact build (int8 graphs differ by machine)
     col = chroma_store.ensure_collection(
         run.client, run.collection,
         {"kind": "raw", "model_id": run.embedder.model_id, "dim": run.embedder.dim,
          "data_fingerprint": run.fingerprint, "encoder": encoder},
         check_keys=("kind", "model_id", "dim"),
     )
-    had = (col.metadata or {}).get("encoder")  # collections from before it was recorded have none
-    if had is not None and had != encoder:
-        raise MismatchError(f"collection {run.collection!r} holds vectors of the encoder build {had!r}, but this run's is "
-                            f"{encoder!r}; refusing to mix them (use another --store)")
+    check_collection_encoder(col, run.embedder.model_id, run.embedder.dim, encoder)
     return col, chroma_store.existing_ids(col, "text_sha")
 
 
@@ -349,7 +346,7 @@ def _updated_manifest(run: _Run, n_in_collection: int) -> dict:
         "lexical": {"fingerprint": run.fingerprint, "n": len(run.pids)},
     })
     manifest.setdefault("models", {})[run.embedder.model_id] = {
-        "encoder": getattr(run.embedder, "cache_id", run.embedder.model_id),
+        "encoder": encoder_id(run.embedder),
         "collection": run.collection,
         "dim": run.embedder.dim,
         "data_fingerprint": run.fingerprint,

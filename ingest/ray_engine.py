@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 
 from core.embedding import EmbeddingCache, embed_cached, load_embedder
-from core.embedding.base import Embedder
+from core.embedding.base import Embedder, encoder_id
 from core.errors import EmbeddingError, InputError, MismatchError
 from core.types import Kind
 
@@ -254,7 +254,7 @@ class _StandIn(Embedder):
     def __init__(self, inner: Embedder):
         self.inner = inner
         self.model_id, self.dim = inner.model_id, inner.dim
-        self._cache_id = getattr(inner, "cache_id", inner.model_id)  # what the cache keys vectors by
+        self._cache_id = encoder_id(inner)  # what the cache keys vectors by
         self.default_batch_size, self.max_batch_size = inner.default_batch_size, inner.max_batch_size
 
     def prepare(self, text: str, kind: Kind) -> str:

@@ -26,13 +26,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.cli import run_cli
 from core.errors import InputError, ProjectError
-from core.procs import free_port, stop_process
+from core.procs import free_port, stop_process, wait_until_answering
 from core.settings import default_adapters, default_data, default_report, default_store
 from ingest.load_hub import looks_like_dataset_id
 
@@ -98,18 +97,10 @@ def _run(step: str, cmd: list[str], env: dict[str, str]) -> None:
 
 def _wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float) -> None:
     """Until `url` answers 200; an exited `proc` or the timeout is a DemoError."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise DemoError(f"{what} exited (code {proc.returncode}) before it answered at {url}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise DemoError(f"{what} did not answer at {url} within {timeout:.0f} s")
+    try:
+        wait_until_answering(url, proc, timeout)
+    except (ChildProcessError, TimeoutError) as exc:
+        raise DemoError(f"{what} {exc}") from None
 
 
 def _stop(proc: subprocess.Popen | None) -> None:

@@ -41,7 +41,7 @@ if str(REPO) not in sys.path:
 from core import atomic
 from core.errors import OutputError
 from core.outputs import OutputKind, check_output, json_file_with
-from core.procs import free_port, stop_process  # noqa: E402 - after the path set-up above
+from core.procs import free_port, stop_process, wait_until_answering  # noqa: E402 - after the path set-up above
 
 OUT = REPO / "artifacts" / "reliability" / "load.json"
 FALLBACK_QUESTIONS = ["who wrote the declaration of independence", "what is the capital of france",
@@ -73,18 +73,14 @@ def start_app(store: Path, model: str | None, adapter: Path | None, report: Path
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NQ_PROGRESS": "0", "TOKENIZERS_PARALLELISM": "false"}
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"load_test_app_{port}.log", "w")  # noqa: SIM115 - lives with the app
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the app exited ({proc.returncode}); see {log.name}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise SystemExit(f"the app did not answer within {timeout:.0f} s; see {log.name}")
+    try:
+        wait_until_answering(f"http://127.0.0.1:{port}/", proc, timeout)
+    except ChildProcessError:
+        raise SystemExit(f"the app exited ({proc.returncode}); see {log.name}") from None
+    except TimeoutError:
+        proc.kill()
+        raise SystemExit(f"the app did not answer within {timeout:.0f} s; see {log.name}") from None
+    return proc
 
 
 def rss_mb(pid: int | None) -> float | None:

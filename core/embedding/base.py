@@ -22,6 +22,12 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
 
+def encoder_id(embedder) -> str:
+    """The exact encoder build of `embedder` (`Embedder.cache_id`), also for wrappers that only duck-type `Embedder`
+    (tests, the Ray engine's stand-ins) and so lack the property: then the model id."""
+    return getattr(embedder, "cache_id", None) or embedder.model_id
+
+
 class Embedder(ABC):
     """A text embedding model. Subclasses implement `_embed_batch`; callers use `embed`."""
 

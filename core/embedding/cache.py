@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from core import atomic
-from core.embedding.base import Embedder
+from core.embedding.base import Embedder, encoder_id
 from core.progress import progress
 from core.types import Kind, slug
 
@@ -160,7 +160,7 @@ def embed_cached(
         raise ValueError(f"cache for {cache.model_id}/{cache.dim} used with {embedder.model_id}/{embedder.dim}")
     batch_size = min(batch_size or embedder.default_batch_size, embedder.max_batch_size)
     prepared = [embedder.prepare(t, kind) for t in texts]
-    cache_id = getattr(embedder, "cache_id", embedder.model_id)  # wrappers that only duck-type Embedder lack it
+    cache_id = encoder_id(embedder)
     keys = [cache_key(cache_id, p) for p in prepared]
     by_key: dict[str, str] = {}
     for k, p in zip(keys, prepared):

@@ -13,9 +13,9 @@ from adapter.config import LOSSES, METRICS, TrainConfig
 from adapter.curves import curves_json, curves_png
 from adapter.export import FORMATS, export_adapter
 from adapter.grid import grid_table, run_grid
-from adapter.io import adapter_sha, check_adapter_out, load_adapter, save_adapter
+from adapter.io import adapter_sha, check_adapter_out, load_adapter
 from adapter.modules import KINDS
-from adapter.project import project_collection
+from adapter.project import project_collection, save_and_project
 from adapter.select import select_adapter, table_markdown
 from adapter.train import train_adapter
 from core.cli import run_cli
@@ -121,14 +121,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _save(store, result, out: Path, project: bool, force: bool) -> str:
     cfg = result.adapter.config
-    save_adapter(result.adapter, out, force=force, extra_files={
+    counts = save_and_project(store, result.adapter, out, project=project, force=force, extra_files={
         "curves.json": curves_json(result.curves),
         "curves.png": curves_png(result.curves, cfg.dev_metrics["metric"], result.adapter.describe()),
     })
     lines = [f"saved adapter to {out}"]
-    if project and result.adapter.moves_passages:
-        wstore = Store(store.root, store.chroma_host, store.chroma_port, write=True)
-        counts = project_collection(wstore, load_adapter(out), adapter_sha(out))
+    if counts:
         lines.append(f"projected collection {counts['collection']}: {counts['projected']} written, "
                      f"{counts['unchanged']} unchanged, {counts['count']} vectors")
     return "\n".join(lines)
@@ -171,8 +169,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"{counts['deleted']} deleted, {counts['count']} vectors")
             return
         if a.out is not None:  # refuse an --out that is not ours before any work, not after it
-            check_adapter_out(a.out, a.force)
-        store = Store(a.store, a.chroma_host, a.chroma_port, write=False)
+            check_adapter_out(a.out, a.force, protect={"the store it trains from": a.store})
+        # a result that moves passages is projected into the store: take its write lock now, so a store in use
+        # (the app, another trainer) refuses before the work instead of after it
+        if a.command == "grid":
+            may_project = a.out is not None
+        else:
+            may_project = not a.no_project and (a.sides == "both" or (
+                not a.fixed and any("memory" in m for m in a.methods)))
+        store = Store(a.store, a.chroma_host, a.chroma_port, write=may_project)
         store.require(a.model)
         if a.command == "train":
             cfg = _config(a, a.out)

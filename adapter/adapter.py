@@ -2,7 +2,7 @@
 
 `sides="query"`: only query embeddings are projected; passages keep their raw vectors, so no second
 collection is needed. `sides="both"`: the same projection is applied to passages too, which lives in
-a second Chroma collection (`adapted-<name>`). When training found nothing better than the raw
+a second Chroma collection (`adapted-<name>-<uid>`). When training found nothing better than the raw
 embeddings on dev, `identity=True` and the adapter passes vectors through unchanged (it is still
 saved, so every stage sees the same honest answer: "no adapter beat raw").
 
@@ -12,6 +12,7 @@ needs the passage ids (`project_passages(x, ids)`).
 """
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -57,6 +58,10 @@ class AdapterConfig:
     selection: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
     format: str = ADAPTER_FORMAT
+    #: random, made once per trained adapter: names its projected collection, so two adapters that share a name
+    #: (`runA/mem`, `runB/mem`) never share one, and a retrained adapter projects into a new collection before
+    #: it replaces the old folder (the old one keeps working until then). "" in adapters saved before it existed
+    uid: str = field(default_factory=lambda: secrets.token_hex(6))
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -64,7 +69,7 @@ class AdapterConfig:
     @classmethod
     def from_json(cls, obj: dict) -> "AdapterConfig":
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in obj.items() if k in known})
+        return cls(**{"uid": "", **{k: v for k, v in obj.items() if k in known}})
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,9 @@ class Adapter:
     @property
     def collection_name(self) -> str | None:
         """The projected collection's name (both-sides adapters and adapters with a query memory)."""
-        return "adapted-" + slug(self.config.name)[:100] if self.moves_passages else None
+        if not self.moves_passages:
+            return None
+        return "adapted-" + slug(self.config.name)[:80] + (f"-{self.config.uid}" if self.config.uid else "")
 
     @property
     def is_identity(self) -> bool:

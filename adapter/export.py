@@ -34,6 +34,7 @@ import torch
 from adapter.adapter import Adapter
 from adapter.io import load_adapter
 from adapter.modules import LinearAdapter, LowRankAdapter
+from core import atomic
 from core.errors import InputError
 from core.outputs import OutputKind, check_output, json_file_with
 
@@ -108,19 +109,33 @@ def export_adapter(adapter_dir: str | Path, fmt: str, out: str | Path, force: bo
     """Write the export (see the module docstring) into `out`, refusing an `out` that is not ours to replace."""
     if fmt not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    out = check_output(out, EXPORT_OUTPUT, force)
+    out = check_output(out, EXPORT_OUTPUT, force, protect={"the adapter being exported": adapter_dir})
     adapter = load_adapter(adapter_dir)
     matrix, bias = adapter_matrix(adapter)
     if fmt != "numpy":
         _check_memory(adapter, fmt, query_side_only)
-    if fmt in ("sentence-transformers", "chroma"):
-        base = _base_path(adapter)
+    base = _base_path(adapter) if fmt in ("sentence-transformers", "chroma") else None
     if fmt == "llamaindex" and adapter.config.sides != "query":
         raise InputError(f"adapter {adapter.name!r} projects passages too (sides=both); LlamaIndex's "
                          "AdapterEmbeddingModel transforms queries only. Use --format sentence-transformers or numpy")
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    # written beside, then swapped in (as an adapter save is): a failure or kill -9 at any point leaves the
+    # previous export whole, and a rerun finishes or undoes an interrupted swap from its marker
+    atomic.recover_dir(out)
+    if atomic.remove_stale_temps(out):
+        log.info("removed the temporary folder of an interrupted export beside %s", out)
+    tmp = atomic.make_temp_dir(out)
+    try:
+        _write_export(adapter, fmt, matrix, bias, base, tmp, Path(adapter_dir))
+        atomic.fsync_tree(tmp)
+        atomic.replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_export(adapter: Adapter, fmt: str, matrix: np.ndarray, bias: np.ndarray, base: Path | None, out: Path,
+                  adapter_dir: Path) -> None:
     c = adapter.config
     if fmt in ("numpy", "chroma"):
         arrays = {"matrix": matrix, "bias": bias, "sides": np.array(c.sides)}
@@ -144,8 +159,7 @@ def export_adapter(adapter_dir: str | Path, fmt: str, out: str | Path, force: bo
                                                      "bias": has_bias}) + "\n", "utf-8")
     (out / MARKER).write_text(json.dumps({"format": fmt, "adapter": c.name, "base_model": c.base_model,
                                           "sides": c.sides, "query_side_only": adapter.memory is not None and fmt != "numpy",
-                                          "source": str(Path(adapter_dir).resolve())}, indent=2) + "\n", "utf-8")
-    return out
+                                          "source": str(adapter_dir.resolve())}, indent=2) + "\n", "utf-8")
 
 
 def _write_sentence_transformer(base: Path, matrix: np.ndarray, bias: np.ndarray, sides: str, out: Path) -> None:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -51,13 +51,18 @@ def is_adapter_dir(path: Path) -> bool:
 ADAPTER_OUTPUT = OutputKind("an adapter folder", is_adapter_dir)
 
 
-def check_adapter_out(out_dir: str | Path, force: bool = False) -> Path:
-    """Refuse an `--out` that is not ours to replace, before training starts (rules: `core.outputs`)."""
-    return check_output(out_dir, ADAPTER_OUTPUT, force)
+def check_adapter_out(out_dir: str | Path, force: bool = False,
+                      protect: Mapping[str, str | Path] | None = None) -> Path:
+    """Refuse an `--out` that is not ours to replace, before training starts (rules: `core.outputs`;
+    `protect`: the store it is trained from)."""
+    return check_output(out_dir, ADAPTER_OUTPUT, force, protect=protect)
 
 
 def save_adapter(adapter: Adapter, out_dir: str | Path, extra_files: dict[str, bytes] | None = None,
-                 force: bool = False) -> Path:
+                 force: bool = False, before_publish: Callable[[Path], None] | None = None) -> Path:
+    """Write `adapter` to `out_dir` (beside, then swapped in). `before_publish(tmp)` runs on the complete folder
+    before the swap: work that must succeed before the old adapter is replaced (its projection) goes there,
+    and when it raises the old adapter stays as it was."""
     out_dir = check_adapter_out(out_dir, force)
     atomic.recover_dir(out_dir)
     if atomic.remove_stale_temps(out_dir):
@@ -73,9 +78,9 @@ def save_adapter(adapter: Adapter, out_dir: str | Path, extra_files: dict[str, b
         (tmp / "config.json").write_text(json.dumps(adapter.config.to_json(), indent=2) + "\n", encoding="utf-8")
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data)
-        for f in tmp.iterdir():  # make the contents durable before the rename publishes them
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+        atomic.fsync_tree(tmp)  # make the contents durable before the rename publishes them
+        if before_publish is not None:
+            before_publish(tmp)
         atomic.replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Writing the adapter-projected collection: raw stored vectors -> adapter -> `adapted-<name>`.
+"""Writing the adapter-projected collection: raw stored vectors -> adapter -> `adapted-<name>-<uid>`.
 
 No re-embedding: the raw vectors are read back from Chroma. The collection's metadata carries
 `adapter_sha` (`adapter.io.adapter_sha` of the adapter folder) and each row a `projection_key`
@@ -11,13 +11,14 @@ skips its Chroma (HNSW) figures with the same reason.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
 from adapter.adapter import Adapter
-from adapter.io import check_compatible
+from adapter.io import adapter_sha, check_compatible, is_adapter_dir, load_adapter, save_adapter
 from core import chroma_store
-from core.errors import InputError, MismatchError, StoreError
+from core.errors import InputError, MismatchError, ProjectError, StoreError
 from core.store import Store
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,49 @@ def project_collection(store: Store, adapter: Adapter, adapter_sha: str, batch: 
     chroma_store.set_metadata(col, {"adapter_sha": adapter_sha, "data_fingerprint": info["data_fingerprint"]})
     return {"collection": adapter.collection_name, "projected": len(todo), "deleted": len(stale),
             "unchanged": len(dump.ids) - len(todo), "count": col.count()}
+
+
+def save_and_project(store: Store, adapter: Adapter, out: Path, project: bool = True, force: bool = False,
+                     extra_files: dict[str, bytes] | None = None) -> dict | None:
+    """Save `adapter` to `out` and, when it moves passages, write its projected collection; returns the counts.
+
+    Nothing the user had is lost on the way: the store's write lock is taken before anything is written (a store
+    in use by the app or another trainer refuses here, with the previous adapter untouched); the new collection
+    (named by the adapter's own uid) is projected from the complete saved folder *before* that folder replaces
+    the previous adapter, so a failed projection leaves the previous adapter and its collection as they were;
+    only after the swap is the previous adapter's own collection (replaced with it) deleted.
+    """
+    previous = _collection_of(out)
+    moves = project and adapter.moves_passages
+    wstore = Store(store.root, store.chroma_host, store.chroma_port, write=True) if moves or (project and previous) else None
+    if wstore is not None:
+        wstore.client  # noqa: B018 - the exclusive lock, now: refuse before anything is replaced
+    counts: dict = {}
+
+    def project_first(tmp: Path) -> None:
+        if moves:
+            counts.update(project_collection(wstore, load_adapter(tmp), adapter_sha(tmp)))
+
+    try:
+        save_adapter(adapter, out, extra_files=extra_files, force=force, before_publish=project_first)
+    except BaseException:
+        if counts:  # projected, then the swap failed: the new collection belongs to no adapter
+            chroma_store.delete_collection(wstore.client, counts["collection"])
+        raise
+    if wstore is not None and previous and previous != adapter.collection_name:
+        if chroma_store.delete_collection(wstore.client, previous):
+            log.info("deleted %s, the projected collection of the adapter %s replaced", previous, out)
+    return counts or None
+
+
+def _collection_of(adapter_dir: Path) -> str | None:
+    """The projected collection of the adapter saved at `adapter_dir`, if one is there and readable."""
+    if not is_adapter_dir(adapter_dir):
+        return None
+    try:
+        return load_adapter(adapter_dir).collection_name
+    except ProjectError:
+        return None
 
 
 def reproject_command(store: Store, adapter_dir: str | None = None) -> str:

@@ -63,6 +63,16 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
 
 
+def fsync_tree(folder: str | Path) -> None:
+    """fsync every file under `folder` (and the folders themselves): make a written folder durable before the
+    rename that publishes it (`replace_dir`)."""
+    for dirpath, _, filenames in os.walk(folder):
+        for name in filenames:
+            with open(Path(dirpath) / name, "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(Path(dirpath))
+
+
 def _replace_marker(target: Path) -> Path:
     return target.parent / f".{target.name}.replacing.json"
 

@@ -253,6 +253,14 @@ def existing_ids(col: Any, meta_key: str | None = None) -> dict[str, Any]:
     return out
 
 
+def delete_collection(client: Any, name: str) -> bool:
+    """Delete the collection called `name`; False when there was none."""
+    if get_collection(client, name) is None:
+        return False
+    client.delete_collection(name)
+    return True
+
+
 def delete_ids(col: Any, client: Any, ids: Sequence[str]) -> None:
     batch = max(1, int(client.get_max_batch_size()))
     for start in range(0, len(ids), batch):

@@ -9,7 +9,12 @@ costs a message, not a user's folder or an hour of work thrown away at the end:
   the file that says so, e.g. an adapter's `config.json` naming our format), or when the user passed
   `--force`; otherwise the command stops with a message that names the folder and changes nothing;
 - the place must be writable: the parent folders are created and a probe file is written and removed
-  beside the target, so "permission denied" or a path under /proc is reported in the first second.
+  beside the target, so "permission denied" or a path under /proc is reported in the first second;
+- some paths are never an output, `--force` or not, because replacing them loses work nobody asked to lose:
+  an empty path or `.` (an unset shell variable), the current folder or one above it, the home folder, the
+  command's own inputs (`protect`: the adapter being exported, the store being read) or a folder holding
+  them, a folder holding a git repository, a store or an adapter of ours, and a symbolic link (replacing
+  it would swap the link for a folder and leave its target behind; the message names the real path).
 
 Reading never goes through here and never changes anything on disk.
 """
@@ -20,7 +25,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from core.errors import OutputError
 
@@ -69,13 +74,61 @@ def _is_empty_dir(folder: Path) -> bool:
     return not any(folder.iterdir())
 
 
-def check_output(path: str | Path, kind: OutputKind, force: bool = False, option: str = "--out") -> Path:
+#: entries that mark a folder as holding somebody's work: a repository, a store of ours (its marker or lock)
+WORK_MARKERS = (".git", ".nq-store", ".store.lock")
+
+
+def _holds_work(folder: Path, depth: int = 3) -> Path | None:
+    """The first repository, store or adapter/export of ours found within `depth` levels of `folder`, or None."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return None
+    for e in entries:
+        if e.name in WORK_MARKERS:
+            return folder
+        if e.name in ("config.json", "export.json") and (read_json_object(e) or {}).get("format"):
+            return folder
+    for e in entries:
+        if depth > 1 and e.is_dir() and not e.is_symlink() and (found := _holds_work(e, depth - 1)) is not None:
+            return found
+    return None
+
+
+def _never_an_output(path: Path, kind: OutputKind, option: str, protect: Mapping[str, str | Path]) -> None:
+    """Refuse the paths no command may replace, whatever `--force` says (see the module docstring)."""
+    if kind.replaces and (not str(path).strip() or str(path) == "."):  # Path("") is "." too
+        raise OutputError(f"{option} is empty or '.' (an unset variable?): it would replace the current folder. "
+                          f"Nothing was changed; give {option} a folder name of its own")
+    if path.is_symlink():
+        raise OutputError(f"{option} {path} is a symbolic link (to {os.path.realpath(path)}); replacing it would "
+                          f"replace the link, not its target. Nothing was changed; pass the real path")
+    where = Path(os.path.abspath(path))
+    real = where.resolve()
+    cwd, home = Path.cwd().resolve(), Path.home().resolve()
+    if kind.replaces and (real == cwd or real in cwd.parents or real == home or real == Path(real.anchor)):
+        what = "the home folder" if real == home else "the current folder" if real == cwd else "a folder above the current one"
+        raise OutputError(f"{option} {path} is {what}; {kind.name} is written by replacing its folder whole. "
+                          f"Nothing was changed; give {option} a folder of its own")
+    for what, src in protect.items():
+        s = Path(src).resolve()
+        if real == s or real in s.parents:
+            raise OutputError(f"{option} {path} is {what} ({s}){'' if real == s else ' or a folder holding it'}; "
+                              f"writing there would delete it, --force or not. Nothing was changed; choose another "
+                              f"{option}")
+
+
+def check_output(path: str | Path, kind: OutputKind, force: bool = False, option: str = "--out",
+                 protect: Mapping[str, str | Path] | None = None) -> Path:
     """Refuse (OutputError) unless `path` may be written as `kind`; make sure its place is writable.
 
-    Returns the path. Nothing is changed when it refuses; when it accepts, the parent folders exist.
+    `protect`: the command's inputs, by what to call them ({"the adapter being exported": dir}): never replaced,
+    nor a folder holding one. Returns the path. Nothing is
+    changed when it refuses; when it accepts, the parent folders exist.
     """
     path = Path(path)
     hint = f"choose another {option}, or {kind.force_hint()}"
+    _never_an_output(path, kind, option, protect or {})
     try:
         exists = path.exists() or path.is_symlink()
         if exists and kind.is_dir and not path.is_dir():
@@ -93,6 +146,10 @@ def check_output(path: str | Path, kind: OutputKind, force: bool = False, option
             if not kind.is_dir and not ours:
                 raise OutputError(f"{option} {path} already exists and is not {kind.name}; refusing to overwrite "
                                   f"it. Nothing was changed; {hint}")
+        if exists and force and kind.is_dir and kind.replaces and not kind.recognise(path) \
+                and (held := _holds_work(path)) is not None:
+            raise OutputError(f"{option} {path} holds a repository, a store or an adapter ({held}); --force "
+                              f"replaces only folders of plain files. Nothing was changed; choose another {option}")
     except PermissionError as exc:
         raise OutputError(f"{option} {path}: cannot look at it ({exc.strerror})") from exc
     _check_writable(path, kind, option)

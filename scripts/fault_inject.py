@@ -378,8 +378,14 @@ def demo_adapter(seed: int, name: str = "fault", sides: str = "both", data_finge
         module.delta.copy_(0.02 * torch.randn(dim, dim, generator=torch.Generator().manual_seed(seed)))
     cfg = AdapterConfig(name=name, kind="linear", sides=sides, dim_in=dim, dim_out=dim, base_model=base_model,
                         data_fingerprint=data_fingerprint, raw_collection=raw_collection,
-                        training={"seed": seed})
+                        training={"seed": seed}, uid=fault_uid(name))
     return Adapter(cfg, module)
+
+
+def fault_uid(name: str) -> str:
+    """The demo adapters' uid: from the name, so that two seeds of one name are two versions of one adapter (one
+    projected collection, re-projected in place) and a save is reproduced bit for bit."""
+    return hashlib.sha256(name.encode()).hexdigest()[:12]
 
 
 SAVE_SEEDS = {"A": 1, "B": 2}
@@ -481,7 +487,7 @@ def make_projection_reference(ref: Reference) -> ProjectionReference:
     with_old = ref.work / "project-base-old"
     shutil.copytree(ref.store, with_old)
     run_to_end(project_args(with_old, old_dir), PROJECT_MARKERS)
-    collection = "adapted-fault-both"
+    collection = load_adapter(adapter_dir).collection_name
     return ProjectionReference(
         ref=ref, adapter_dir=adapter_dir, old_adapter_dir=old_dir, with_old=with_old, collection=collection,
         sha=adapter_sha(adapter_dir), phase_start=dict(child.seen),

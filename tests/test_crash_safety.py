@@ -32,7 +32,7 @@ MODEL = "paraphrase-MiniLM-L3-v2"
 LIMIT = 120
 SIDE_FILES = ("dataset/corpus.jsonl", "dataset/queries.jsonl", "dataset/qrels.tsv", "dataset/same_doc.json",
               "splits.json")
-PROJECTED = "adapted-fault-both"
+PROJECTED = "adapted-fault-both-" + fi.fault_uid("fault-both")
 
 
 def read_collection(root: Path, name: str) -> dict | None:

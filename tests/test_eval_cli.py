@@ -17,7 +17,7 @@ from conftest import build_small_store
 from sklearn.metrics import ndcg_score
 
 from adapter.adapter import Adapter, AdapterConfig
-from adapter.io import save_adapter
+from adapter.io import load_adapter, save_adapter
 from adapter.modules import build_module
 from core import chroma_store, query_vectors
 from core.store import Store
@@ -221,11 +221,12 @@ def test_every_linked_figure_exists(full_run):
     assert "../plotly.min.js" in html and (out / "figures" / "plotly.min.js").exists()
 
 
-def test_hnsw_is_checked_against_exact_search_on_the_right_collections(full_run):
+def test_hnsw_is_checked_against_exact_search_on_the_right_collections(full_run, tiny):
     systems = full_run["details"]["models"][MODEL]["systems"]
     assert systems["raw"]["hnsw"]["collection"] == "raw-paraphrase-minilm-l3-v2"
     assert systems["adapted"]["hnsw"]["collection"] == "raw-paraphrase-minilm-l3-v2"  # query-only adapter
-    assert systems["adapted:both"]["hnsw"]["collection"] == "adapted-both"
+    both = load_adapter(tiny["adapters"]["both"])
+    assert systems["adapted:both"]["hnsw"]["collection"] == f"adapted-both-{both.config.uid}" == both.collection_name
     for key in ("raw", "adapted", "adapted:both"):
         assert 0.9 <= systems[key]["hnsw"]["recall@10_vs_exact"] <= 1.0
     assert systems["bm25"]["hnsw"] is None

@@ -47,11 +47,13 @@ def test_adapter_with_memory_moves_passages_by_id_and_round_trips(tmp_path):
     want = np.array([1, 0.5]) / np.linalg.norm([1, 0.5])
     np.testing.assert_allclose(out[2], want, atol=1e-6)
     assert np.array_equal(out[:2], P[:2])
-    assert ad.moves_passages and ad.collection_name == "adapted-mem" and not ad.is_identity
+    assert ad.moves_passages and ad.collection_name == f"adapted-mem-{ad.config.uid}" and not ad.is_identity
+    assert len(ad.config.uid) == 12 and _memory_adapter().collection_name != ad.collection_name  # same name, two adapters
     np.testing.assert_array_equal(ad.project_queries(P), P)  # the query side is the identity
     save_adapter(ad, tmp_path / "a")
     back = load_adapter(tmp_path / "a")
     assert back.memory.ids == ("p2",) and np.array_equal(back.project_passages(P, ["p0", "p1", "p2"]), out)
+    assert back.collection_name == ad.collection_name  # the uid is saved: the collection is found again
     sha = adapter_sha(tmp_path / "a")
     (tmp_path / "a" / "memory.json").write_text(json.dumps(["p1"]))  # another passage moved: another adapter
     assert adapter_sha(tmp_path / "a") != sha

@@ -84,11 +84,12 @@ def test_train_refuses_a_user_folder_and_changes_nothing(small_store, tmp_path, 
     assert digest(tmp_path) == before
 
 
-def test_train_refuses_the_store_as_out(small_store, capsys):
+@pytest.mark.parametrize("force", [(), ("--force",)], ids=["plain", "force"])
+def test_train_refuses_the_store_as_out(small_store, capsys, force):
     store = small_store[0].store
     before = digest(store)
-    assert adapter_cli.main(train_argv(store, store)) == 2
-    assert "not an adapter folder" in capsys.readouterr().err
+    assert adapter_cli.main(train_argv(store, store, *force)) == 2
+    assert "the store it trains from" in capsys.readouterr().err
     assert digest(store) == before
 
 

@@ -19,6 +19,7 @@ import pytest
 from app_support import exact_top, make_adapter
 from conftest import REPO, nq_data_dir
 
+from adapter.io import load_adapter
 from core import chroma_store
 from core.procs import free_port, stop_process
 from core.store import Store
@@ -110,12 +111,17 @@ def test_server_mode_keeps_vectors_on_the_server_only(both, server):
 
 def test_collections_are_identical_through_the_server(both):
     srv, emb = open_store(both["server"]), open_store(both["embedded"])
-    names = ["raw-paraphrase-minilm-l3-v2", "adapted-trained", "adapted-perturbed"]
-    for name in names:
+    def names(run: dict) -> list[str]:  # each adapter projects into a collection named by its own uid
+        return ["raw-paraphrase-minilm-l3-v2", *(load_adapter(run[side]).collection_name for side in ("trained", "perturbed"))]
+
+    def text_part(metas: list[dict]) -> list[dict]:  # projection_key = adapter_sha:text_sha; the sha covers the uid
+        return [{**m, "projection_key": m["projection_key"].split(":")[1]} if "projection_key" in m else m for m in metas]
+
+    for name, other in zip(names(both["server"]), names(both["embedded"])):
         a = chroma_store.fetch_all(srv.collection(name), with_documents=True, with_metadatas=True)
-        b = chroma_store.fetch_all(emb.collection(name), with_documents=True, with_metadatas=True)
+        b = chroma_store.fetch_all(emb.collection(other), with_documents=True, with_metadatas=True)
         assert a.ids == b.ids and len(set(a.ids)) == len(a.ids), name
-        assert a.documents == b.documents and a.metadatas == b.metadatas, name
+        assert a.documents == b.documents and text_part(a.metadatas) == text_part(b.metadatas), name
         assert (a.embeddings == b.embeddings).all(), name
         assert srv.collection(name).configuration["hnsw"]["space"] == "cosine"
     for side in ("trained", "perturbed"):  # training read the same vectors through the server: same weights
@@ -130,8 +136,10 @@ def test_eval_through_the_server_gives_the_same_report(both):
     da = json.loads((both["server"]["report"] / "details.json").read_text())["models"][MODEL]["systems"]
     db = json.loads((both["embedded"]["report"] / "details.json").read_text())["models"][MODEL]["systems"]
     assert set(da) == set(db) and {"raw", "adapted"} <= set(da)
-    for system in da:  # the HNSW check queried the server's collections
-        assert da[system].get("hnsw") == db[system].get("hnsw"), system
+    for system in da:  # the HNSW check queried the server's collections (named by each adapter's own uid)
+        ha, hb = da[system].get("hnsw") or {}, db[system].get("hnsw") or {}
+        assert {k: v for k, v in ha.items() if k != "collection"} == {k: v for k, v in hb.items() if k != "collection"}
+        assert ha.get("collection", "").rsplit("-", 1)[0] == hb.get("collection", "").rsplit("-", 1)[0], system
     assert "collection" in da["raw"]["hnsw"]
 
 

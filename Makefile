@@ -28,18 +28,20 @@ TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 GRADIO
             ANONYMIZED_TELEMETRY=False NQ_PROGRESS=0 TOKENIZERS_PARALLELISM=false \
             NQ_DATA=$${NQ_DATA:-$${SHARED_DATA:-$(CURDIR)/../shared/data}/nq}
 
-.PHONY: help setup system test test-slow test-all demo app bench faults load clean
+.PHONY: help setup system lint test test-slow test-all demo app bench faults load clean
 
 help:
 	@echo "make demo   - ingest NQ (or DATA=scifact / a folder), select and fit the customization, evaluate, open the app"
 	@echo "make test   - install everything and run the test suite (what CI runs)"
-	@echo "make app / test-slow / test-all / bench / faults / load / clean"
+	@echo "make app / lint / test-slow / test-all / bench / faults / load / clean"
 
-# Python packages: one pip command so torch==2.13.0 resolves to the CPU wheel. Re-runs only when
-# requirements.txt changes (the stamp), so `make setup` is fast when already done.
-$(STAMP): requirements.txt
+# Python packages: one pip command so torch==2.13.0 resolves to the CPU wheel; then this checkout, installed in
+# place (the `embedfit` command, `import embedfit` from anywhere). Re-runs only when requirements.txt or
+# pyproject.toml changes (the stamp), so `make setup` is fast when already done.
+$(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	@touch $@
 
 # System packages for the browser tests (Debian's chromium; never `playwright install`).
@@ -48,7 +50,10 @@ system:
 
 setup: $(STAMP)
 
-test: setup system
+lint: setup
+	$(PY) -m ruff check .
+
+test: setup system lint
 	$(TEST_ENV) $(PY) -m pytest -m "not slow" -q
 
 test-slow: setup system
@@ -67,7 +72,7 @@ demo: setup
 		--app-model $(APP_MODEL) --split $(SPLIT) $(if $(strip $(LIMIT)),--limit $(LIMIT))
 
 app: setup
-	$(PY) -m app --store $(STORE) --model $(APP_MODEL) --adapter $(ADAPTERS)/$(APP_MODEL) --report $(REPORT)
+	$(PY) -m embedfit app --store $(STORE) --model $(APP_MODEL) --adapter $(ADAPTERS)/$(APP_MODEL) --report $(REPORT)
 
 bench: setup
 	$(PY) -m scripts.bench
@@ -75,10 +80,10 @@ bench: setup
 # Reliability figures (README): kill -9 at random points of ingest, adapter save and projection;
 # then a bounded loopback load (20 clients x 50 searches) against the app on the demo store.
 faults: setup
-	$(PY) scripts/fault_inject.py
+	$(PY) -m scripts.fault_inject
 
 load: setup
-	$(PY) scripts/load_test.py --store $(STORE)
+	$(PY) -m scripts.load_test --store $(STORE)
 
 clean:
 	rm -rf .data artifacts

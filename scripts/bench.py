@@ -11,22 +11,22 @@ What is measured, and how, so that the numbers can be trusted and repeated:
    The machine is shared, so wall time depends on what else runs; CPU seconds of each run and the load
    average are recorded too, and the target counts as met only when both the wall-time and the
    CPU-time ratio reach it.
-2. **Adapter training seconds**: `adapter.train.train_adapter` with its default settings on the
+2. **Adapter training seconds**: `embedfit.adapters.train.train_adapter` with its default settings on the
    benchmark's store (the full corpus unless `--ingest-limit` was given; then `--store` when it has the
    model). Target <= 10 s.
 3. **Search latency** for one question at a time, query embedding included, on the full corpus,
-   through the app's own search service (`search.retriever.Retriever`, the app's torch threads):
+   through the app's own search service (`embedfit.search.retriever.Retriever`, the app's torch threads):
    every column the page shows: raw (embed + Chroma query), adapted (embed + project + Chroma query),
    hybrid (embed + the dense query it fuses + BM25 query + fusion) and `all` (one whole `search` call:
    one embedding, the Chroma queries, BM25, fusion, gold marks and rank moves). p50/p95/p99 over
    test-split questions after a warm-up; the BM25 query on its own too. Target: `all` p95 <= 25 ms.
-   Also the BM25 index's build time (`core.lexical.build_index` on the store's corpus) and load time
-   (`core.lexical.load_index` of the store's saved index, checksums included).
+   Also the BM25 index's build time (`embedfit.retrieval.lexical.build_index` on the store's corpus) and load time
+   (`embedfit.retrieval.lexical.load_index` of the store's saved index, checksums included).
 4. **Chroma at scale**: 10k, 100k and (when the extrapolation from 100k fits `--scale-budget`) 1M
-   synthetic text-like vectors (`eval.synthetic`, fitted to the real embeddings) streamed into a fresh
+   synthetic text-like vectors (`embedfit.evaluation.synthetic`, fitted to the real embeddings) streamed into a fresh
    persistent collection; insert rate, single-query latency, ANN recall@10 against exact search, peak
    RSS and disk. Each scale runs in its own process, so its peak RSS is its own; the collection is built with
-   our HNSW settings (`core.chroma_store.HNSW`; `--scale-hnsw chroma-defaults` for Chroma's), then each
+   our HNSW settings (`embedfit.store.chroma_store.HNSW`; `--scale-hnsw chroma-defaults` for Chroma's), then each
    `--ef-search` beam is measured in a fresh process (Chroma reads ef_search when it loads the index).
 5. **Encoders**: each local model's int8 graph against its fp32 model (`scripts/bench_encoders.py`): passages/s
    on the same passages, and nDCG@10 / MRR@10 deltas with CIs on the test split.
@@ -55,25 +55,26 @@ import numpy as np
 import torch
 from chromadb.config import Settings
 
-from adapter.config import TrainConfig
-from adapter.train import train_adapter
-from app.config import AppConfig
-from core import atomic, chroma_store
-from core.cli import run_cli
-from core.embedding import load_embedder
-from core.embedding.registry import DEFAULT_MODEL
-from core.errors import StoreError
-from core.lexical import build_index, load_index
-from core.outputs import OutputKind, check_output, json_file_with
-from core.progress import progress
-from core.settings import default_data, default_store, shared_data
-from core.store import Store
-from eval.synthetic import TextLikeGenerator, TextLikeSpec, neighbour_stats
-from ingest.config import IngestConfig
-from ingest.pipeline import run_ingest
+from embedfit import atomic
+from embedfit.adapters.config import TrainConfig
+from embedfit.adapters.train import train_adapter
+from embedfit.app.config import AppConfig
+from embedfit.embed import load_embedder
+from embedfit.embed.registry import DEFAULT_MODEL
+from embedfit.errors import StoreError
+from embedfit.evaluation.synthetic import TextLikeGenerator, TextLikeSpec, neighbour_stats
+from embedfit.outputs import OutputKind, check_output, json_file_with
+from embedfit.pipeline.config import IngestConfig
+from embedfit.pipeline.ingest import run_ingest
+from embedfit.progress import progress
+from embedfit.retrieval.lexical import build_index, load_index
+from embedfit.runcli import run_cli
+from embedfit.search.retriever import Retriever
+from embedfit.settings import default_data, default_store, shared_data
+from embedfit.store import chroma_store
+from embedfit.store.store import Store
 from scripts.bench_encoders import bench_encoders
 from scripts.bench_encoders import markdown_rows as encoder_rows
-from search.retriever import Retriever
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ BENCH_OUTPUT = OutputKind("a bench file", lambda p: any(json_file_with(("generat
                                                        for key in ("machine", *PART_KEYS)), is_dir=False)
 TARGETS = {"pipeline_vs_bare": 0.95, "search_p95_all_ms": 25.0, "train_seconds": 10.0}
 SCALES = (10_000, 100_000, 1_000_000)
-#: the HNSW settings a scale run builds with: the product's (`core.chroma_store.HNSW`) or Chroma's own defaults
+#: the HNSW settings a scale run builds with: the product's (`embedfit.store.chroma_store.HNSW`) or Chroma's own defaults
 SCALE_HNSW = {"ours": dict(chroma_store.HNSW),
               "chroma-defaults": {"space": "cosine", "max_neighbors": 16, "ef_construction": 100, "ef_search": 100}}
 #: search beams tried on each built collection (the collection's own ef_search is always among them)
@@ -94,7 +95,7 @@ INSERT_BATCH = 5000
 
 
 def bench_data() -> str:
-    """NQ_DATA, else the shared NQ folder (`core.settings.shared_data`: the corpus the targets refer to),
+    """NQ_DATA, else the shared NQ folder (`embedfit.settings.shared_data`: the corpus the targets refer to),
     else ingest's default."""
     shared = shared_data("nq")
     if not os.environ.get("NQ_DATA") and (shared / "corpus.jsonl").exists():
@@ -269,7 +270,7 @@ def bench_training(cfg: BenchConfig, store_dir: Path):
 # -- 3. search latency -------------------------------------------------------------------------------
 
 def bench_latency(cfg: BenchConfig, store_dir: Path, adapter, work: Path) -> dict:
-    """One question at a time through the app's own search service (`search.retriever.Retriever`: embed once,
+    """One question at a time through the app's own search service (`embedfit.search.retriever.Retriever`: embed once,
     the raw and adapted Chroma queries, BM25 and the fusion of the hybrid column, gold marks, rank moves), with
     the app's torch thread setting. Its own timings split the work into the columns; `all` is the whole call."""
     store = Store(store_dir)
@@ -505,7 +506,7 @@ def run_bench(cfg: BenchConfig) -> dict:
                                        "(no full store with this model at --store): not the full corpus")
             elif {"training", "latency"} & set(cfg.parts):
                 raise StoreError(f"without the ingest part the benchmark needs a store with {cfg.model} at --store "
-                                 f"({cfg.store}); build one with python -m ingest --model {cfg.model}")
+                                 f"({cfg.store}); build one with embedfit ingest --model {cfg.model}")
         adapter = None
         if "training" in cfg.parts or "latency" in cfg.parts:
             try:

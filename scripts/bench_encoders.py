@@ -10,8 +10,8 @@ What is measured, and how:
    on a shared machine the CPU-seconds ratio is the steadier one). Each backend uses its default threads.
 2. **Retrieval cost.** Corpus and test-split queries embedded by both encoders (through the embedding cache,
    so a rerun costs nothing; int8 vectors are keyed by their exact graph), exact cosine search in numpy
-   (`core.exact_search`), per-query nDCG@10 and MRR@10 from `core.metrics` (trec_eval), and the paired deltas
-   int8 - fp32 with a BCa bootstrap 95% CI and a paired sign-flip permutation p-value (`eval.stats`).
+   (`embedfit.retrieval.exact`), per-query nDCG@10 and MRR@10 from `embedfit.metrics.retrieval` (trec_eval), and the paired deltas
+   int8 - fp32 with a BCa bootstrap 95% CI and a paired sign-flip permutation p-value (`embedfit.metrics.stats`).
    The test split is the one ingest makes: the store's `splits.json` when `split_store` is given, else the
    ingest defaults (`IngestConfig`: random 80/10/10 split, seed 13) applied to the same cleaned data.
 
@@ -19,7 +19,7 @@ Targets (the issue's): int8 at least 2.0x the fp32 passages/s (by wall time and 
 most 1 nDCG@10 point (point estimate; the CI is shown beside it).
 
 Recipe choice (figures from this machine, AMD EPYC with AVX2 but no VNNI, 2 cores shared with other jobs):
-quantizing only the weight MatMuls per channel with 7-bit weights (`core.embedding.int8.DEFAULT_RECIPE`) kept a
+quantizing only the weight MatMuls per channel with 7-bit weights (`embedfit.embed.int8.DEFAULT_RECIPE`) kept a
 mean cosine of 0.995 to fp32 on 256 NQ passages, against 0.954 for onnxruntime's defaults (Gather and attention
 quantized too, one scale per matrix); without reduce_range 0.958, without per-channel 0.84 (u8 x s8 products
 saturate on AVX2). Speed per CPU second was 1.4-1.7x fp32 for every recipe; fusing attention first
@@ -36,15 +36,15 @@ from pathlib import Path
 
 import numpy as np
 
-from core.embedding import EmbeddingCache, embed_cached, load_embedder
-from core.embedding.base import Embedder
-from core.embedding.cache import cache_key, plan_batches
-from core.exact_search import exact_search
-from core.metrics import per_query_metrics
-from core.settings import default_cache, shared_data
-from core.store import Store
-from core.types import Corpus, Qrels, Queries
-from eval.stats import bootstrap_ci, paired_p_value
+from embedfit.embed import EmbeddingCache, embed_cached, load_embedder
+from embedfit.embed.base import Embedder
+from embedfit.embed.cache import cache_key, plan_batches
+from embedfit.metrics.retrieval import per_query_metrics
+from embedfit.metrics.stats import bootstrap_ci, paired_p_value
+from embedfit.retrieval.exact import exact_search
+from embedfit.settings import default_cache, shared_data
+from embedfit.store.store import Store
+from embedfit.types import Corpus, Qrels, Queries
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,9 @@ def test_split(data_dir: str | Path, split_store: Path | None) -> tuple[Corpus, 
         corpus, queries, qrels = store.load_corpus(), store.load_queries(), store.load_qrels()
         test = set(store.split_query_ids("test"))
     else:
-        from ingest.config import IngestConfig
-        from ingest.pipeline import load_dataset_for
-        from ingest.split import split_queries
+        from embedfit.data.split import split_queries
+        from embedfit.pipeline.config import IngestConfig
+        from embedfit.pipeline.ingest import load_dataset_for
 
         cfg = IngestConfig(data=str(data_dir))
         ds = load_dataset_for(cfg)
@@ -160,7 +160,7 @@ def bench_model(model: str, corpus: Corpus, queries: Queries, qrels: Qrels, seed
 def bench_encoders(data_dir: str | Path, split_store: Path | None, models=LOCAL_MODELS, seed: int = 0, *,
                    cache_root: Path | None = None, **kwargs) -> dict:
     """`bench_model` for each model on the test split of `data_dir` (module docstring); `cache_root`: the embedding
-    cache (default `core.settings.default_cache()`)."""
+    cache (default `embedfit.settings.default_cache()`)."""
     corpus, queries, qrels = test_split(data_dir, split_store)
     log.info("encoder bench on %s: %d passages, %d test queries", data_dir, len(corpus), len(queries))
     out = {"data": str(data_dir), "split_store": str(split_store) if split_store else None, "seed": seed,
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     result = bench_encoders(args.data, args.split_store, tuple(args.models), args.seed)
     if args.out:
-        from core import atomic
+        from embedfit import atomic
 
         atomic.write_json(args.out, result)
     print("| measure | value | target | met |\n|---|---|---|---|")  # noqa: T201 - a CLI's output

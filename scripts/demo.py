@@ -29,11 +29,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.cli import run_cli
-from core.errors import InputError, ProjectError
-from core.procs import free_port, stop_process, wait_until_answering
-from core.settings import default_adapters, default_data, default_report, default_store
-from ingest.load_hub import looks_like_dataset_id
+from embedfit.data.load_hub import looks_like_dataset_id
+from embedfit.errors import InputError, ProjectError
+from embedfit.procs import free_port, stop_process, wait_until_answering
+from embedfit.runcli import run_cli
+from embedfit.settings import default_adapters, default_data, default_report, default_store
 
 log = logging.getLogger("demo")
 
@@ -110,9 +110,9 @@ def _stop(proc: subprocess.Popen | None) -> None:
 
 def _model_steps(cfg: DemoConfig, model: str) -> list[tuple[str, list[str]]]:
     limit = cfg.ingest_limit()
-    ingest = ["ingest", "--data", cfg.data, "--store", str(cfg.store), "--model", model,
+    ingest = ["embedfit", "ingest", "--data", cfg.data, "--store", str(cfg.store), "--model", model,
               "--split", *map(str, cfg.split)] + (["--limit", str(limit)] if limit else [])
-    train = ["adapter", "train", "--store", str(cfg.store), "--model", model, "--out", str(cfg.adapters / model)]
+    train = ["embedfit", "train", "--store", str(cfg.store), "--model", model, "--out", str(cfg.adapters / model)]
     return [(f"ingest {model}", _py(*ingest)), (f"select and fit {model}", _py(*train))]
 
 
@@ -147,7 +147,7 @@ def run_demo(cfg: DemoConfig) -> int:
             _wait_http(f"http://127.0.0.1:{port}/api/v2/heartbeat", server, "the Chroma server", 60)
             env = {**env, "CHROMA_HOST": "127.0.0.1", "CHROMA_PORT": str(port)}
             log.info("Chroma server on 127.0.0.1:%d for the store %s (stopped with the demo)", port, cfg.store)
-        app_cmd = _py("app", "--store", str(cfg.store), "--model", cfg.app_model, "--adapter",
+        app_cmd = _py("embedfit", "app", "--store", str(cfg.store), "--model", cfg.app_model, "--adapter",
                       str(cfg.adapters / cfg.app_model), "--report", str(cfg.report), "--port", str(cfg.port))
         log.info("app: %s", " ".join(app_cmd[1:]))
         app = subprocess.Popen(app_cmd, env=env)
@@ -159,7 +159,7 @@ def run_demo(cfg: DemoConfig) -> int:
                 for m in rest:
                     for step, cmd in _model_steps(cfg, m):
                         _run(step, cmd, env)
-                _run("evaluate", _py("eval", "--store", str(cfg.store),
+                _run("evaluate", _py("embedfit", "eval", "--store", str(cfg.store),
                                      *[a for m in cfg.models for a in ("--adapter", str(cfg.adapters / m))],
                                      "--out", str(cfg.report)), env)
                 log.info("FULL REPORT after %.0f s: %s (press 'Reload report' on the page's Eval report tab)",

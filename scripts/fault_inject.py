@@ -29,7 +29,8 @@ What is checked:
   be exactly one of the two (the one being saved or the one before), and the next save must clear the
   killed save's temporary folder.
 - projection: after the kill the half-written collection must be refused by the check the app and eval
-  share (`adapter.project.projection_problem`, reached by the app through `search.retriever.check_adapter`) unless it is already complete and equal to the reference; the
+  share (`embedfit.adapters.project.projection_problem`, reached by the app through
+  `embedfit.search.retriever.check_adapter`) unless it is already complete and equal to the reference; the
   rerun must give the reference collection bit for bit. Half the trials start from a store that already
   holds an older projection by an adapter of the same name, the case where a half-finished rewrite could
   pass for a finished one.
@@ -52,25 +53,24 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from embedfit import atomic
+from embedfit.adapters.adapter import Adapter, AdapterConfig
+from embedfit.adapters.io import adapter_sha, load_adapter, save_adapter
+from embedfit.adapters.modules import build_module
+from embedfit.embed.cache import EmbeddingCache
+from embedfit.errors import OutputError, ProjectError
+from embedfit.outputs import OutputKind, check_output, json_file_with
+from embedfit.search.retriever import check_adapter
+from embedfit.settings import shared_data
+from embedfit.store import chroma_store, query_vectors
+from embedfit.store.chroma_store import ChromaTarget, open_client, release_locks
+from embedfit.store.store import Store, raw_collection_name
+from embedfit.types import slug
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from adapter.adapter import Adapter, AdapterConfig  # noqa: E402
-from adapter.io import adapter_sha, load_adapter, save_adapter  # noqa: E402
-from adapter.modules import build_module  # noqa: E402
-from core import atomic, chroma_store, query_vectors  # noqa: E402
-from core.chroma_store import ChromaTarget, open_client, release_locks  # noqa: E402
-from core.embedding.cache import EmbeddingCache  # noqa: E402
-from core.errors import OutputError, ProjectError  # noqa: E402
-from core.outputs import OutputKind, check_output, json_file_with  # noqa: E402
-from core.settings import shared_data  # noqa: E402 - after the path set-up above
-from core.store import Store, raw_collection_name  # noqa: E402
-from core.types import slug  # noqa: E402
-from search.retriever import check_adapter  # noqa: E402
 
 DEFAULT_MODEL = "paraphrase-MiniLM-L3-v2"
 INGEST_PHASES = ("embedding", "upsert", "mining")
@@ -174,7 +174,7 @@ def run_to_end(args: list[str], markers: dict[str, str] | None = None) -> Child:
 # -- ingest ---------------------------------------------------------------------------------------------------
 
 def ingest_args(data: Path, store: Path, cache: Path, model: str, limit: int | None) -> list[str]:
-    args = [sys.executable, "-m", "ingest", "--data", str(data), "--store", str(store), "--cache", str(cache),
+    args = [sys.executable, "-m", "embedfit", "ingest", "--data", str(data), "--store", str(store), "--cache", str(cache),
             "--model", model]
     return args + (["--limit", str(limit)] if limit else [])
 
@@ -473,7 +473,7 @@ class ProjectionReference:
 
 
 def project_args(store: Path, adapter_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "adapter", "project", "--store", str(store), "--adapter", str(adapter_dir)]
+    return [sys.executable, "-m", "embedfit", "project", "--store", str(store), "--adapter", str(adapter_dir)]
 
 
 def make_projection_reference(ref: Reference) -> ProjectionReference:

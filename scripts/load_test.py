@@ -34,14 +34,12 @@ from urllib.parse import urlsplit
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from embedfit import atomic
+from embedfit.errors import OutputError
+from embedfit.outputs import OutputKind, check_output, json_file_with
+from embedfit.procs import free_port, stop_process, wait_until_answering
 
-from core import atomic
-from core.errors import OutputError
-from core.outputs import OutputKind, check_output, json_file_with
-from core.procs import free_port, stop_process, wait_until_answering  # noqa: E402 - after the path set-up above
+REPO = Path(__file__).resolve().parents[1]
 
 OUT = REPO / "artifacts" / "reliability" / "load.json"
 FALLBACK_QUESTIONS = ["who wrote the declaration of independence", "what is the capital of france",
@@ -65,8 +63,8 @@ def loopback_only(url: str) -> str:
 
 def start_app(store: Path, model: str | None, adapter: Path | None, report: Path | None, port: int,
               timeout: float = 300) -> subprocess.Popen:
-    """`python -m app` on 127.0.0.1:`port` (it only reads the store); returns once the page answers."""
-    args = [sys.executable, "-m", "app", "--store", str(store), "--host", "127.0.0.1", "--port", str(port)]
+    """`embedfit app` on 127.0.0.1:`port` (it only reads the store); returns once the page answers."""
+    args = [sys.executable, "-m", "embedfit", "app", "--store", str(store), "--host", "127.0.0.1", "--port", str(port)]
     for flag, value in (("--model", model), ("--adapter", adapter), ("--report", report)):
         if value:
             args += [flag, str(value)]

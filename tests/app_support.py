@@ -1,7 +1,7 @@
 """Test helpers for the search service and the app: hand-made adapters, a store with a projected collection, and
 the oracles (numpy cosine, bm25s, the fusion rule written out) the columns are checked against.
 
-Until `python -m adapter train/project` exists, tests build adapters by hand: a linear adapter whose
+Until `embedfit train/project` exists, tests build adapters by hand: a linear adapter whose
 matrix is identity plus a small seeded random perturbation, so that rankings change (rank movements
 appear) while staying close to raw.
 """
@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adapter.adapter import Adapter, AdapterConfig
-from adapter.io import save_adapter
-from adapter.modules import LinearAdapter
-from core import chroma_store
-from core.procs import free_port
-from core.store import Store
+from embedfit.adapters.adapter import Adapter, AdapterConfig
+from embedfit.adapters.io import save_adapter
+from embedfit.adapters.modules import LinearAdapter
+from embedfit.procs import free_port
+from embedfit.store import chroma_store
+from embedfit.store.store import Store
 
 
 def make_adapter(out_dir: Path, store_root: Path, model: str = "all-MiniLM-L6-v2", sides: str = "query",
@@ -43,9 +43,9 @@ def make_adapter(out_dir: Path, store_root: Path, model: str = "all-MiniLM-L6-v2
 def copy_store_with_projection(src_root: Path, dst_root: Path, adapter: Adapter, model: str = "all-MiniLM-L6-v2",
                                adapter_sha: str = "test-sha") -> Path:
     """A new store at `dst_root` holding `src_root`'s data and raw vectors, plus `adapter`'s projected collection
-    written by the real `adapter.project.project_collection`. The source store is only read (it may be a shared,
+    written by the real `embedfit.adapters.project.project_collection`. The source store is only read (it may be a shared,
     read-only fixture)."""
-    from adapter.project import project_collection
+    from embedfit.adapters.project import project_collection
 
     src_root, dst_root = Path(src_root), Path(dst_root)
     dst_root.mkdir(parents=True)
@@ -76,8 +76,8 @@ def exact_top(query: np.ndarray, ids: list[str], passages: np.ndarray, k: int) -
 
 
 def choice_json(method: str, weight: float, n: int = 100) -> dict:
-    """A saved fusion choice (`core.fusion.FusionChoice.to_json`) of the given spec, as training writes it."""
-    from core.fusion import FusionChoice, FusionSpec
+    """A saved fusion choice (`embedfit.retrieval.fusion.FusionChoice.to_json`) of the given spec, as training writes it."""
+    from embedfit.retrieval.fusion import FusionChoice, FusionSpec
 
     return FusionChoice(spec=FusionSpec(method=method, weight=weight, n=n), split="dev", metric="MRR@10", score=0.5,
                         dense_only=0.4, n_queries=10).to_json()
@@ -112,7 +112,7 @@ class BM25Oracle:
 
 def fuse_oracle(dense: list[tuple[str, float]], lexical: list[tuple[str, float]], method: str, weight: float,
                 n: int, rrf_k: int = 60) -> list[tuple[str, float]]:
-    """The fusion rule of `core.fusion`'s docstring, written out: each side's top `n` (score desc, id asc),
+    """The fusion rule of `embedfit.retrieval.fusion`'s docstring, written out: each side's top `n` (score desc, id asc),
     normalised within the query (zscore: (s - mean) / std; minmax: (s - min) / (max - min); rrf: 1 / (rrf_k + rank);
     all-equal scores: 0), a passage missing from a side gets that side's lowest value, fused = (1 - w) * dense +
     w * lexical; best first, ties by id."""
@@ -212,12 +212,12 @@ _reports: dict[tuple[str, str], Path] = {}
 
 
 def make_report(folder: Path, store_root: Path, adapter_dir: Path) -> Path:
-    """What `python -m eval` really writes for this store and adapter (figures included), in `folder`.
+    """What `embedfit eval` really writes for this store and adapter (figures included), in `folder`.
 
     Run once per (store, adapter) in a test process and copied after that: the app's report tab must be
     tested against eval's own output, never a hand-made layout."""
-    from eval.config import EvalConfig
-    from eval.evaluate import run_eval
+    from embedfit.evaluation.config import EvalConfig
+    from embedfit.evaluation.evaluate import run_eval
 
     key = (str(store_root), str(adapter_dir))
     if key not in _reports:
@@ -246,10 +246,10 @@ def running_app(store_root: Path, work_dir: Path) -> RunningApp:
     key = str(store_root)
     if key in _running:
         return _running[key]
-    from app.config import AppConfig
-    from app.serve import serve
-    from app.startup import open_app
-    from app.ui import build_demo
+    from embedfit.app.config import AppConfig
+    from embedfit.app.serve import serve
+    from embedfit.app.startup import open_app
+    from embedfit.app.ui import build_demo
 
     adapter_dir = work_dir / "adapters" / "all-MiniLM-L6-v2"
     make_adapter(adapter_dir, store_root, sides="query", scale=0.02, seed=1, name="test-query-1",

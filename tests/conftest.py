@@ -17,14 +17,14 @@ for _k, _v in {
 
 import pytest  # noqa: E402
 
-from core.settings import shared_data  # noqa: E402
+from embedfit.settings import shared_data  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts" / "tests"
 
 
 def nq_data_dir() -> Path:
-    """`NQ_DATA`, else ../shared/data/nq beside the repo (as in CI): `core.settings.shared_data`."""
+    """`NQ_DATA`, else ../shared/data/nq beside the repo (as in CI): `embedfit.settings.shared_data`."""
     return shared_data("nq")
 
 
@@ -47,8 +47,8 @@ SMALL_LIMIT = 300
 
 def build_small_store(root: Path, model: str = "all-MiniLM-L6-v2", limit: int = SMALL_LIMIT, **overrides):
     """A real store from the first `limit` shared NQ queries (used by adapter, eval and app tests)."""
-    from ingest.config import IngestConfig
-    from ingest.pipeline import run_ingest
+    from embedfit.pipeline.config import IngestConfig
+    from embedfit.pipeline.ingest import run_ingest
 
     cfg = IngestConfig(data=str(nq_data_dir()), store=root / "store", model=model, limit=limit,
                        cache_dir=root / "cache", **overrides)

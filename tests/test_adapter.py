@@ -10,19 +10,19 @@ import sys
 import numpy as np
 import pytest
 import torch
-
-from adapter.adapter import Adapter, AdapterConfig
-from adapter.config import TrainConfig
-from adapter.data import SplitData, TrainingData
-from adapter.io import check_compatible, load_adapter, save_adapter, adapter_sha
-from adapter.modules import KINDS, build_module
-from adapter.project import project_collection
-from adapter.train import dev_metrics, train_adapter
 from conftest import REPO
-from core import chroma_store
-from core.embedding.base import l2_normalise
-from core.errors import InputError, MismatchError
-from core.store import Store
+
+from embedfit.adapters.adapter import Adapter, AdapterConfig
+from embedfit.adapters.config import TrainConfig
+from embedfit.adapters.data import SplitData, TrainingData
+from embedfit.adapters.io import adapter_sha, check_compatible, load_adapter, save_adapter
+from embedfit.adapters.modules import KINDS, build_module
+from embedfit.adapters.project import project_collection
+from embedfit.adapters.train import dev_metrics, train_adapter
+from embedfit.embed.base import l2_normalise
+from embedfit.errors import InputError, MismatchError
+from embedfit.store import chroma_store
+from embedfit.store.store import Store
 
 
 def make_config(kind="linear", sides="both", dim=384, base="all-MiniLM-L6-v2", name="t", **kw) -> AdapterConfig:
@@ -75,7 +75,7 @@ def test_interrupted_save_keeps_previous_adapter(tmp_path, monkeypatch):
     x = l2_normalise(np.random.default_rng(2).standard_normal((5, 384)))
     old = Adapter(make_config(), perturbed("linear", seed=1))
     save_adapter(old, tmp_path / "ad")
-    import adapter.io as io_mod
+    import embedfit.adapters.io as io_mod
 
     def boom(*a, **k):
         raise KeyboardInterrupt("killed while writing")
@@ -204,7 +204,7 @@ def test_cli_train_selects_and_says_what_decided(small_store, tmp_path):
     chroma_store.release_locks()  # the session's store fixture was built in this process
     cfg, s = small_store
     out = tmp_path / "adapter"
-    r = subprocess.run([sys.executable, "-m", "adapter", "train", "--store", str(cfg.store), "--model", s["model"],
+    r = subprocess.run([sys.executable, "-m", "embedfit", "train", "--store", str(cfg.store), "--model", s["model"],
                         "--epochs", "2", "--max-epochs", "2", "--temperatures", "0.05", "--candidate-sets", "mined",
                         "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -226,7 +226,7 @@ def test_cli_train_selects_and_says_what_decided(small_store, tmp_path):
 def test_cli_train_refuses_fixed_settings_without_fixed(small_store, tmp_path):
     chroma_store.release_locks()  # the session's store fixture was built in this process
     cfg, s = small_store
-    r = subprocess.run([sys.executable, "-m", "adapter", "train", "--store", str(cfg.store), "--model", s["model"],
+    r = subprocess.run([sys.executable, "-m", "embedfit", "train", "--store", str(cfg.store), "--model", s["model"],
                         "--sides", "both", "--out", str(tmp_path / "a")], cwd=REPO, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode != 0 and "--sides" in r.stderr and "--fixed" in r.stderr and not (tmp_path / "a").exists()
@@ -236,7 +236,7 @@ def test_cli_train_fixed_writes_a_self_describing_folder(small_store, tmp_path):
     chroma_store.release_locks()  # the session's store fixture was built in this process
     cfg, s = small_store
     out = tmp_path / "adapter"
-    r = subprocess.run([sys.executable, "-m", "adapter", "train", "--fixed", "--store", str(cfg.store), "--model",
+    r = subprocess.run([sys.executable, "-m", "embedfit", "train", "--fixed", "--store", str(cfg.store), "--model",
                         s["model"], "--epochs", "2", "--sides", "query", "--out", str(out)],
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -247,13 +247,13 @@ def test_cli_train_fixed_writes_a_self_describing_folder(small_store, tmp_path):
     assert conf["data_fingerprint"] == s["data_fingerprint"] and conf["format_version"] == 1
     curves = json.loads((out / "curves.json").read_text())
     assert curves[0]["epoch"] == 0 and len(curves) == 3
-    r = subprocess.run([sys.executable, "-m", "adapter", "project", "--store", str(cfg.store), "--adapter", str(out)],
+    r = subprocess.run([sys.executable, "-m", "embedfit", "project", "--store", str(cfg.store), "--adapter", str(out)],
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "queries only" in r.stderr
 
 
 def test_grid_trains_every_setting_and_ranks_them_on_dev(small_store):
-    from adapter.grid import grid_table, run_grid
+    from embedfit.adapters.grid import grid_table, run_grid
 
     cfg, s = small_store
     runs = run_grid(Store(cfg.store), TrainConfig(store=cfg.store, model=s["model"], epochs=1),

@@ -12,7 +12,7 @@ import pytest
 from app_support import APP_FUSION, ExactOracle, assert_same_ranking, running_app
 from conftest import REPO
 
-from core.store import Store
+from embedfit.store.store import Store
 
 
 @pytest.fixture(scope="module")

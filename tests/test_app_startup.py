@@ -6,19 +6,19 @@ import json
 import pytest
 from app_support import ExactOracle, make_adapter, make_report
 
-from app.__main__ import main, parse_args
-from app.cards import render_column, render_status
-from app.config import AppConfig
-from app.report import load_report, metrics_markdown
-from app.startup import open_app
-from app.ui import render, run_search
+from embedfit.app.cards import render_column, render_status
+from embedfit.app.cli import main, parse_args
+from embedfit.app.config import AppConfig
+from embedfit.app.report import load_report, metrics_markdown
+from embedfit.app.startup import open_app
+from embedfit.app.ui import render, run_search
 
 MODEL = "all-MiniLM-L6-v2"
 
 
 @pytest.fixture(scope="module")
 def embedder():
-    from core.embedding import load_embedder
+    from embedfit.embed import load_embedder
 
     return load_embedder(MODEL)
 
@@ -27,14 +27,14 @@ def test_without_an_adapter_the_page_serves_raw_and_says_what_to_run(small_store
     cfg = AppConfig(store=small_store[0].store, adapter=tmp_path / "nope", report=tmp_path / "report")
     state = open_app(cfg, embedder=embedder)
     assert state.retriever.adapter is None
-    assert "python -m adapter train" in state.retriever.adapter_note and str(tmp_path / "nope") in state.retriever.adapter_note
+    assert "embedfit train" in state.retriever.adapter_note and str(tmp_path / "nope") in state.retriever.adapter_note
     result = run_search(state, state.examples[0], 5)
     assert result.adapted is None and result.adapter_note
     exact = ExactOracle(small_store[0].store).ranking(embedder.embed([state.examples[0]], "query"), 5)
     assert [h.id for h in result.raw.hits] == [pid for pid, _ in exact]  # brute-force cosine over the store
     _, raw_html, adapted_html, hybrid_html, timing = render(state, result)
     assert raw_html.count('class="nq-card') == 5 and "★ gold" in raw_html
-    assert "nq-card" not in adapted_html and "<code>python -m adapter train" in adapted_html
+    assert "nq-card" not in adapted_html and "<code>embedfit train" in adapted_html
     # without an adapter the hybrid column fuses the raw ranking with BM25, as ingest chose on dev
     assert state.retriever.hybrid_label == "Raw + BM25" and "<h3>Raw + BM25</h3>" in hybrid_html
     assert hybrid_html.count('class="nq-card') == 5 and [h.id for h in result.hybrid.hits] == [
@@ -50,7 +50,7 @@ def test_an_adapter_without_a_fusion_leaves_the_hybrid_column_with_the_command(s
     assert result.adapted is not None and result.hybrid is None
     _, _, _, hybrid_html, timing = render(state, result)
     assert "<h3>Adapter + BM25</h3>" in hybrid_html and "nq-card" not in hybrid_html
-    assert f"<code>python -m adapter train --store {store} --out {tmp_path / 'old'}</code>" in hybrid_html
+    assert f"<code>embedfit train --store {store} --out {tmp_path / 'old'}</code>" in hybrid_html
     assert "has no BM25 fusion" in state.summary and "BM25 search" not in timing
 
 
@@ -69,7 +69,7 @@ def test_a_both_sides_adapter_without_its_projection_is_refused_with_the_command
     make_adapter(tmp_path / "both", store, sides="both")
     state = open_app(AppConfig(store=store, adapter=tmp_path / "both"), embedder=embedder)
     assert state.retriever.adapter is None
-    assert f"python -m adapter project --store {store} --adapter {tmp_path / 'both'}" in state.retriever.adapter_note
+    assert f"embedfit project --store {store} --adapter {tmp_path / 'both'}" in state.retriever.adapter_note
 
 
 def test_an_identity_adapter_is_labelled_honestly(small_store, tmp_path, embedder):
@@ -85,7 +85,7 @@ def test_an_identity_adapter_is_labelled_honestly(small_store, tmp_path, embedde
 def test_no_store_exits_with_the_command_that_builds_it(tmp_path, capsys):
     assert main(["--store", str(tmp_path / "missing"), "--port", "7999"]) == 2
     err = capsys.readouterr().err
-    assert "no store at" in err and "python -m ingest" in err
+    assert "no store at" in err and "embedfit ingest" in err
 
 
 def test_cli_defaults_are_safe():
@@ -115,7 +115,7 @@ def test_examples_are_test_split_questions_with_gold(small_store, tmp_path, embe
 
 
 def test_untrusted_text_is_escaped_in_cards(small_store, tmp_path, embedder):
-    from search.retriever import Hit, Side
+    from embedfit.search.retriever import Hit, Side
 
     hit = Hit(rank=1, id='p"1', title="<script>alert(1)</script>", text="<img src=x onerror=alert(1)>", score=0.5,
               gold=True, raw_rank=1, adapted_rank=2, movement="↓1")
@@ -141,7 +141,7 @@ def test_report_table_puts_raw_beside_every_delta():
 
 @pytest.fixture(scope="module")
 def real_report(small_store, tmp_path_factory):
-    """The report `python -m eval` writes for the small store and a query-side adapter."""
+    """The report `embedfit eval` writes for the small store and a query-side adapter."""
     work = tmp_path_factory.mktemp("report")
     adapter_dir = work / "adapter"
     make_adapter(adapter_dir, small_store[0].store, sides="query", scale=0.02, seed=1, name="test-query-1")
@@ -151,7 +151,7 @@ def real_report(small_store, tmp_path_factory):
 def test_report_shows_every_figure_eval_made_inline(real_report, tmp_path):
     import json
 
-    from app.report import plots_html
+    from embedfit.app.report import plots_html
 
     details = json.loads((real_report / "details.json").read_text("utf-8"))["models"][MODEL]
     pngs = [rel for rel in details["figures"].values() if rel.endswith(".png")]
@@ -192,11 +192,11 @@ def test_report_with_several_models_shows_ours_first():
 def test_missing_report_says_which_command_makes_it(tmp_path):
     view = load_report(tmp_path / "none", MODEL, tmp_path / "store", tmp_path / "adapter")
     assert not view.found and not view.images
-    assert f"python -m eval --store {tmp_path / 'store'} --adapter {tmp_path / 'adapter'} --out {tmp_path / 'none'}" in view.markdown
+    assert f"embedfit eval --store {tmp_path / 'store'} --adapter {tmp_path / 'adapter'} --out {tmp_path / 'none'}" in view.markdown
 
 
 def test_status_mentions_train_split_leakage():
-    from search.retriever import NQMatch, SearchResult, Side
+    from embedfit.search.retriever import NQMatch, SearchResult, Side
 
     res = SearchResult(question="q", k=1, model=MODEL, adapter="a", adapter_note=None,
                        nq=NQMatch("q1", "train", ("p1",)),

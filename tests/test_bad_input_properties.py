@@ -1,7 +1,7 @@
 """Property tests (hypothesis) over everything that reads untrusted input: the text cleaner, the query validator,
 and the BEIR and pairs loaders, each through `load_source` and through the whole `run_ingest`.
 
-The property: any input either works or raises our own error (a `core.errors.ProjectError` subclass, whose
+The property: any input either works or raises our own error (a `embedfit.errors.ProjectError` subclass, whose
 message the CLI prints); never another exception, and when ingest fails there is no store folder afterwards
 (nothing half-written). The generated files mix valid lines with truncated JSON lines, wrong types, missing
 fields, huge lines, deep nesting, invalid UTF-8, empty files, a BOM, CRLF or bare CR line ends, NUL and other
@@ -25,15 +25,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_ingest_pipeline import HashEmbedder
 
-from core import atomic
-from core.errors import InputError, ProjectError
-from core.query_text import clean_query
-from core.types import Dataset
-from ingest.clean import clean_text
-from ingest.config import IngestConfig
-from ingest.html_text import html_to_text
-from ingest.pipeline import run_ingest
-from ingest.sources import load_source
+from embedfit import atomic
+from embedfit.data.clean import clean_text
+from embedfit.data.html_text import html_to_text
+from embedfit.data.query_text import clean_query
+from embedfit.data.sources import load_source
+from embedfit.errors import InputError, ProjectError
+from embedfit.pipeline.config import IngestConfig
+from embedfit.pipeline.ingest import run_ingest
+from embedfit.types import Dataset
 
 COUNTS_FILE = REPO / "artifacts" / "reliability" / "properties.json"
 FULL_INGESTS = 12  # successful loads also run the whole ingest (each opens a real Chroma store), this many per test
@@ -229,7 +229,7 @@ class Outcomes:
             self.counts["ingest_refused_nothing_written"] += 1
             return
         finally:
-            from core.chroma_store import release_locks
+            from embedfit.store.chroma_store import release_locks
 
             release_locks()
         assert not must_fail, "ingest accepted what load_source refused"
@@ -338,7 +338,7 @@ def test_html_without_closing_tags_and_tables_without_rows_clean_to_plain_text()
 @pytest.mark.parametrize("score", ["inf", "-inf", "1e999", "nan"])
 def test_a_qrels_score_that_overflows_is_a_data_error_naming_the_line(tmp_path, score):
     """Found by the property above: int(float("inf")) raises OverflowError, which escaped as a crash."""
-    from core.errors import DataError
+    from embedfit.errors import DataError
 
     (tmp_path / "corpus.jsonl").write_text('{"_id": "p1", "text": "a passage of some words"}\n', "utf-8")
     (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "a question"}\n', "utf-8")

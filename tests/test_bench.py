@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from core import chroma_store
+from embedfit.store import chroma_store
 from scripts.bench import main, markdown_table, percentiles
 
 DELAY_S = 1.0  # added to one ingest step and to training
@@ -28,12 +28,12 @@ def slowed(fn, seconds: float):
 
 
 def test_quick_bench_times_the_work_it_reports(nq_dir, tmp_path, monkeypatch, capsys):
-    import ingest.pipeline
+    import embedfit.pipeline.ingest
     import scripts.bench
-    from search.retriever import Retriever
+    from embedfit.search.retriever import Retriever
 
     monkeypatch.setenv("NQ_DATA", str(nq_dir))
-    monkeypatch.setattr(ingest.pipeline, "mine_negatives", slowed(ingest.pipeline.mine_negatives, DELAY_S))
+    monkeypatch.setattr(embedfit.pipeline.ingest, "mine_negatives", slowed(embedfit.pipeline.ingest.mine_negatives, DELAY_S))
     monkeypatch.setattr(scripts.bench, "train_adapter", slowed(scripts.bench.train_adapter, DELAY_S))
     monkeypatch.setattr(Retriever, "embed", slowed(Retriever.embed, EMBED_DELAY_MS / 1000))
     out = tmp_path / "bench.json"

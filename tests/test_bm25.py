@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from core.types import Passage
-from search.lexical import bm25_search
-from core.metrics import retrieval_metrics
+from embedfit.metrics.retrieval import retrieval_metrics
+from embedfit.retrieval.lexical import bm25_search
+from embedfit.types import Passage
 
 TOY = {
     "p_cat": Passage("Cats", "The domestic cat is a small carnivorous mammal that purrs."),

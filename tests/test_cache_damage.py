@@ -14,9 +14,9 @@ import logging
 import numpy as np
 import pytest
 
-from core.embedding import EmbeddingCache, embed_cached, load_embedder
-from core.embedding import cache as cache_mod
-from core.embedding.base import Embedder
+from embedfit.embed import EmbeddingCache, embed_cached, load_embedder
+from embedfit.embed import cache as cache_mod
+from embedfit.embed.base import Embedder
 
 
 class HashEmbedder(Embedder):
@@ -75,7 +75,7 @@ def test_damaged_chunk_is_logged_deleted_and_redone(tmp_path, caplog, damage):
     first, _ = embed_cached(e, TEXTS, "passage", EmbeddingCache(tmp_path, e.model_id, e.dim))
     chunk = sorted(tmp_path.rglob("*.npz"))[1]
     chunk.write_bytes(DAMAGE[damage](chunk.read_bytes()))
-    with caplog.at_level(logging.WARNING, logger="core.embedding.cache"):
+    with caplog.at_level(logging.WARNING, logger="embedfit.embed.cache"):
         cache = EmbeddingCache(tmp_path, e.model_id, e.dim)
     assert cache.rejected_files == 1 and len(cache) == 12
     assert not chunk.exists()

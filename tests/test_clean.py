@@ -20,8 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.types import normalise_for_id
-from ingest.clean import clean_text
+from embedfit.data.clean import clean_text
+from embedfit.types import normalise_for_id
 
 logger = logging.getLogger(__name__)
 

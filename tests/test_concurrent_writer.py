@@ -1,6 +1,6 @@
 """Two processes on one embedded store: Chroma's local store is not process-safe, so a second writer (or a writer
 while the app reads) must be refused at once with a message that says why and what to do, never hang or
-interleave writes. Real processes throughout: a real `python -m ingest`, and holders that open the store exactly
+interleave writes. Real processes throughout: a real `embedfit ingest`, and holders that open the store exactly
 as ingest (exclusive) and the app/eval (shared) do.
 """
 from __future__ import annotations
@@ -15,15 +15,15 @@ import time
 import pytest
 from conftest import REPO, nq_data_dir
 
-from core.chroma_store import ChromaTarget, open_client, release_locks
-from core.errors import StoreBusyError
+from embedfit.errors import StoreBusyError
+from embedfit.store.chroma_store import ChromaTarget, open_client, release_locks
 
 MODEL = "paraphrase-MiniLM-L3-v2"
 REFUSE_WITHIN_S = 60  # generous for a loaded 2-core machine; measured about 5 s (imports and data loading)
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from core.store import Store
+    from embedfit.store.store import Store
     store = Store(sys.argv[1], write=sys.argv[2] == "write")
     store.client  # takes the lock the way ingest (write) or the app and eval (read) do
     print("holding", flush=True)
@@ -48,7 +48,7 @@ def start_holder(store, mode: str) -> subprocess.Popen:
 
 
 def ingest(store, limit: int = 30, cache=None) -> list[str]:
-    return [sys.executable, "-m", "ingest", "--data", str(nq_data_dir()), "--store", str(store), "--model", MODEL,
+    return [sys.executable, "-m", "embedfit", "ingest", "--data", str(nq_data_dir()), "--store", str(store), "--model", MODEL,
             "--limit", str(limit), *(["--cache", str(cache)] if cache else ["--no-cache"])]
 
 

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 from conftest import nq_data_dir
 
-from core import chroma_store, query_vectors
-from core.store import Store
+from embedfit.store import chroma_store, query_vectors
+from embedfit.store.store import Store
 from scripts import fault_inject as fi
 
 MODEL = "paraphrase-MiniLM-L3-v2"
@@ -76,7 +76,7 @@ def assert_same_collection(got: dict | None, want: dict) -> None:
 
 def cache_rejects(cache: Path, tmp: Path, dim: int = 384) -> tuple[int, int]:
     """(chunks the cache refuses, vectors it serves), read from a copy (opening a cache deletes damaged chunks)."""
-    from core.embedding.cache import EmbeddingCache
+    from embedfit.embed.cache import EmbeddingCache
 
     copy = tmp / f"cache-copy-{time.monotonic_ns()}"
     shutil.copytree(cache, copy)
@@ -149,7 +149,7 @@ def same_adapter(a, b) -> bool:
 @pytest.fixture(scope="module")
 def clean_saves(tmp_path_factory):
     """The two adapters the save loop alternates between, each saved once without interruption and read back."""
-    from adapter.io import load_adapter
+    from embedfit.adapters.io import load_adapter
 
     root = tmp_path_factory.mktemp("clean-saves")
     out = {}
@@ -162,7 +162,7 @@ def clean_saves(tmp_path_factory):
 
 @pytest.mark.parametrize("trial", [0, 1])
 def test_killed_adapter_save_leaves_a_whole_adapter(ref, clean_saves, tmp_path, trial):
-    from adapter.io import load_adapter
+    from embedfit.adapters.io import load_adapter
 
     folder = tmp_path / "save" / "adapter"
     folder.parent.mkdir()
@@ -192,7 +192,7 @@ def test_killed_adapter_save_leaves_a_whole_adapter(ref, clean_saves, tmp_path, 
 def proj(ref):
     """Two both-sides adapters of one name (new, old), a store projected by `new` without interruption (the
     reference) and a pristine store already holding `old`'s projection."""
-    from adapter.io import save_adapter, adapter_sha
+    from embedfit.adapters.io import adapter_sha, save_adapter
 
     work = ref["work"]
     info = ref["snapshot"]["manifest"]["models"][MODEL]
@@ -211,9 +211,9 @@ def proj(ref):
 
 def served_check(store_root: Path, proj: dict) -> str:
     """What the check the app and eval run says about the store's projection: 'accepted' or the refusal."""
-    from adapter.io import load_adapter
-    from core.errors import ProjectError
-    from search.retriever import check_adapter
+    from embedfit.adapters.io import load_adapter
+    from embedfit.errors import ProjectError
+    from embedfit.search.retriever import check_adapter
 
     store = Store(store_root)
     try:
@@ -275,8 +275,8 @@ def test_killed_projection_is_refused_until_rerun_then_exact(ref, proj, tmp_path
 def test_a_resumed_projection_writes_the_bits_of_an_uninterrupted_one(ref, proj, tmp_path):
     """A projection that resumes with a few rows left computes them as part of the whole matrix: a product over
     three rows rounds differently from the same rows inside a big one (this test failed before that fix)."""
-    from adapter.io import load_adapter, adapter_sha
-    from adapter.project import project_collection
+    from embedfit.adapters.io import adapter_sha, load_adapter
+    from embedfit.adapters.project import project_collection
 
     shutil.copytree(ref["work"] / "base" / "store", tmp_path / "store")
     ad = load_adapter(proj["new"])

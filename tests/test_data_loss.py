@@ -16,20 +16,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from app_support import make_adapter
 from test_output_safety import digest, user_folder
 
-from adapter import __main__ as adapter_cli
-from adapter import project as project_mod
-from adapter.adapter import Adapter, AdapterConfig, PassageMemory
-from adapter.export import EXPORT_OUTPUT, export_adapter
-from adapter.io import adapter_sha, load_adapter
-from adapter.modules import LinearAdapter
-from adapter.project import projection_problem, save_and_project
-from app_support import make_adapter
-from core import chroma_store
-from core.errors import OutputError, StoreError
-from core.outputs import check_output
-from core.store import Store
+from embedfit.adapters import cli as adapter_cli
+from embedfit.adapters import project as project_mod
+from embedfit.adapters.adapter import Adapter, AdapterConfig, PassageMemory
+from embedfit.adapters.export import EXPORT_OUTPUT, export_adapter
+from embedfit.adapters.io import adapter_sha, load_adapter
+from embedfit.adapters.modules import LinearAdapter
+from embedfit.adapters.project import projection_problem, save_and_project
+from embedfit.errors import OutputError, StoreError
+from embedfit.outputs import check_output
+from embedfit.store import chroma_store
+from embedfit.store.store import Store
 
 MODEL = "all-MiniLM-L6-v2"
 REPO = Path(__file__).resolve().parents[1]
@@ -98,7 +98,7 @@ def test_a_failing_export_leaves_the_previous_export_whole(adapter_dir, tmp_path
         (folder / "adapter.npz").write_bytes(b"half")
         raise ValueError("memory alpha is not a number")
 
-    monkeypatch.setattr("adapter.export._write_export", broken)
+    monkeypatch.setattr("embedfit.adapters.export._write_export", broken)
     with pytest.raises(ValueError):
         export_adapter(adapter_dir, "numpy", out)
     assert digest(tmp_path) == before  # the previous export, and no temporary folder beside it
@@ -111,7 +111,7 @@ def test_a_killed_export_leaves_the_previous_export_and_the_next_run_cleans_up(a
     code = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(REPO)!r})
-        import adapter.export as ex
+        import embedfit.adapters.export as ex
         real = ex._write_export
         def slow(*a):
             real(*a)
@@ -199,7 +199,7 @@ def test_retraining_while_another_process_holds_the_store_changes_nothing(store_
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
             sys.path.insert(0, {str(REPO)!r})
-            from core.store import Store
+            from embedfit.store.store import Store
             Store({str(store_copy)!r}).client
             print("holding", flush=True)
             time.sleep(120)

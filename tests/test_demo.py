@@ -20,8 +20,8 @@ import urllib.request
 import pytest
 from conftest import REPO, nq_data_dir
 
-from core.errors import InputError
-from core.procs import free_port
+from embedfit.errors import InputError
+from embedfit.procs import free_port
 from scripts.demo import DEFAULT_HUB_LIMIT, DemoConfig, parse_args
 
 
@@ -92,7 +92,7 @@ def test_page_first_then_the_rest_through_a_server(tmp_path):
     for p in (port, server_port):  # the app and the Chroma server are gone
         with pytest.raises(OSError):
             urllib.request.urlopen(f"http://127.0.0.1:{p}/", timeout=2)
-    from core.store import Store
+    from embedfit.store.store import Store
 
     store = Store(tmp_path / "store")
     assert set(store.manifest()["models"]) == {"all-MiniLM-L6-v2", "paraphrase-MiniLM-L3-v2"}

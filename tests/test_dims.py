@@ -1,4 +1,4 @@
-"""`python -m eval dims`: smaller vectors against raw, on the shared store; the truncation row checked against
+"""`embedfit eval dims`: smaller vectors against raw, on the shared store; the truncation row checked against
 nDCG@10 written out by hand over a brute-force ranking."""
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 
-from core.store import Store
-from eval.__main__ import main as eval_main
-from eval.learning_curve import load_test_split
+from embedfit.evaluation.cli import main as eval_main
+from embedfit.evaluation.learning_curve import load_test_split
+from embedfit.store.store import Store
 
 
 def ndcg10(Q, P, pids, qids, qrels) -> float:
@@ -28,7 +28,7 @@ def ndcg10(Q, P, pids, qids, qrels) -> float:
 
 def test_dims_table_and_truncation_oracle(small_store, tmp_path):
     cfg, s = small_store
-    from core import chroma_store
+    from embedfit.store import chroma_store
     chroma_store.release_locks()
     assert eval_main(["dims", "--store", str(cfg.store), "--model", s["model"], "--sizes", "64", "--epochs", "1",
                       "--out", str(tmp_path)]) == 0

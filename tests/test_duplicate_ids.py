@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import DataError
-from eval.heldout import read_queries_file
-from ingest.load_beir import load_beir
-from ingest.load_pairs import load_pairs, pairs_from_rows
-from ingest.load_simplified import load_simplified
-from ingest.pipeline import format_summary, run_ingest
+from embedfit.data.load_beir import load_beir
+from embedfit.data.load_pairs import load_pairs, pairs_from_rows
+from embedfit.data.load_simplified import load_simplified
+from embedfit.errors import DataError
+from embedfit.evaluation.heldout import read_queries_file
+from embedfit.pipeline.ingest import format_summary, run_ingest
 
 
 def jsonl(path: Path, rows: list[dict]) -> Path:
@@ -149,7 +149,7 @@ def test_heldout_queries_file_follows_the_same_rule(tmp_path):
 
 
 def test_the_ingest_summary_prints_the_count(beir, tmp_path):
-    from ingest.config import IngestConfig
+    from embedfit.pipeline.config import IngestConfig
 
     folder, queries, corpus = beir
     jsonl(folder / "corpus.jsonl", corpus + [corpus[0]])

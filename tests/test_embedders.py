@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from core.embedding import EmbeddingCache, embed_cached, load_embedder
-from core.errors import OfflineError, UnknownModelError
+from embedfit.embed import EmbeddingCache, embed_cached, load_embedder
+from embedfit.errors import OfflineError, UnknownModelError
 
 MODELS = ["all-MiniLM-L6-v2", "paraphrase-MiniLM-L3-v2"]
 
@@ -40,12 +40,13 @@ def test_local_model_embeds_real_texts_and_matches_questions_to_answers(embedder
 
 
 def test_onnx_mean_pooling_matches_the_graphs_own_pooled_output():
-    from core.embedding.onnx_minilm import OnnxMiniLMEmbedder
+    from embedfit.embed.onnx_minilm import OnnxMiniLMEmbedder
 
     e = OnnxMiniLMEmbedder()
     texts = ["who wrote the declaration of independence", "a much longer second text to force padding of the first"]
     enc = e.tokenizer.encode_batch(texts)
-    ids = np.array([x.ids for x in enc]); mask = np.array([x.attention_mask for x in enc])
+    ids = np.array([x.ids for x in enc])
+    mask = np.array([x.attention_mask for x in enc])
     outs = e.session.run(None, {"input_ids": ids, "attention_mask": mask})
     pooled = next(o for o in outs if o.ndim == 2 and o.shape[1] == 384)  # the graph's pooled output
     np.testing.assert_allclose(e._embed_batch(texts), pooled, atol=1e-5)
@@ -95,7 +96,9 @@ def test_cache_second_run_embeds_nothing_and_damaged_chunks_are_redone(tmp_path,
     chunks = sorted(tmp_path.rglob("*.npz"))
     assert len(chunks) == 4
     chunks[0].write_bytes(chunks[0].read_bytes()[:100])
-    raw = bytearray(chunks[1].read_bytes()); raw[-300] ^= 0xFF; chunks[1].write_bytes(bytes(raw))
+    raw = bytearray(chunks[1].read_bytes())
+    raw[-300] ^= 0xFF
+    chunks[1].write_bytes(bytes(raw))
     cache = EmbeddingCache(tmp_path, e.model_id, e.dim)
     assert cache.rejected_files == 2 and len(cache) == 8
     redone, st = embed_cached(e, texts, "passage", cache)
@@ -112,8 +115,8 @@ def test_cache_refuses_other_model(tmp_path):
 def test_device_auto_runs_on_what_torch_sees_and_bad_devices_say_why():
     import torch
 
-    from core.embedding.registry import resolve_device
-    from core.errors import InputError
+    from embedfit.embed.registry import resolve_device
+    from embedfit.errors import InputError
 
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")  # no GPU here: the CPU
     assert resolve_device("cpu") == "cpu"
@@ -131,10 +134,10 @@ def test_device_auto_runs_on_what_torch_sees_and_bad_devices_say_why():
 
 
 def test_device_is_checked_by_every_cli_config():
-    from app.config import AppConfig
-    from core.errors import InputError
-    from eval.config import EvalConfig
-    from ingest.config import IngestConfig
+    from embedfit.app.config import AppConfig
+    from embedfit.errors import InputError
+    from embedfit.evaluation.config import EvalConfig
+    from embedfit.pipeline.config import IngestConfig
 
     for cfg in (IngestConfig(device="tpu"), AppConfig(device="tpu"), EvalConfig(device="tpu")):
         with pytest.raises(InputError, match="--device"):

@@ -1,4 +1,4 @@
-"""`python -m eval` end to end on a real 120-query store: schema, oracles, held-out queries, errors.
+"""`embedfit eval` end to end on a real 120-query store: schema, oracles, held-out queries, errors.
 
 The numbers in metrics.json are checked against independent oracles computed here from the stored
 vectors: a float64 full sort for Recall@k and MRR@10, sklearn's `ndcg_score` for nDCG@10, and a
@@ -16,12 +16,12 @@ import torch
 from conftest import build_small_store
 from sklearn.metrics import ndcg_score
 
-from adapter.adapter import Adapter, AdapterConfig
-from adapter.io import load_adapter, save_adapter
-from adapter.modules import build_module
-from core import chroma_store, query_vectors
-from core.store import Store
-from eval.__main__ import main
+from embedfit.adapters.adapter import Adapter, AdapterConfig
+from embedfit.adapters.io import load_adapter, save_adapter
+from embedfit.adapters.modules import build_module
+from embedfit.evaluation.cli import main
+from embedfit.store import chroma_store, query_vectors
+from embedfit.store.store import Store
 
 MODEL = "paraphrase-MiniLM-L3-v2"
 METRICS = ["Recall@1", "Recall@5", "Recall@10", "Recall@100", "MRR@10", "nDCG@10"]
@@ -261,8 +261,8 @@ def test_heldout_queries_score_exactly_the_given_queries(tiny, tmp_path):
     assert details["query_ids"] == expected
 
     # the oracle embeds the given texts itself and ranks the whole corpus
-    from core.embedding import load_embedder
-    from eval.heldout import read_queries_file
+    from embedfit.embed import load_embedder
+    from embedfit.evaluation.heldout import read_queries_file
 
     given = read_queries_file(qfile)
     Q = load_embedder(MODEL).embed([given[q] for q in expected], "query")
@@ -325,7 +325,7 @@ def test_heldout_files_with_nothing_to_score_fail_clearly(tiny, tmp_path, capsys
 
 def test_missing_store_says_how_to_build_one(tmp_path, capsys):
     assert main(["--store", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
-    assert "python -m ingest" in capsys.readouterr().err
+    assert "embedfit ingest" in capsys.readouterr().err
 
 
 def test_heldout_with_almost_nothing_usable_is_refused_with_the_reasons(tiny, tmp_path, capsys):
@@ -351,7 +351,7 @@ def test_heldout_with_almost_nothing_usable_is_refused_with_the_reasons(tiny, tm
 
 
 def _oracle_fuse(dense: dict, lexical: dict, method: str, w: float, n: int = 100, k_rrf: int = 60) -> list[str]:
-    """The fusion rule of core.fusion's docstring, written again: top n of each side, normalised per query
+    """The fusion rule of embedfit.retrieval.fusion's docstring, written again: top n of each side, normalised per query
     (or 1/(k + rank)), a side's missing passage at that side's lowest value, weight w on BM25."""
     def top(sc):
         return sorted(sc.items(), key=lambda kv: (-kv[1], kv[0]))[:n]

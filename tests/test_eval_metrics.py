@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import ndcg_score
 
-from core.metrics import per_query_metrics, recall_at_k_curve, retrieval_metrics
+from embedfit.metrics.retrieval import per_query_metrics, recall_at_k_curve, retrieval_metrics
 
 KEYS = ["Recall@1", "Recall@5", "Recall@10", "Recall@100", "MRR@10", "nDCG@10"]
 
@@ -202,7 +202,7 @@ def test_binary_metrics_agree_with_trec_eval():
     passages missing from the corpus, several positives and an unjudged query."""
     import numpy as np
 
-    from core.metrics import binary_metrics
+    from embedfit.metrics.retrieval import binary_metrics
 
     rng = np.random.default_rng(7)
     pids = [f"d{i:03d}" for i in rng.permutation(300)]

@@ -13,15 +13,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adapter.adapter import Adapter, AdapterConfig
-from adapter.modules import build_module
-from core.types import TrainingExample
-from eval.config import EvalConfig
-from eval.evaluate import _pairs
-from eval.results import EvalOutcome, ModelEvaluation, SystemRun
-from search.chroma_ann import recall_against_exact
-from eval.report import _finite, describe_change, main_table, metrics_json, report_md, verdict, write_reports
-from eval.synthetic import TextLikeGenerator, TextLikeSpec, neighbour_stats
+from embedfit.adapters.adapter import Adapter, AdapterConfig
+from embedfit.adapters.modules import build_module
+from embedfit.evaluation.config import EvalConfig
+from embedfit.evaluation.evaluate import _pairs
+from embedfit.evaluation.report import (
+    _finite,
+    describe_change,
+    main_table,
+    metrics_json,
+    report_md,
+    verdict,
+    write_reports,
+)
+from embedfit.evaluation.results import EvalOutcome, ModelEvaluation, SystemRun
+from embedfit.evaluation.synthetic import TextLikeGenerator, TextLikeSpec, neighbour_stats
+from embedfit.search.chroma_ann import recall_against_exact
+from embedfit.types import TrainingExample
 
 METRICS = ["Recall@1", "Recall@5", "Recall@10", "Recall@100", "MRR@10", "nDCG@10"]
 

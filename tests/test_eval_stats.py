@@ -6,8 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
-from eval.stats import bootstrap_ci, paired_p_value
-
+from embedfit.metrics.stats import bootstrap_ci, paired_p_value
 
 # --- bootstrap_ci ----------------------------------------------------------------------------
 

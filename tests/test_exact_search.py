@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from core.exact_search import exact_search
-from core.metrics import retrieval_metrics
+from embedfit.metrics.retrieval import retrieval_metrics
+from embedfit.retrieval.exact import exact_search
 
 
 def brute_force(q, p, pids, k):

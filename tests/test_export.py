@@ -1,4 +1,4 @@
-"""`python -m adapter export`: each format, used in a fresh Python process that imports nothing of this project,
+"""`embedfit export`: each format, used in a fresh Python process that imports nothing of this project,
 reproduces our adapted vectors (to 1e-5) on real NQ questions and passages."""
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ import textwrap
 
 import numpy as np
 import pytest
-
-from adapter.__main__ import main as adapter_main
-from adapter.adapter import Adapter, AdapterConfig, PassageMemory
-from adapter.export import export_adapter
-from adapter.io import load_adapter, save_adapter
-from adapter.modules import MLPAdapter
 from app_support import make_adapter
-from core.embedding.registry import load_embedder
-from core.errors import InputError
-from core.store import Store
 from test_server_mode import server  # noqa: F401  (a real `chroma run`, shared fixture)
+
+from embedfit.adapters.adapter import Adapter, AdapterConfig, PassageMemory
+from embedfit.adapters.cli import main as adapter_main
+from embedfit.adapters.export import export_adapter
+from embedfit.adapters.io import load_adapter, save_adapter
+from embedfit.adapters.modules import MLPAdapter
+from embedfit.embed.registry import load_embedder
+from embedfit.errors import InputError
+from embedfit.store.store import Store
 
 MODEL = "all-MiniLM-L6-v2"
 

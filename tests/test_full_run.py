@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, nq_data_dir
 
 MODEL = "paraphrase-MiniLM-L3-v2"
@@ -25,14 +24,14 @@ def test_full_shared_data_ingest_train_eval(tmp_path):
         assert r.returncode == 0, r.stderr[-3000:]
         return r.stdout
 
-    out_ingest = run("-m", "ingest", "--data", str(nq_data_dir()), "--store", str(store), "--model", MODEL,
+    out_ingest = run("-m", "embedfit", "ingest", "--data", str(nq_data_dir()), "--store", str(store), "--model", MODEL,
                      "--cache", str(tmp_path / "cache"))
     assert "Ingested 8529 passages and 8308 queries" in out_ingest
-    run("-m", "adapter", "train", "--store", str(store), "--model", MODEL, "--out", str(adapter))
+    run("-m", "embedfit", "train", "--store", str(store), "--model", MODEL, "--out", str(adapter))
     conf = json.loads((adapter / "config.json").read_text())
     sel, raw = conf["dev_metrics"]["selected"], conf["dev_metrics"]["identity"]
     assert sel["MRR@10"] >= raw["MRR@10"]  # never worse than raw on dev, by construction
-    run("-m", "eval", "--store", str(store), "--adapter", str(adapter), "--out", str(out))
+    run("-m", "embedfit", "eval", "--store", str(store), "--adapter", str(adapter), "--out", str(out))
     m = json.loads((out / "metrics.json").read_text())
     assert m["model"] == MODEL and m["n_queries"] == 831
     r = m["retrieval"]

@@ -1,4 +1,4 @@
-"""core.fusion against hand-worked toys and a brute-force sweep written independently here."""
+"""embedfit.retrieval.fusion against hand-worked toys and a brute-force sweep written independently here."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,15 @@ import statistics
 
 import pytest
 
-from core.fusion import RRF_DEFAULT, FusionChoice, FusionSpec, choose_fusion, fuse, fuse_results, normalise
+from embedfit.retrieval.fusion import (
+    RRF_DEFAULT,
+    FusionChoice,
+    FusionSpec,
+    choose_fusion,
+    fuse,
+    fuse_results,
+    normalise,
+)
 
 
 def test_zscore_and_minmax_by_hand():

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.clean import clean_text
-from ingest.html_text import CELL_SEPARATOR, html_to_text, tag_name
+from embedfit.data.clean import clean_text
+from embedfit.data.html_text import CELL_SEPARATOR, html_to_text, tag_name
 
 logger = logging.getLogger(__name__)
 

@@ -9,17 +9,17 @@ import shutil
 import numpy as np
 import pytest
 
-from adapter.config import TrainConfig
-from adapter.io import load_adapter, save_adapter
-from adapter.train import train_adapter
-from core import chroma_store, query_vectors
-from core.embedding import load_embedder
-from core.fusion import fusion_path, load_raw_fusion
-from core.store import Store
-from eval.config import EvalConfig
-from eval.evaluate import run_eval
-from ingest.__main__ import main as ingest_main
-from search.retriever import Retriever
+from embedfit.adapters.config import TrainConfig
+from embedfit.adapters.io import load_adapter, save_adapter
+from embedfit.adapters.train import train_adapter
+from embedfit.embed import load_embedder
+from embedfit.evaluation.config import EvalConfig
+from embedfit.evaluation.evaluate import run_eval
+from embedfit.pipeline.cli import main as ingest_main
+from embedfit.retrieval.fusion import fusion_path, load_raw_fusion
+from embedfit.search.retriever import Retriever
+from embedfit.store import chroma_store, query_vectors
+from embedfit.store.store import Store
 
 MODEL = "all-MiniLM-L6-v2"
 
@@ -104,7 +104,7 @@ def test_a_trained_adapter_records_its_fusion(small_store):
 
 def test_eval_and_the_app_rank_hybrids_the_same(small_store, tmp_path):
     """The shared-layer property: for the same question, the page's hybrid column (the Retriever: Chroma + the
-    store's BM25 index + core.fusion) shows eval's hybrid top 10 (exact search + the same index and fusion)."""
+    store's BM25 index + embedfit.retrieval.fusion) shows eval's hybrid top 10 (exact search + the same index and fusion)."""
     cfg, _ = small_store
     store = Store(cfg.store)
     res = train_adapter(store, TrainConfig(store=cfg.store, model=MODEL, epochs=2, batch_size=64))

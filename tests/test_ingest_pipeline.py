@@ -10,14 +10,14 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import REPO, build_small_store
-from core import chroma_store
-from core.embedding.base import Embedder
-from core.errors import DataError, MismatchError, OfflineError
-from core.store import Store
-from ingest.config import IngestConfig
-from ingest.pipeline import run_ingest
+
+from embedfit.embed.base import Embedder
+from embedfit.errors import DataError, MismatchError, OfflineError
+from embedfit.pipeline.config import IngestConfig
+from embedfit.pipeline.ingest import run_ingest
+from embedfit.store import chroma_store
+from embedfit.store.store import Store
 
 
 class HashEmbedder(Embedder):
@@ -99,7 +99,7 @@ def test_reingest_same_data_changes_nothing(tmp_path):
 
 
 def test_interrupted_embedding_resumes_and_matches_uninterrupted_run(tmp_path):
-    from core.embedding import load_embedder
+    from embedfit.embed import load_embedder
 
     real = load_embedder("paraphrase-MiniLM-L3-v2")
     ref_cfg, ref = build_small_store(tmp_path / "ref", model="paraphrase-MiniLM-L3-v2", limit=120)
@@ -168,7 +168,7 @@ def test_default_hub_dataset_fails_fast_offline(tmp_path, monkeypatch):
 
 
 def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "ingest", *args], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run([sys.executable, "-m", "embedfit", "ingest", *args], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_cli_errors_are_one_clear_line(tmp_path):

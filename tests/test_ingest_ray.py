@@ -16,16 +16,16 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before ray is imported 
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-
 from conftest import nq_data_dir  # noqa: E402
-from core import chroma_store, query_vectors  # noqa: E402
-from core.embedding import EmbeddingCache, embed_cached, load_embedder  # noqa: E402
-from core.errors import InputError  # noqa: E402
-from core.store import Store  # noqa: E402
-from ingest import ray_engine  # noqa: E402
-from ingest.__main__ import main  # noqa: E402
-from ingest.config import IngestConfig  # noqa: E402
-from ingest.pipeline import run_ingest  # noqa: E402
+
+from embedfit.embed import EmbeddingCache, embed_cached, load_embedder  # noqa: E402
+from embedfit.errors import InputError  # noqa: E402
+from embedfit.pipeline import ray_engine  # noqa: E402
+from embedfit.pipeline.cli import main  # noqa: E402
+from embedfit.pipeline.config import IngestConfig  # noqa: E402
+from embedfit.pipeline.ingest import run_ingest  # noqa: E402
+from embedfit.store import chroma_store, query_vectors  # noqa: E402
+from embedfit.store.store import Store  # noqa: E402
 
 MODEL = "paraphrase-MiniLM-L3-v2"
 LIMIT = 100
@@ -119,7 +119,7 @@ def _chunk_keys(path) -> set[str]:
 
 
 def _passage_keys(summary: dict) -> set[str]:
-    from core.embedding.cache import cache_key
+    from embedfit.embed.cache import cache_key
 
     store = Store(summary["store"])
     return {cache_key(MODEL, p.embedding_text()) for p in store.load_corpus().values()}

@@ -1,4 +1,4 @@
-"""The int8 fast CPU path (`core.embedding.int8`): real NQ passages through the quantized graphs, the build cache
+"""The int8 fast CPU path (`embedfit.embed.int8`): real NQ passages through the quantized graphs, the build cache
 (reuse, damage, interruption), the fp32 ONNX export of all-MiniLM-L6-v2, and the refusal to mix encoders.
 
 The graphs are built once per session into a temporary model cache (NQ_MODEL_CACHE), never the user's.
@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.embedding import EmbeddingCache, embed_cached, load_embedder
-from core.embedding import int8 as int8_mod
-from core.atomic import sha256_file
-from core.embedding.build_cache import cached_build, check_built, key_digest
-from core.embedding.int8 import INT8_OF, Int8Recipe, int8_model_path
-from core.errors import InputError, MismatchError
+from embedfit.atomic import sha256_file
+from embedfit.embed import EmbeddingCache, embed_cached, load_embedder
+from embedfit.embed import int8 as int8_mod
+from embedfit.embed.build_cache import cached_build, check_built, key_digest
+from embedfit.embed.int8 import INT8_OF, Int8Recipe, int8_model_path
+from embedfit.errors import InputError, MismatchError
 
 L3_INT8, L6_INT8 = "paraphrase-MiniLM-L3-v2-int8", "all-MiniLM-L6-v2-int8"
 
@@ -77,7 +77,7 @@ def test_l6_int8_loads_offline_and_stays_close_to_fp32(model_cache, nq_passages)
 
 @pytest.mark.slow
 def test_l6_fp32_export_matches_sentence_transformers(model_cache, nq_passages, nq_dir):
-    from core.embedding.onnx_export import check_export, export_l6_onnx
+    from embedfit.embed.onnx_export import check_export, export_l6_onnx
 
     queries = [json.loads(line)["text"] for line in open(nq_dir / "queries.jsonl", encoding="utf-8")][:50]
     # one padded batch of everything: texts from 1 to >256 tokens side by side
@@ -104,7 +104,7 @@ def test_truncated_cached_graph_is_detected_and_rebuilt(model_cache, tmp_path, n
     shutil.copytree(model_cache, cache)
     path = int8_model_path(L3_INT8, cache_dir=cache)
     good_sha = sha256_file(path)
-    from core.embedding.registry import load_int8_embedder
+    from embedfit.embed.registry import load_int8_embedder
 
     want = load_int8_embedder(L3_INT8, cache_dir=cache).embed(nq_passages[:20], "passage")
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
@@ -194,8 +194,8 @@ def test_int8_and_fp32_vectors_never_share_a_cache_entry(model_cache, tmp_path, 
 def test_adapter_trained_on_fp32_vectors_is_refused_for_int8_queries():
     import torch
 
-    from adapter.adapter import Adapter, AdapterConfig
-    from adapter.io import check_compatible
+    from embedfit.adapters.adapter import Adapter, AdapterConfig
+    from embedfit.adapters.io import check_compatible
 
     cfg = AdapterConfig(name="a", kind="linear", sides="query", dim_in=384, dim_out=384, base_model="all-MiniLM-L6-v2",
                         data_fingerprint="f", raw_collection="raw-all-minilm-l6-v2", identity=True)
@@ -206,8 +206,8 @@ def test_adapter_trained_on_fp32_vectors_is_refused_for_int8_queries():
 
 
 def _store_with_collection(root: Path, manifest_model: str, collection_model: str, dim: int = 384):
-    from core import chroma_store
-    from core.store import Store
+    from embedfit.store import chroma_store
+    from embedfit.store.store import Store
 
     store = Store(root, write=True)
     col = chroma_store.ensure_collection(store.client, "raw-x", {"kind": "raw", "model_id": collection_model, "dim": dim},
@@ -231,7 +231,7 @@ def test_store_refuses_a_collection_made_by_another_encoder(tmp_path):
 
 
 def test_int8_models_are_listed_and_refuse_gpu_devices(model_cache):
-    from core.embedding.registry import KNOWN_MODELS, known_models_text
+    from embedfit.embed.registry import KNOWN_MODELS, known_models_text
 
     for name in INT8_OF:
         assert KNOWN_MODELS[name][1] == 384 and name in known_models_text()
@@ -280,10 +280,10 @@ def test_encoder_bench_on_a_slice_agrees_with_a_hand_computed_mrr(model_cache, n
 def test_another_build_of_the_same_int8_model_is_refused(model_cache, tmp_path):
     """Ingest records the encoder's exact build (`cache_id`: the int8 graph's digest) in the manifest; a retriever
     whose embedder is another build under the same name (another recipe or onnxruntime) is refused."""
-    from core.store import check_encoder_build
+    from embedfit.store.store import check_encoder_build
 
     built = load_embedder(L3_INT8)
-    from core.embedding.registry import load_int8_embedder
+    from embedfit.embed.registry import load_int8_embedder
 
     other = load_int8_embedder(L3_INT8, Int8Recipe(per_channel=False), tmp_path / "m")
     assert built.cache_id != other.cache_id and built.cache_id.startswith(L3_INT8 + "@")

@@ -7,11 +7,11 @@ import dataclasses
 
 import numpy as np
 import pytest
-
-from adapter.select import subset_split
-from eval.__main__ import main as eval_main
-from eval.learning_curve import CurveConfig, curve_points
 from test_memory_select import repeated_documents
+
+from embedfit.adapters.select import subset_split
+from embedfit.evaluation.cli import main as eval_main
+from embedfit.evaluation.learning_curve import CurveConfig, curve_points
 
 
 def test_gain_rises_with_labels():

@@ -1,4 +1,4 @@
-"""The store's BM25 index (`core.lexical`): built once by ingest, saved, loaded without re-tokenizing,
+"""The store's BM25 index (`embedfit.retrieval.lexical`): built once by ingest, saved, loaded without re-tokenizing,
 rebuilt only when the corpus changes, refused when missing, damaged or stale, and `--lexical-only`.
 
 The oracle for "the saved index is right" is a fresh in-memory build of the same corpus (itself checked
@@ -16,16 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import core.lexical as lexical
 from conftest import REPO, build_small_store
-from core import chroma_store
-from core.errors import StoreError
-from core.lexical import LEXICAL_DIR, build_index, load_index, save_index
-from core.store import Store
-from core.types import Passage, corpus_fingerprint
-from ingest.pipeline import build_lexical, format_summary, run_ingest
-from search.lexical import bm25_search
+
+import embedfit.retrieval.lexical as lexical
+from embedfit.errors import StoreError
+from embedfit.pipeline.ingest import build_lexical, format_summary, run_ingest
+from embedfit.retrieval.lexical import LEXICAL_DIR, bm25_search, build_index, load_index, save_index
+from embedfit.store import chroma_store
+from embedfit.store.store import Store
+from embedfit.types import Passage, corpus_fingerprint
 
 MODEL = "paraphrase-MiniLM-L3-v2"
 
@@ -70,7 +69,7 @@ def copy_store(cfg, tmp_path) -> Path:
 
 def run_cli(*args):
     env = {**os.environ, "NQ_DATA": "/nonexistent/nq"}  # --lexical-only must not need the data
-    return subprocess.run([sys.executable, "-m", "ingest", *args], cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "embedfit", "ingest", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=300, env=env)
 
 
@@ -212,7 +211,7 @@ def test_store_without_index_names_the_command_that_builds_it(store, tmp_path):
     manifest = json.loads((root / "manifest.json").read_text("utf-8"))
     manifest.pop("lexical")  # a store from before ingest built the index
     (root / "manifest.json").write_text(json.dumps(manifest), "utf-8")
-    with pytest.raises(StoreError, match=f"python -m ingest --store {root} --lexical-only"):
+    with pytest.raises(StoreError, match=f"embedfit ingest --store {root} --lexical-only"):
         Store(root).lexical_index()
 
     # Chroma's own files are left out of the byte comparison: opening a PersistentClient (which reading the

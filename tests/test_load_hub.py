@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import DataError, OfflineError
-from ingest import load_hub as load_hub_mod
+from embedfit.data import load_hub as load_hub_mod
+from embedfit.errors import DataError, OfflineError
 
 
 @pytest.mark.parametrize("offline", [False, True])

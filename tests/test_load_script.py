@@ -14,9 +14,9 @@ import time
 import pytest
 from conftest import REPO, build_small_store
 
-from core.chroma_store import release_locks
-from core.procs import free_port
-from app.serve import ANALYTICS_EVENTS, prune_idle_sessions
+from embedfit.app.serve import ANALYTICS_EVENTS, prune_idle_sessions
+from embedfit.procs import free_port
+from embedfit.store.chroma_store import release_locks
 from scripts import load_test
 
 MODEL = "paraphrase-MiniLM-L3-v2"
@@ -57,10 +57,10 @@ def test_the_script_talks_to_loopback_only(url):
 
 
 def test_the_app_keeps_a_bounded_number_of_sessions(store):
-    from app.config import AppConfig
-    from app.serve import serve
-    from app.startup import open_app
-    from app.ui import build_demo
+    from embedfit.app.config import AppConfig
+    from embedfit.app.serve import serve
+    from embedfit.app.startup import open_app
+    from embedfit.app.ui import build_demo
 
     cfg = AppConfig(store=store, model=MODEL, port=free_port(), state_sessions=8)
     demo = build_demo(open_app(cfg))

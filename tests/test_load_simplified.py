@@ -20,14 +20,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.errors import DataError, InputError
-from core.types import Dataset, Passage
-from ingest.load_simplified import (
-    DEFAULT_MAX_WORDS,
-    DEFAULT_MIN_WORDS,
-    load_simplified,
-    word_count,
-)
+from embedfit.data.load_simplified import DEFAULT_MAX_WORDS, DEFAULT_MIN_WORDS, load_simplified, word_count
+from embedfit.errors import DataError, InputError
+from embedfit.types import Dataset, Passage
 
 logger = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from adapter.config import TrainConfig
-from adapter.losses import cosine_mse, info_nce, triplet
-from core.errors import InputError
+from embedfit.adapters.config import TrainConfig
+from embedfit.adapters.losses import cosine_mse, info_nce, triplet
+from embedfit.errors import InputError
 
 
 def test_info_nce_matches_hand_computed_softmax_and_masking():
@@ -46,9 +46,9 @@ def test_smaller_output_needs_both_sides():
 
 
 def test_rectangular_linear_adapter_starts_at_pca_and_trains(small_store, tmp_path):
-    from adapter.io import load_adapter, save_adapter
-    from adapter.train import train_adapter
-    from core.store import Store
+    from embedfit.adapters.io import load_adapter, save_adapter
+    from embedfit.adapters.train import train_adapter
+    from embedfit.store.store import Store
 
     cfg, s = small_store
     res = train_adapter(Store(cfg.store), TrainConfig(store=cfg.store, model=s["model"], sides="both", dim_out=64,
@@ -61,7 +61,7 @@ def test_rectangular_linear_adapter_starts_at_pca_and_trains(small_store, tmp_pa
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
     # the start (kept as the module's fixed base) is the PCA basis: orthonormal columns that keep more
     # of the corpus's energy than any other 64-d projection, e.g. a random orthonormal one
-    from core import chroma_store
+    from embedfit.store import chroma_store
 
     W0 = res.adapter.module.base.numpy()
     np.testing.assert_allclose(W0.T @ W0, np.eye(64), atol=1e-4)

@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from adapter.adapter import Adapter, AdapterConfig, PassageMemory
-from adapter.config import TrainConfig
-from adapter.data import SplitData, TrainingData
-from adapter.io import adapter_sha, load_adapter, save_adapter
-from adapter.memory import apply_memory, query_memory
-from adapter.modules import LinearAdapter
-from adapter.select import Point, fold_rows, folds_of, run_selection, select_adapter
-from core.embedding.base import l2_normalise
+from embedfit.adapters.adapter import Adapter, AdapterConfig, PassageMemory
+from embedfit.adapters.config import TrainConfig
+from embedfit.adapters.data import SplitData, TrainingData
+from embedfit.adapters.io import adapter_sha, load_adapter, save_adapter
+from embedfit.adapters.memory import apply_memory, query_memory
+from embedfit.adapters.modules import LinearAdapter
+from embedfit.adapters.select import Point, fold_rows, folds_of, run_selection, select_adapter
+from embedfit.embed.base import l2_normalise
 
 
 def test_query_memory_by_hand():

@@ -1,5 +1,5 @@
 """The published reference: raw all-MiniLM-L6-v2 on BEIR SciFact's standard test claims scores nDCG@10 0.6451
-(MTEB). Our pipeline (ingest the corpus, embed, exact search, pytrec_eval through `python -m eval --queries
+(MTEB). Our pipeline (ingest the corpus, embed, exact search, pytrec_eval through `embedfit eval --queries
 --qrels`) must reproduce it.
 
 The standard test claims (SciFact's 300 dev claims, 339 qrels) are withheld from the shared data here (see its
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import shared_data
+from embedfit.settings import shared_data
 
 MTEB_NDCG10 = 0.6451
 
@@ -35,8 +35,8 @@ def test_raw_minilm_reproduces_mteb_on_scifact_test_claims(tmp_path):
     if files is None:
         pytest.skip("SciFact's standard test claims are withheld from ../shared/data/scifact; set SCIFACT_TEST to a "
                     "BEIR scifact folder (queries.jsonl + qrels/test.tsv) to run the MTEB check")
-    from eval.__main__ import main as eval_main
-    from ingest.__main__ import main as ingest_main
+    from embedfit.evaluation.cli import main as eval_main
+    from embedfit.pipeline.cli import main as ingest_main
 
     store, out = tmp_path / "store", tmp_path / "report"
     assert ingest_main(["--data", str(shared_data("scifact")), "--store", str(store), "--model", "all-MiniLM-L6-v2",

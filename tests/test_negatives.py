@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ingest.negatives import MiningConfig, MiningInput, containment, mine_negatives, word_set
+from embedfit.pipeline.negatives import MiningConfig, MiningInput, containment, mine_negatives, word_set
 
 
 def unit(*xs: float) -> np.ndarray:

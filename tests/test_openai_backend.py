@@ -22,7 +22,7 @@ from fake_openai_server import DIM, FakeOpenAIServer, Reply, oracle_vector
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.embedding.openai_api import (
+from embedfit.embed.openai_api import (
     HTTP_LOGGERS,
     MAX_INPUT_TOKENS,
     OpenAIEmbedder,
@@ -34,8 +34,8 @@ from core.embedding.openai_api import (
     truncate_to_bytes,
     truncate_to_tokens,
 )
-from core.embedding.registry import load_embedder
-from core.errors import EmbeddingError, InputError, ProjectError, UnknownModelError
+from embedfit.embed.registry import load_embedder
+from embedfit.errors import EmbeddingError, InputError, ProjectError, UnknownModelError
 
 KEY = "sk-test-SENTINEL-123"
 CL100K_PAT = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|"""
@@ -301,7 +301,7 @@ def test_plan_requests_covers_everything_in_order_within_limits(counts, max_inpu
 
 def test_empty_strings_are_not_sent_and_get_zero_rows(server, caplog):
     texts = ["alpha", "", "   ", "beta", "\n\t", "\u3000"]
-    with caplog.at_level(logging.WARNING, logger="core.embedding.openai_api"):
+    with caplog.at_level(logging.WARNING, logger="embedfit.embed.openai_api"):
         vectors = make().embed(texts, "query")
     assert [r.inputs for r in server.received] == [["alpha", "beta"]]
     assert not vectors[[1, 2, 4, 5]].any()
@@ -348,7 +348,7 @@ def test_without_tiktoken_data_inputs_are_cut_to_8191_bytes_with_one_warning(ser
 
     emb = make(encoding=loader)
     text = long_text(seed=1)
-    with caplog.at_level(logging.WARNING, logger="core.embedding.openai_api"):
+    with caplog.at_level(logging.WARNING, logger="embedfit.embed.openai_api"):
         emb.embed([text], "passage")
         emb.embed([text + "!", "short"], "passage")
     assert len(calls) == 1
@@ -363,7 +363,7 @@ def test_without_tiktoken_data_inputs_are_cut_to_8191_bytes_with_one_warning(ser
 
 def test_default_loader_is_not_called_before_the_first_request(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.setattr("core.embedding.openai_api.load_cl100k", lambda: pytest.fail("loaded eagerly"))
+    monkeypatch.setattr("embedfit.embed.openai_api.load_cl100k", lambda: pytest.fail("loaded eagerly"))
     OpenAIEmbedder("text-embedding-3-small")
 
 
@@ -416,7 +416,7 @@ def test_key_never_reaches_logs_or_errors_even_at_debug(server, caplog):
         emb.embed(["hello"], "query")
     errors.append(str(info.value))
     assert len(server.received) == 1 + 1 + 1 + 4 + 1 + 1  # the test exercised every path
-    assert any(r.levelno == logging.DEBUG and r.name == "core.embedding.openai_api" for r in caplog.records)
+    assert any(r.levelno == logging.DEBUG and r.name == "embedfit.embed.openai_api" for r in caplog.records)
     logged = caplog.text + "".join(f"{r.getMessage()} {r.args!r}" for r in caplog.records)
     for leak_check in [logged, *errors, repr(emb), json.dumps(emb.describe())]:
         assert KEY not in leak_check

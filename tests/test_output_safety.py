@@ -17,18 +17,18 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapter import __main__ as adapter_cli
-from adapter.adapter import Adapter, AdapterConfig
-from adapter.io import ADAPTER_OUTPUT, is_adapter_dir, load_adapter, save_adapter
-from adapter.modules import build_module
-from core import atomic
-from core.errors import OutputError
-from core.outputs import check_output
-from core.store import STORE_OUTPUT
-from eval import __main__ as eval_cli
+from embedfit import atomic
+from embedfit.adapters import cli as adapter_cli
+from embedfit.adapters.adapter import Adapter, AdapterConfig
+from embedfit.adapters.io import ADAPTER_OUTPUT, is_adapter_dir, load_adapter, save_adapter
+from embedfit.adapters.modules import build_module
+from embedfit.errors import OutputError
+from embedfit.evaluation import cli as eval_cli
+from embedfit.evaluation.config import REPORT_OUTPUT
+from embedfit.outputs import check_output
+from embedfit.pipeline import cli as ingest_cli
+from embedfit.store.store import STORE_OUTPUT
 from scripts.bench import BENCH_OUTPUT
-from eval.config import REPORT_OUTPUT
-from ingest import __main__ as ingest_cli
 
 MODEL = "all-MiniLM-L6-v2"
 
@@ -218,14 +218,14 @@ def test_a_store_that_is_a_file_or_cannot_be_made_is_one_message(cli, argv, wher
     (eval_cli, ["--store", "{store}", "--out", "{out}", "--no-mse-baseline"]),
 ])
 def test_an_unwritable_out_is_refused_before_the_work(cli, argv, small_store, capsys, monkeypatch):
-    import adapter.train
-    import eval.evaluate
+    import embedfit.adapters.train
+    import embedfit.evaluation.evaluate
 
     def no_work(*_a, **_k):
         raise AssertionError("the work started before --out was checked")
 
-    monkeypatch.setattr(adapter.train, "train_adapter", no_work)
-    monkeypatch.setattr(eval.evaluate, "evaluate_model", no_work)
+    monkeypatch.setattr(embedfit.adapters.train, "train_adapter", no_work)
+    monkeypatch.setattr(embedfit.evaluation.evaluate, "evaluate_model", no_work)
     out = "/proc/nq-adapter-test/out"
     argv = [a.replace("{store}", str(small_store[0].store)).replace("{out}", out) for a in argv]
     assert cli.main(argv) == 2

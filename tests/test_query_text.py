@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.errors import InputError
-from core.query_text import clean_query
+from embedfit.data.query_text import clean_query
+from embedfit.errors import InputError
 
 LIMIT = 2000
 

@@ -9,19 +9,25 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from app_support import (ExactOracle, assert_same_ranking, choice_json, copy_store_with_projection, exact_top,
-                         make_adapter)
+from app_support import (
+    ExactOracle,
+    assert_same_ranking,
+    choice_json,
+    copy_store_with_projection,
+    exact_top,
+    make_adapter,
+)
 
-from adapter.io import adapter_sha
-from core import chroma_store
-from core.embedding import load_embedder
-from core.embedding.base import Embedder
-from core.errors import MismatchError, StoreError
-from core.fusion import FusionChoice, fusion_path, save_raw_fusion
-from eval.config import EvalConfig
-from eval.evaluate import run_eval
-from search.retriever import EMPTY_MESSAGE, Retriever, movement
-from core.store import Store
+from embedfit.adapters.io import adapter_sha
+from embedfit.embed import load_embedder
+from embedfit.embed.base import Embedder
+from embedfit.errors import MismatchError, StoreError
+from embedfit.evaluation.config import EvalConfig
+from embedfit.evaluation.evaluate import run_eval
+from embedfit.retrieval.fusion import FusionChoice, fusion_path, save_raw_fusion
+from embedfit.search.retriever import EMPTY_MESSAGE, Retriever, movement
+from embedfit.store import chroma_store
+from embedfit.store.store import Store
 
 MODEL = "all-MiniLM-L6-v2"
 
@@ -165,10 +171,10 @@ def test_both_sides_adapter_searches_its_projected_collection(tmp_path, store, e
         assert all(h.title is not None and h.text for h in res.adapted.hits)
 
     # a retrained adapter whose projection was not rewritten is refused, and so is a half-written projection
-    with pytest.raises(MismatchError, match="another version.*adapter project"):
+    with pytest.raises(MismatchError, match="another version.*embedfit project"):
         Retriever(Store(root), MODEL, both, embedder=embedder, adapter_sha="sha-2")
 
-    # eval says the same about it (one staleness check, `adapter.project.projection_problem`): the real folder's
+    # eval says the same about it (one staleness check, `embedfit.adapters.project.projection_problem`): the real folder's
     # hash is not "sha-1", so eval skips the HNSW figures of this adapter with the very error the app raises
     with pytest.raises(MismatchError) as refused:
         Retriever(Store(root), MODEL, both, embedder=embedder, adapter_sha=adapter_sha(tmp_path / "both"),
@@ -181,7 +187,7 @@ def test_both_sides_adapter_searches_its_projected_collection(tmp_path, store, e
 
     adapted = Store(root, write=True).collection(both.collection_name)
     adapted.delete(ids=raw_dump.ids[:3])
-    with pytest.raises(StoreError, match=f"holds {len(raw_dump.ids) - 3} vectors.*adapter project"):
+    with pytest.raises(StoreError, match=f"holds {len(raw_dump.ids) - 3} vectors.*embedfit project"):
         Retriever(Store(root), MODEL, both, embedder=embedder)
 
 
@@ -271,7 +277,7 @@ def test_adapter_hybrid_matches_the_oracle(tmp_path, store, embedder, test_quest
     fused by the rule written out in the test, give the same top 10 as the service."""
     fusion = choice_json(method, weight, n=100)
     make_adapter(tmp_path / "a", store.root, sides="query", scale=0.02, seed=3, fusion=fusion, name=f"fused-{method}")
-    from adapter.io import load_adapter
+    from embedfit.adapters.io import load_adapter
 
     r = Retriever(store, MODEL, load_adapter(tmp_path / "a"), embedder=embedder)
     assert r.warnings == [] and r.hybrid_note is None
@@ -324,7 +330,7 @@ def test_missing_raw_fusion_is_said(tmp_path, store, embedder):
     fusion_path(root, MODEL).unlink(missing_ok=True)  # the shared store may or may not have one
     r = Retriever(Store(root), MODEL, embedder=embedder)
     assert r.hybrid_note is not None and r.warnings == [r.hybrid_note]
-    assert "fusion" in r.hybrid_note and f"python -m ingest --store {root} --lexical-only" in r.hybrid_note
+    assert "fusion" in r.hybrid_note and f"embedfit ingest --store {root} --lexical-only" in r.hybrid_note
     res = r.search("who wrote hamlet", 5)
     assert res.hybrid is None and len(res.raw.hits) == 5 and "lexical" not in res.timings_ms
 
@@ -335,7 +341,7 @@ def test_missing_lexical_index_is_said(tmp_path, fused_store, embedder, query_ad
     for adapter in (None, query_adapter):
         r = Retriever(Store(root), MODEL, adapter, embedder=embedder)
         assert len(r.warnings) == 1 and "BM25 index" in r.warnings[0]
-        assert f"python -m ingest --store {root} --lexical-only" in r.warnings[0]
+        assert f"embedfit ingest --store {root} --lexical-only" in r.warnings[0]
         res = r.search("who wrote hamlet", 5)
         assert res.hybrid is None and len(res.raw.hits) == 5
 
@@ -345,7 +351,7 @@ def test_adapter_without_fusion_is_said(tmp_path, fused_store, embedder):
     old = make_adapter(tmp_path / "old", fused_store.root, sides="query", seed=4, name="old", fusion=None)
     r = Retriever(fused_store, MODEL, old, embedder=embedder, adapter_dir=str(tmp_path / "old"))
     assert len(r.warnings) == 1 and "'old' has no BM25 fusion" in r.warnings[0]
-    assert f"python -m adapter train --store {fused_store.root} --out {tmp_path / 'old'}" in r.warnings[0]
+    assert f"embedfit train --store {fused_store.root} --out {tmp_path / 'old'}" in r.warnings[0]
     res = r.search("who wrote hamlet", 5)
     assert res.hybrid is None and res.adapted is not None
 
@@ -366,7 +372,7 @@ def test_adapter_of_another_dimension_is_refused(tmp_path, store, embedder):
 
 def test_both_sides_adapter_without_its_collection_is_refused(tmp_path, store, embedder):
     both = make_adapter(tmp_path / "a", store.root, sides="both")
-    with pytest.raises(StoreError, match="adapter project"):
+    with pytest.raises(StoreError, match="embedfit project"):
         Retriever(store, MODEL, both, embedder=embedder)
 
 
@@ -382,7 +388,7 @@ def test_embedder_of_another_model_is_refused(store):
 
 
 def test_missing_store_names_the_ingest_command(tmp_path, embedder):
-    with pytest.raises(StoreError, match="python -m ingest"):
+    with pytest.raises(StoreError, match="embedfit ingest"):
         Retriever(Store(tmp_path / "nothing"), MODEL, embedder=embedder)
 
 
@@ -391,7 +397,7 @@ def test_missing_splits_is_said_not_swallowed(tmp_path, fused_store, embedder, t
     assert Retriever(fused_store, MODEL, embedder=embedder).warnings == []
     copy = copy_store(fused_store.root, tmp_path / "store")
     (copy / "splits.json").unlink()
-    with caplog.at_level("WARNING", logger="search.retriever"):
+    with caplog.at_level("WARNING", logger="embedfit.search.retriever"):
         r = Retriever(Store(copy), MODEL, embedder=embedder)
     assert len(r.warnings) == 1 and "splits.json" in r.warnings[0]
     assert any("splits.json" in rec.getMessage() for rec in caplog.records)
@@ -419,7 +425,7 @@ def test_seen_documents_are_flagged_from_the_store_files(retriever, store):
         flags[q] = m.seen
         assert m.seen == (set(m.gold_ids) <= trained and bool(m.gold_ids))
     assert retriever.dataset == "nq"
-    from app.cards import render_status
+    from embedfit.app.cards import render_status
 
     seen = [q for q, f in flags.items() if f]
     if seen:  # the random split puts some dev/test questions on training passages

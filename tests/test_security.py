@@ -6,7 +6,7 @@ adapter training, eval and the app's search, with the root logger at DEBUG, plus
 their error messages, and every file they write (store, cache, adapter config, eval report). The sentinel
 must appear nowhere, not even in part.
 
-The app is started as users start it (`python -m app`, no `--host`) and the kernel's socket table shows what it
+The app is started as users start it (`embedfit app`, no `--host`) and the kernel's socket table shows what it
 listens on: 127.0.0.1 only. Files of the store and the repository are requested over HTTP and must be refused.
 """
 from __future__ import annotations
@@ -25,8 +25,8 @@ from conftest import REPO, nq_data_dir
 from fake_openai_server import FakeOpenAIServer
 from test_app_api import get_status
 
-from core.chroma_store import release_locks
-from core.procs import free_port
+from embedfit.procs import free_port
+from embedfit.store.chroma_store import release_locks
 
 MODEL = "openai:text-embedding-3-small"
 KEY = "sk-proj-SENTINEL-" + secrets.token_hex(16)
@@ -60,9 +60,9 @@ def key_env(fake_openai, monkeypatch):
 
 
 def test_the_key_reaches_no_log_message_or_file_even_at_debug(tmp_path, key_env, fake_openai, caplog):
-    from adapter.__main__ import main as adapter_main
-    from eval.__main__ import main as eval_main
-    from ingest.__main__ import main as ingest_main
+    from embedfit.adapters.cli import main as adapter_main
+    from embedfit.evaluation.cli import main as eval_main
+    from embedfit.pipeline.cli import main as ingest_main
 
     caplog.set_level(logging.DEBUG)
     store, cache = tmp_path / "store", tmp_path / "cache"
@@ -75,8 +75,8 @@ def test_the_key_reaches_no_log_message_or_file_even_at_debug(tmp_path, key_env,
                          "--out", str(tmp_path / "adapter"), "-v"]) == 0
     assert eval_main(["--store", str(store), "--out", str(tmp_path / "report"), "--adapter", str(tmp_path / "adapter"),
                       "--bootstrap-resamples", "100", "--mse-epochs", "1", "--no-plots", "-v"]) == 0
-    from app.config import AppConfig
-    from app.startup import open_app
+    from embedfit.app.config import AppConfig
+    from embedfit.app.startup import open_app
 
     state = open_app(AppConfig(store=store, model=MODEL, adapter=tmp_path / "adapter", report=tmp_path / "report"))
     result = state.retriever.search("who wrote the declaration of independence", 5)
@@ -91,7 +91,7 @@ def test_the_key_reaches_no_log_message_or_file_even_at_debug(tmp_path, key_env,
 
 
 def test_cli_stderr_and_error_messages_never_show_the_key(tmp_path, key_env, fake_openai):
-    args = [sys.executable, "-m", "ingest", "--data", str(nq_data_dir()), "--store", str(tmp_path / "store"),
+    args = [sys.executable, "-m", "embedfit", "ingest", "--data", str(nq_data_dir()), "--store", str(tmp_path / "store"),
             "--model", MODEL, "--limit", "20", "--cache", str(tmp_path / "cache"), "-v"]
     ok = subprocess.run(args, check=False, cwd=REPO, env=key_env, capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr[-2000:]
@@ -137,7 +137,7 @@ def test_the_app_listens_on_loopback_only_and_serves_no_store_or_repo_files(tmp_
     store = cfg.store
     port = free_port()
     env = {**os.environ, "OPENAI_API_KEY": KEY, "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen([sys.executable, "-m", "app", "--store", str(store), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "embedfit", "app", "--store", str(store), "--port", str(port),
                              "--model", "paraphrase-MiniLM-L3-v2",
                              "--adapter", str(tmp_path / "no-adapter"), "--report", str(tmp_path / "no-report"), "-v"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -1,7 +1,7 @@
-"""core.seen: the seen/unseen partition against a hand-made toy."""
+"""embedfit.metrics.seen: the seen/unseen partition against a hand-made toy."""
 from __future__ import annotations
 
-from core.seen import seen_unseen, trained_passages
+from embedfit.metrics.seen import seen_unseen, trained_passages
 
 
 def test_partition_by_hand():

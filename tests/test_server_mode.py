@@ -3,7 +3,7 @@ same stages on an embedded store built from the same data: identical ids and ran
 
 The stages run through their real CLIs (in this process, to save start-up time): ingest and adapter with
 `--chroma-host/--chroma-port`, eval with `CHROMA_HOST/CHROMA_PORT`; the search goes through the app's start-up
-(`app.startup.open_app`) and `search.retriever`. The oracle for the search is the embedded store and a brute-force
+(`embedfit.app.startup.open_app`) and `embedfit.search.retriever`. The oracle for the search is the embedded store and a brute-force
 cosine ranking of the stored vectors.
 """
 from __future__ import annotations
@@ -19,10 +19,10 @@ import pytest
 from app_support import exact_top, make_adapter
 from conftest import REPO, nq_data_dir
 
-from adapter.io import load_adapter
-from core import chroma_store
-from core.procs import free_port, stop_process
-from core.store import Store
+from embedfit.adapters.io import load_adapter
+from embedfit.procs import free_port, stop_process
+from embedfit.store import chroma_store
+from embedfit.store.store import Store
 
 MODEL = "paraphrase-MiniLM-L3-v2"
 LIMIT = 200
@@ -58,9 +58,9 @@ def server(tmp_path_factory):
 
 def run_stages(root: Path, server: dict | None, cache: Path, monkeypatch) -> dict:
     """ingest -> adapter train (both sides, projected) -> a second adapter projected by `adapter project` -> eval."""
-    from adapter.__main__ import main as adapter_main
-    from eval.__main__ import main as eval_main
-    from ingest.__main__ import main as ingest_main
+    from embedfit.adapters.cli import main as adapter_main
+    from embedfit.evaluation.cli import main as eval_main
+    from embedfit.pipeline.cli import main as ingest_main
 
     flags = ["--chroma-host", server["host"], "--chroma-port", str(server["port"])] if server else []
     store = root / "store"
@@ -144,9 +144,9 @@ def test_eval_through_the_server_gives_the_same_report(both):
 
 
 def test_search_through_the_app_gives_identical_ids_and_ranks(both):
-    from app.config import AppConfig
-    from app.startup import open_app
-    from core.embedding import load_embedder
+    from embedfit.app.config import AppConfig
+    from embedfit.app.startup import open_app
+    from embedfit.embed import load_embedder
 
     embedder = load_embedder(MODEL)
     states = {}
@@ -172,7 +172,7 @@ def test_search_through_the_app_gives_identical_ids_and_ranks(both):
 
 
 def test_an_unreachable_server_is_one_clear_error(tmp_path, capsys):
-    from ingest.__main__ import main as ingest_main
+    from embedfit.pipeline.cli import main as ingest_main
 
     port = free_port()  # nothing listens there
     rc = ingest_main(["--data", str(nq_data_dir()), "--store", str(tmp_path / "s"), "--model", MODEL, "--limit", "5",

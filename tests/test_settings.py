@@ -1,4 +1,4 @@
-"""core.settings: every default path honours its environment variable, in every CLI config, read when the
+"""embedfit.settings: every default path honours its environment variable, in every CLI config, read when the
 config is built (not at import)."""
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from adapter.config import TrainConfig
-from app.config import AppConfig
-from core import settings
-from core.metrics import retrieval_metrics
-from eval.config import EvalConfig
-from ingest.__main__ import main as ingest_main
-from ingest.config import IngestConfig
+from embedfit import settings
+from embedfit.adapters.config import TrainConfig
+from embedfit.app.config import AppConfig
+from embedfit.evaluation.config import EvalConfig
+from embedfit.metrics.retrieval import retrieval_metrics
+from embedfit.pipeline.cli import main as ingest_main
+from embedfit.pipeline.config import IngestConfig
 
 
 @pytest.fixture

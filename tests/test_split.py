@@ -6,9 +6,9 @@ from collections import Counter
 
 import pytest
 
-from ingest.__main__ import main
-from ingest.load_beir import load_beir
-from ingest.split import query_components, split_queries
+from embedfit.data.load_beir import load_beir
+from embedfit.data.split import query_components, split_queries
+from embedfit.pipeline.cli import main
 
 
 def test_toy_components_keep_shared_positives_and_duplicate_questions_together():

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eval.threshold import best_threshold, threshold_accuracy
+from embedfit.evaluation.threshold import best_threshold, threshold_accuracy
 
 
 def brute_force(pos, neg):

@@ -1,1 +1,0 @@
-"""Adapter: a small projection trained on frozen embeddings, saved, and applied to queries (and passages)."""

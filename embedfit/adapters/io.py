@@ -1,0 +1,155 @@
+"""Saving and loading adapters as self-describing folders.
+
+    ADAPTER/
+      config.json         AdapterConfig: kind, sides, dimensions, base model, data fingerprint, settings, dev metrics
+      model.safetensors   the module's tensors
+      memory.safetensors  the query memory's vectors, one per moved passage (adapters with a memory)
+      memory.json         those passages' ids, in the same order
+      curves.json/.png    training curves (written by training)
+
+Saving writes a temporary folder beside the target and renames it into place, so an interrupted save
+leaves the previous adapter intact. It replaces only an adapter folder (config.json naming our format)
+or an empty one, unless forced: anything else at the target is refused before any work (`embedfit.outputs`).
+Loading never changes anything on disk; it rebuilds the module from config.json and refuses an adapter
+whose base model or dimension does not match the store it is used with.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from embedfit import atomic
+from embedfit.adapters.adapter import ADAPTER_FORMAT, FORMAT_VERSION, Adapter, AdapterConfig, PassageMemory
+from embedfit.adapters.modules import build_module
+from embedfit.errors import MismatchError, StoreError
+from embedfit.outputs import OutputKind, check_output, read_json_object
+
+log = logging.getLogger(__name__)
+#: the query memory's files in an adapter folder: vectors, then ids
+MEMORY_FILES = ("memory.safetensors", "memory.json")
+
+
+def is_adapter_dir(path: Path) -> bool:
+    """True for a folder whose config.json names our adapter format (or is an adapter config from before
+    the format was named: it has the fields only an adapter config has)."""
+    cfg = read_json_object(Path(path) / "config.json")
+    if cfg is None:
+        return False
+    return cfg.get("format") == ADAPTER_FORMAT or (
+        "format" not in cfg and {"kind", "sides", "base_model", "dim_in", "format_version"} <= set(cfg))
+
+
+ADAPTER_OUTPUT = OutputKind("an adapter folder", is_adapter_dir)
+
+
+def check_adapter_out(out_dir: str | Path, force: bool = False,
+                      protect: Mapping[str, str | Path] | None = None) -> Path:
+    """Refuse an `--out` that is not ours to replace, before training starts (rules: `embedfit.outputs`;
+    `protect`: the store it is trained from)."""
+    return check_output(out_dir, ADAPTER_OUTPUT, force, protect=protect)
+
+
+def save_adapter(adapter: Adapter, out_dir: str | Path, extra_files: dict[str, bytes] | None = None,
+                 force: bool = False, before_publish: Callable[[Path], None] | None = None) -> Path:
+    """Write `adapter` to `out_dir` (beside, then swapped in). `before_publish(tmp)` runs on the complete folder
+    before the swap: work that must succeed before the old adapter is replaced (its projection) goes there,
+    and when it raises the old adapter stays as it was."""
+    out_dir = check_adapter_out(out_dir, force)
+    atomic.recover_dir(out_dir)
+    if atomic.remove_stale_temps(out_dir):
+        log.info("removed the temporary folder of an interrupted save beside %s", out_dir)
+    tmp = atomic.make_temp_dir(out_dir)
+    try:
+        state = {k: v.detach().contiguous() for k, v in adapter.module.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"))
+        if adapter.memory is not None:
+            save_file({"vectors": torch.from_numpy(np.ascontiguousarray(adapter.memory.vectors, dtype=np.float32))},
+                      str(tmp / MEMORY_FILES[0]))
+            (tmp / MEMORY_FILES[1]).write_text(json.dumps(list(adapter.memory.ids)) + "\n", encoding="utf-8")
+        (tmp / "config.json").write_text(json.dumps(adapter.config.to_json(), indent=2) + "\n", encoding="utf-8")
+        for name, data in (extra_files or {}).items():
+            (tmp / name).write_bytes(data)
+        atomic.fsync_tree(tmp)  # make the contents durable before the rename publishes them
+        if before_publish is not None:
+            before_publish(tmp)
+        atomic.replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _readable(path: Path) -> Path:
+    """`path`, or where the previous adapter is when a save to `path` was killed between its two renames
+    (it is whole, under our hidden name); the repair is left to the next save: a reader changes nothing."""
+    if not path.exists() and (aside := atomic.interrupted_aside(path)) is not None:
+        log.warning("a save to %s was interrupted; reading the previous adapter from %s", path, aside)
+        return aside
+    return path
+
+
+def load_adapter(path: str | Path) -> Adapter:
+    path = _readable(Path(path))
+    cfg_path = path / "config.json"
+    if not cfg_path.exists():
+        raise StoreError(f"no adapter at {path} (no config.json). Train one with:\n"
+                         f"  embedfit train --store STORE --out {path}")
+    try:
+        config = AdapterConfig.from_json(json.loads(cfg_path.read_text("utf-8")))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise StoreError(f"{cfg_path} is not a valid adapter config ({exc})") from None
+    if config.format_version > FORMAT_VERSION:
+        raise StoreError(f"adapter {path} has format {config.format_version}; this code reads up to {FORMAT_VERSION}")
+    module = build_module(config.kind, config.dim_in, config.dim_out, config.rank, config.hidden)
+    try:
+        state = load_file(str(path / "model.safetensors"))
+        module.load_state_dict(state)
+    except (OSError, RuntimeError, SafetensorError) as exc:  # missing/damaged file, or weights of another shape
+        raise StoreError(f"cannot read {path / 'model.safetensors'}: {exc}") from exc
+    return Adapter(config, module, _load_memory(path, config))
+
+
+def _load_memory(path: Path, config: AdapterConfig) -> PassageMemory | None:
+    if config.memory is None:
+        return None
+    try:
+        vectors = load_file(str(path / MEMORY_FILES[0]))["vectors"].numpy()
+        ids = json.loads((path / MEMORY_FILES[1]).read_text("utf-8"))
+    except (OSError, KeyError, json.JSONDecodeError, SafetensorError) as exc:
+        raise StoreError(f"adapter {path} has a query memory but its files cannot be read: {exc}") from exc
+    if not isinstance(ids, list) or len(ids) != len(vectors) or vectors.ndim != 2 or vectors.shape[1] != config.dim_out:
+        raise StoreError(f"adapter {path}: the query memory's ids and vectors do not match (damaged save?)")
+    return PassageMemory(tuple(str(i) for i in ids), vectors.astype(np.float32))
+
+
+def adapter_sha(path: str | Path) -> str:
+    """Hash of the saved weights and config: names a projection so a retrained adapter is re-projected."""
+    h = hashlib.sha256()
+    path = _readable(Path(path))
+    for name in ("config.json", "model.safetensors", *MEMORY_FILES):
+        if name in MEMORY_FILES and not (path / name).exists():
+            continue
+        h.update((path / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def check_compatible(adapter: Adapter, model_id: str, dim: int, data_fingerprint: str | None = None) -> None:
+    """Refuse an adapter trained for another base model or dimension; warn on other data."""
+    c = adapter.config
+    if c.base_model != model_id:
+        raise MismatchError(f"adapter {c.name!r} was trained on {c.base_model!r} embeddings, but the store's model is "
+                            f"{model_id!r}; train one for this model (embedfit train --model {model_id})")
+    if c.dim_in != dim:
+        raise MismatchError(f"adapter {c.name!r} expects {c.dim_in}-d embeddings, but {model_id!r} has {dim}-d")
+    if data_fingerprint and c.data_fingerprint != data_fingerprint:
+        log.warning("adapter %r was trained on data %s, the store holds data %s: its numbers on this store may "
+                    "include its own training queries", c.name, c.data_fingerprint, data_fingerprint)

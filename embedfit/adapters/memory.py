@@ -1,0 +1,50 @@
+"""The "query memory": a training-free, passage-side transform.
+
+Each passage that answers some training queries moves toward them:
+
+    p' = normalise(p + alpha * mean(q for the training queries q whose positive p is))
+
+Passages no training query points at keep their vector. The query vectors are the ones the search uses
+(the query adapter's output when there is one, else the raw ones), so the moved passages live in the same
+space as the queries that will look for them.
+
+Why it works, and for whom: users ask about the same documents again in other words. A passage that was
+the answer to "does vitamin D lower fracture risk" is, after the move, closer to every rephrasing of it,
+whatever the embedding model thought of the abstract's wording. It cannot help a query about a passage no
+training query answered (the *unseen* queries of `embedfit.metrics.seen`), and a large alpha can pull a moved passage
+above the right, unmoved one for such a query: that is why alpha is chosen on dev with 0 (no move) always
+a candidate, and why eval reports seen and unseen queries apart.
+
+Pure numpy; the adapter stores the memory (`passage ids` + one vector each) and applies it when it
+projects passages (`embedfit.adapters.adapter.Adapter.project_passages`).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def query_memory(Q: np.ndarray, positives: Sequence[np.ndarray], n_passages: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, M): the passage rows some query of `Q` is a positive of (sorted), and for each the mean of those
+    queries' vectors. `positives[i]` holds the passage rows of query i; a query counts once per passage."""
+    Q = np.asarray(Q, dtype=np.float64)
+    sums = np.zeros((n_passages, Q.shape[1]), dtype=np.float64)
+    counts = np.zeros(n_passages, dtype=np.int64)
+    for i, rows in enumerate(positives):
+        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        sums[rows] += Q[i]
+        counts[rows] += 1
+    used = np.flatnonzero(counts)
+    return used, (sums[used] / counts[used, None]).astype(np.float32)
+
+
+def apply_memory(P: np.ndarray, rows: np.ndarray, M: np.ndarray, alpha: float) -> np.ndarray:
+    """A copy of `P` (unit rows) with rows `rows` moved: normalise(P[r] + alpha * M[i]). alpha 0 = no change."""
+    out = np.array(P, dtype=np.float32, copy=True)
+    if alpha == 0 or len(rows) == 0:
+        return out
+    moved = out[rows].astype(np.float64) + alpha * np.asarray(M, dtype=np.float64)
+    norms = np.linalg.norm(moved, axis=1, keepdims=True)
+    out[rows] = (moved / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+    return out

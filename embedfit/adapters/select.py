@@ -1,0 +1,403 @@
+"""Choosing the customization on the data at hand: a small grid scored on held-out labelled queries.
+
+The candidates, all on the frozen vectors (no re-embedding):
+
+- `identity`: the raw embeddings. Always a candidate, and it wins ties: selection never returns something
+  that scored worse than raw on the queries that decided.
+- `memory`: the query memory alone (`embedfit.adapters.memory`: passages move toward the training queries they
+  answer), for each alpha of the grid.
+- `query`: a linear query-side adapter trained with InfoNCE, for each candidate set (`mined`: the batch's
+  positives + mined hard negatives; `corpus`: a softmax over every passage), temperature and epoch count.
+- `query+memory`: that adapter, with the memory built from the *adapted* training queries.
+
+Small data makes one dev split noisy (a few dozen queries decide), so with up to `AUTO_FOLDS_UP_TO`
+labelled queries selection cross-validates: train+dev are cut into k folds, every candidate is trained on
+k-1 and scored on the one left out, and the mean over folds decides; the chosen setting is then fitted on all
+of train+dev. With more labelled queries the dev split alone decides (as `embedfit.adapters.train` does) and the
+adapter is fitted on train only. Either way the output says how many queries decided.
+
+The guard: the held-out queries of each fold are also scored apart on the *unseen* ones (about documents the
+fold's training queries never pointed at, `embedfit.metrics.seen`). A setting whose mean there falls more than
+`unseen_tolerance` below the identity's is refused, however much it gains overall: moving passages toward old
+queries must not buy repeat questions at the price of new ones. The table shows the refused best beside the
+allowed one.
+
+Epochs cost nothing extra to select: every epoch of a training run is scored. When the best mean is at the
+last epoch run, that run continues (a longer schedule) until the mean stops improving or `max_epochs`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from embedfit.adapters.adapter import Adapter, AdapterConfig, PassageMemory
+from embedfit.adapters.config import TrainConfig
+from embedfit.adapters.data import SplitData, TrainingData, load_training_data
+from embedfit.adapters.memory import apply_memory, query_memory
+from embedfit.adapters.train import TrainResult, fuse_with_store_bm25, initial_module, run_epochs, torch_threads
+from embedfit.metrics.retrieval import binary_metrics, per_query_metrics
+from embedfit.metrics.seen import seen_unseen, trained_passages
+from embedfit.progress import progress
+from embedfit.retrieval.exact import exact_search
+from embedfit.retrieval.fusion import DEFAULT_N
+from embedfit.settings import K_VALUES, TOP_K
+from embedfit.store.store import Store
+from embedfit.types import Results, slug
+
+log = logging.getLogger(__name__)
+
+#: labelled queries (train + dev) up to which selection cross-validates instead of trusting one dev split
+AUTO_FOLDS_UP_TO = 3000
+DEFAULT_FOLDS = 5
+METHODS = ("identity", "memory", "query", "query+memory")
+#: prefix of the per-fold metrics computed over the held-out queries about new documents only
+UNSEEN = "unseen:"
+
+
+@dataclass(frozen=True)
+class Point:
+    """One candidate setting."""
+    method: str
+    candidates: str | None = None
+    temperature: float | None = None
+    epochs: int | None = None
+    alpha: float | None = None
+
+    @property
+    def family(self) -> tuple:
+        """The table's row: the setting without its epoch count and alpha (those are chosen within it)."""
+        return (self.method, self.candidates, self.temperature)
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass
+class Selection:
+    """What selection measured: every point's metrics on each fold, and what it chose."""
+    metric: str
+    folds: int
+    decided_by: int  # labelled queries whose scores decided (all of train+dev with folds, else dev)
+    scores: dict[Point, list[dict[str, float]]] = field(default_factory=dict)
+    losses: dict[tuple, dict[int, list[float]]] = field(default_factory=dict)
+    seconds: float = 0.0
+    #: a point may lose at most this much of the metric on the held-out queries about new documents (None: no guard)
+    unseen_tolerance: float | None = 0.01
+
+    def mean(self, point: Point, metric: str | None = None) -> float:
+        """Mean over folds (NaN-free: a fold without any unseen query does not count for the unseen mean)."""
+        vals = [m[metric or self.metric] for m in self.scores[point]]
+        vals = [v for v in vals if not np.isnan(v)]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    def mean_metrics(self, point: Point) -> dict[str, float]:
+        return {k: self.mean(point, k) for k in self.scores[point][0] if not k.startswith(UNSEEN)}
+
+    def unseen_change(self, point: Point) -> float:
+        """The point's mean change of the metric on unseen held-out queries, against identity (NaN: none)."""
+        return self.mean(point, UNSEEN + self.metric) - self.mean(Point("identity"), UNSEEN + self.metric)
+
+    def guarded(self, point: Point) -> bool:
+        """True when the point loses more than the tolerance on queries about new documents."""
+        change = self.unseen_change(point)
+        return self.unseen_tolerance is not None and not np.isnan(change) and change < -self.unseen_tolerance
+
+    def best(self, points=None, guard: bool = True) -> Point:
+        """The best mean over complete points (scored on every fold) that do not lose more than the tolerance on
+        unseen queries; the first listed wins ties, and identity (never guarded) is listed first."""
+        best, score = None, -np.inf
+        for p in points if points is not None else self.scores:
+            if len(self.scores[p]) != self.folds or (guard and self.guarded(p)):
+                continue
+            if self.mean(p) > score + 1e-12:
+                best, score = p, self.mean(p)
+        return best
+
+    def table(self) -> list[dict]:
+        """One row per family (method, candidates, temperature): its best epochs/alpha, mean, spread, gain."""
+        identity = self.mean(Point("identity"))
+        rows = []
+        for fam in dict.fromkeys(p.family for p in self.scores):
+            mine = [p for p in self.scores if p.family == fam]
+            best = self.best(mine)
+            unguarded = self.best(mine, guard=False)
+            if unguarded is None:
+                continue
+            for p, guarded in ((best, False), (unguarded, True)):
+                if p is None or (guarded and p == best):
+                    continue
+                per_fold = [m[self.metric] for m in self.scores[p]]
+                rows.append({**p.to_json(), "mean": round(float(np.mean(per_fold)), 4),
+                             "sd": round(float(np.std(per_fold)), 4), "gain": round(float(np.mean(per_fold)) - identity, 4),
+                             "unseen_change": round(self.unseen_change(p), 4), "guarded": guarded})
+        return rows
+
+
+def table_markdown(sel: Selection, chosen: Point) -> str:
+    who = (f"{sel.folds}-fold cross-validation over {sel.decided_by} labelled queries (train + dev)" if sel.folds > 1
+           else f"the dev split ({sel.decided_by} queries)")
+    tol = (f"; a setting that loses more than {sel.unseen_tolerance:.3f} on the held-out queries about new "
+           "documents (unseen) is refused (marked *refused*, beside the best allowed one)" if sel.unseen_tolerance is not None else "")
+    head = (f"dev {sel.metric}, decided by {who}; each row shows its best epochs / alpha{tol}\n\n"
+            f"| method | candidates | temperature | epochs | alpha | mean {sel.metric} | sd over folds | vs identity | "
+            "unseen vs identity |\n|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in sel.table():
+        mark = " **chosen**" if Point(**{k: r.get(k) for k in ("method", "candidates", "temperature", "epochs",
+                                                              "alpha")}) == chosen else ""
+        mark += " *refused*" if r["guarded"] else ""
+        unseen = "" if np.isnan(r["unseen_change"]) else f"{r['unseen_change']:+.4f}"
+        sd = f"{r['sd']:.4f}" if sel.folds > 1 else "–"
+        lines.append(f"| {r['method']}{mark} | {r.get('candidates', '')} | {r.get('temperature', '')} | "
+                     f"{r.get('epochs', '')} | {r.get('alpha', '')} | {r['mean']:.4f} | {sd} | {r['gain']:+.4f} | "
+                     f"{unseen} |")
+    return "\n".join(lines)
+
+
+# -- data: folds over the labelled queries -------------------------------------------------------------
+
+def concat_splits(a: SplitData, b: SplitData) -> SplitData:
+    return SplitData(query_ids=a.query_ids + b.query_ids, Q=np.concatenate([a.Q, b.Q]),
+                     positives=a.positives + b.positives, hard=a.hard + b.hard, weak=a.weak + b.weak,
+                     qrels={**a.qrels, **b.qrels})
+
+
+def subset_split(s: SplitData, rows: np.ndarray) -> SplitData:
+    ids = [s.query_ids[i] for i in rows]
+    return SplitData(query_ids=ids, Q=s.Q[rows], positives=[s.positives[i] for i in rows],
+                     hard=[s.hard[i] for i in rows], weak=[s.weak[i] for i in rows],
+                     qrels={q: s.qrels[q] for q in ids})
+
+
+def fold_rows(n: int, k: int, seed: int) -> list[np.ndarray]:
+    """k disjoint, seeded, near-equal sets of rows covering range(n)."""
+    order = np.random.default_rng(seed).permutation(n)
+    return [np.sort(part) for part in np.array_split(order, k)]
+
+
+def folds_of(data: TrainingData, k: int, seed: int) -> list[TrainingData]:
+    """k copies of `data` whose dev is one fold of train+dev and whose train is the rest (k=1: `data` itself)."""
+    if k == 1:
+        return [data]
+    pool = concat_splits(data.train, data.dev)
+    out = []
+    for held in fold_rows(len(pool.query_ids), k, seed):
+        rest = np.setdiff1d(np.arange(len(pool.query_ids)), held)
+        out.append(dataclasses.replace(data, train=subset_split(pool, rest), dev=subset_split(pool, held)))
+    return out
+
+
+def auto_folds(data: TrainingData, folds: int | None) -> int:
+    if folds:
+        return folds
+    n = len(data.train.query_ids) + len(data.dev.query_ids)
+    return DEFAULT_FOLDS if n <= AUTO_FOLDS_UP_TO else 1
+
+
+# -- scoring ------------------------------------------------------------------------------------------
+
+def _adapt(module: nn.Module | None, Q: np.ndarray) -> np.ndarray:
+    if module is None:
+        return Q
+    with torch.no_grad():
+        return F.normalize(module(torch.from_numpy(Q)), dim=-1).numpy()
+
+
+def _results(Qa: np.ndarray, P: np.ndarray, split: SplitData, data: TrainingData, k: int = TOP_K) -> Results:
+    return exact_search(Qa, split.query_ids, P, data.passage_ids, k=k)
+
+
+def data_is_binary(split: SplitData) -> bool:
+    return all(r <= 1 for rels in split.qrels.values() for r in rels.values())
+
+
+def _unseen_rows(d: TrainingData) -> set[str]:
+    """The dev queries of `d` about documents its train part never pointed at (`embedfit.metrics.seen`)."""
+    trained = trained_passages(d.train.qrels, d.train.query_ids)
+    return set(seen_unseen(d.dev.qrels, d.dev.query_ids, trained)["unseen"])
+
+
+def _score(Qa: np.ndarray, P: np.ndarray, split: SplitData, data: TrainingData,
+           unseen: set[str] | None = None) -> dict[str, float]:
+    """Mean metrics on `split`, plus `UNSEEN` (the selection metrics' means over its `unseen` queries, NaN without
+    any): what the guard against losses on new documents reads."""
+    if data_is_binary(split):  # the fast path (tested against trec_eval): thousands of points are scored
+        Qn = Qa / np.maximum(np.linalg.norm(Qa, axis=1, keepdims=True), 1e-12)
+        per_query = binary_metrics(Qn @ P.T, split.query_ids, data.passage_ids, split.qrels, K_VALUES)
+    else:
+        per_query = per_query_metrics(split.qrels, _results(Qa, P, split, data), K_VALUES)
+    out = {m: float(np.mean(list(v.values()))) for m, v in per_query.items()}
+    for m, v in per_query.items():
+        vals = [x for q, x in v.items() if unseen and q in unseen]
+        out[UNSEEN + m] = float(np.mean(vals)) if vals else float("nan")
+    return out
+
+
+def _memory_points(sel: Selection, base: Point, module: nn.Module | None, d: TrainingData, alphas,
+                   unseen: set[str]) -> None:
+    """Score the query memory built from `d.train`'s (adapted) queries, for every alpha, on `d.dev`."""
+    rows, M = query_memory(_adapt(module, d.train.Q), d.train.positives, len(d.passage_ids))
+    Qa = _adapt(module, d.dev.Q)
+    for a in alphas:
+        sel.scores.setdefault(dataclasses.replace(base, alpha=a), []).append(
+            _score(Qa, apply_memory(d.P, rows, M, a), d.dev, d, unseen))
+
+
+# -- the search -----------------------------------------------------------------------------------------
+
+def _query_cfg(cfg: TrainConfig, candidates: str, temperature: float) -> TrainConfig:
+    return dataclasses.replace(cfg, kind="linear", sides="query", loss="infonce", dim_out=None,
+                               candidates=candidates, temperature=temperature)
+
+
+def run_selection(cfg: TrainConfig, data: TrainingData) -> Selection:
+    """Score every candidate of `cfg`'s grid on every fold (see the module docstring)."""
+    t0 = time.perf_counter()
+    k = auto_folds(data, cfg.folds)
+    folds = folds_of(data, k, cfg.seed)
+    sel = Selection(metric=cfg.metric, folds=k, decided_by=sum(len(f.dev.query_ids) for f in folds),
+                    unseen_tolerance=cfg.unseen_tolerance)
+    log.info("selection: %s over %d labelled queries, metric %s",
+             f"{k}-fold cross-validation" if k > 1 else "the dev split", sel.decided_by, cfg.metric)
+    unseen = [_unseen_rows(d) for d in folds]
+    for d, u in zip(folds, unseen):
+        sel.scores.setdefault(Point("identity"), []).append(_score(d.dev.Q, d.P, d.dev, d, u))
+    if "memory" in cfg.methods:
+        for d, u in zip(folds, unseen):
+            _memory_points(sel, Point("memory"), None, d, cfg.alphas, u)
+    if not {"query", "query+memory"} & set(cfg.methods):
+        sel.seconds = time.perf_counter() - t0
+        return sel
+    for cand in cfg.candidate_sets:
+        for temp in cfg.temperatures:
+            qcfg = _query_cfg(cfg, cand, temp)
+            runs = []  # per fold: (data, module, epoch generator), kept so a longer schedule continues them
+            for d in folds:
+                torch.manual_seed(cfg.seed)
+                module = initial_module(qcfg, d)
+                runs.append((d, module, run_epochs(module, qcfg, d, np.random.default_rng(cfg.seed), cfg.max_epochs,
+                                                   batch_bars=False)))
+            done = 0
+            target = min(cfg.epochs, cfg.max_epochs)
+            bar = progress(total=target * len(runs), desc=f"select: adapter T={temp} ({cand})", unit="fold-epoch",
+                           leave=False)
+            while True:
+                bar.total = target * len(runs)
+                for _ in range(target - done):
+                    for (d, module, steps), u in zip(runs, unseen):
+                        epoch, loss = next(steps)
+                        sel.losses.setdefault((cand, temp), {}).setdefault(epoch, []).append(loss)
+                        if "query" in cfg.methods:
+                            sel.scores.setdefault(Point("query", cand, temp, epoch), []).append(
+                                _score(_adapt(module, d.dev.Q), d.P, d.dev, d, u))
+                        if "query+memory" in cfg.methods:
+                            _memory_points(sel, Point("query+memory", cand, temp, epoch), module, d, cfg.alphas, u)
+                        bar.update()
+                done = target
+                mine = [p for p in sel.scores if p.candidates == cand and p.temperature == temp]
+                best = sel.best(mine)
+                # a longer schedule when the best of either method (adapter alone, adapter + memory) is at the last epoch
+                last = [b for m in ("query", "query+memory") if (b := sel.best([p for p in mine if p.method == m]))]
+                if best is None or all(b.epochs < done for b in last) or done >= cfg.max_epochs:
+                    break
+                target = min(done * 2, cfg.max_epochs)  # still improving at the last epoch: a longer schedule
+                log.info("selection: %s T=%s still improving at epoch %d; continuing to %d", cand, temp, done, target)
+            bar.close()
+            log.info("selection: %s T=%s best %s %.4f (%s)", cand, temp, cfg.metric, sel.mean(best), best)
+    sel.seconds = time.perf_counter() - t0
+    return sel
+
+
+def fit(cfg: TrainConfig, point: Point, d: TrainingData) -> tuple[nn.Module | None, PassageMemory | None]:
+    """The chosen setting fitted on `d.train`: the query module (None without one) and the memory (or None)."""
+    module = None
+    if point.method in ("query", "query+memory"):
+        qcfg = _query_cfg(cfg, point.candidates, point.temperature)
+        torch.manual_seed(cfg.seed)
+        module = initial_module(qcfg, d)
+        for _ in progress(run_epochs(module, qcfg, d, np.random.default_rng(cfg.seed), point.epochs, batch_bars=False),
+                          total=point.epochs, desc="fit the chosen adapter", unit="epoch", leave=False):
+            pass
+    memory = None
+    if point.method in ("memory", "query+memory"):
+        rows, M = query_memory(_adapt(module, d.train.Q), d.train.positives, len(d.passage_ids))
+        memory = PassageMemory(tuple(d.passage_ids[r] for r in rows), M)
+    return module, memory
+
+
+def _dense_results(module, memory: PassageMemory | None, alpha: float | None, d: TrainingData, k: int) -> Results:
+    P = d.P
+    if memory is not None:
+        where = {pid: i for i, pid in enumerate(d.passage_ids)}
+        P = apply_memory(P, np.array([where[p] for p in memory.ids], dtype=np.int64), memory.vectors, alpha)
+    return _results(_adapt(module, d.dev.Q), P, d.dev, d, k=k)
+
+
+def select_adapter(store: Store | None, cfg: TrainConfig, data: TrainingData | None = None) -> tuple[TrainResult, Selection, Point]:
+    """Run the selection, fit the chosen setting (on train+dev after cross-validation, else on train), choose
+    its BM25 fusion on queries it was not fitted on, and return it as an adapter."""
+    with torch_threads(1):
+        cfg.validate()
+        t0 = time.perf_counter()
+        data = data or load_training_data(store, cfg.model)
+        sel = run_selection(cfg, data)
+        chosen = sel.best()
+        identity = sel.mean_metrics(Point("identity"))
+        log.info("selection chose %s (%s %.4f vs identity %.4f) in %.1f s", chosen.to_json(), cfg.metric,
+                 sel.mean(chosen), identity[cfg.metric], sel.seconds)
+        folds = folds_of(data, sel.folds, cfg.seed)
+        fit_on = dataclasses.replace(data, train=concat_splits(data.train, data.dev)) if sel.folds > 1 else data
+        module, memory = fit(cfg, chosen, fit_on)
+        t_fusion = time.perf_counter()
+        fusion = None
+        if cfg.tune_fusion:
+            def dense() -> Results:  # on queries the fused model was not fitted on: fold 1's held-out part (or dev)
+                f_module, f_memory = fit(cfg, chosen, folds[0]) if sel.folds > 1 else (module, memory)
+                return _dense_results(f_module, f_memory, chosen.alpha, folds[0], DEFAULT_N)
+
+            fusion = fuse_with_store_bm25(store, dense, folds[0].dev.qrels, cfg.metric)
+        fusion_seconds = time.perf_counter() - t_fusion
+    if module is None:
+        module = initial_module(_query_cfg(cfg, "mined", cfg.temperature), data)  # identity weights: W = I
+    name = cfg.name or (cfg.out.name if cfg.out else f"{slug(cfg.model)}-selected")
+    settings = {**cfg.training_settings(), "epochs": chosen.epochs or 0,
+                "candidates": chosen.candidates, "temperature": chosen.temperature,
+                "n_train_queries": len(fit_on.train.query_ids), "n_dev_queries": sel.decided_by,
+                "fit_splits": ["train", "dev"] if sel.folds > 1 else ["train"],
+                "split": store.split_policy() if store is not None else None}
+    config = AdapterConfig(
+        name=name, kind="linear", sides="query", dim_in=data.dim, dim_out=data.dim, base_model=data.model_id,
+        data_fingerprint=data.data_fingerprint, raw_collection=data.raw_collection, loss="infonce",
+        identity=chosen.method in ("identity", "memory"), training=settings,
+        dev_metrics={"selected": sel.mean_metrics(chosen), "identity": identity, "metric": cfg.metric},
+        fusion=fusion.to_json() if fusion else None,
+        memory={"alpha": chosen.alpha, "n_passages": len(memory.ids)} if memory is not None else None,
+        selection={"chosen": chosen.to_json(), "folds": sel.folds, "decided_by": sel.decided_by,
+                   "metric": cfg.metric, "unseen_tolerance": sel.unseen_tolerance,
+                   "unseen_change": None if np.isnan(sel.unseen_change(chosen)) else round(sel.unseen_change(chosen), 4),
+                   "seconds": round(sel.seconds, 1), "table": sel.table()})
+    result = TrainResult(adapter=Adapter(config, module, memory), curves=_curves(sel, chosen, identity),
+                         seconds=time.perf_counter() - t0, identity_dev=identity, best_epoch=chosen.epochs or 0,
+                         fusion_seconds=fusion_seconds)
+    return result, sel, chosen
+
+
+def _curves(sel: Selection, chosen: Point, identity: dict[str, float]) -> list[dict]:
+    """Mean-over-folds dev metrics per epoch of the chosen family (epoch 0 = identity), for curves.json/png."""
+    curves = [{"epoch": 0, "train_loss": None, "candidate": "identity (raw)", **identity}]
+    if chosen.method not in ("query", "query+memory"):
+        return curves
+    losses = sel.losses.get((chosen.candidates, chosen.temperature), {})
+    for p in sel.scores:
+        if (p.method, p.candidates, p.temperature) == chosen.family and p.alpha == chosen.alpha \
+                and len(sel.scores[p]) == sel.folds:
+            curves.append({"epoch": p.epochs, "train_loss": float(np.mean(losses.get(p.epochs, [np.nan]))),
+                           **sel.mean_metrics(p)})
+    return sorted(curves, key=lambda c: c["epoch"])

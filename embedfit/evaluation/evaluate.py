@@ -1,0 +1,607 @@
+"""The eval run: every system on the same queries, with intervals, significance, HNSW check and plots.
+
+For each model (every model in the store unless `--model` narrows it):
+
+1. the queries: the store's `--split` (default test), or the held-out `--queries/--qrels` files (`embedfit.evaluation.heldout`);
+2. the systems, all ranked by *exact* search over the stored vectors (`embedfit.retrieval.exact`):
+   `raw` (the model's embeddings), each given adapter (`adapted`, then `adapted:<name>`), the OpenAI
+   cookbook MSE matrix trained here on the store's train split (`mse_baseline`), and BM25 (`bm25`);
+3. per-query metrics by pytrec_eval (`embedfit.metrics.retrieval`), BCa bootstrap intervals and paired permutation
+   p-values against raw (`embedfit.metrics.stats`);
+4. what Chroma's HNSW index returns for raw and each adapter, and its recall@10 against exact search;
+5. threshold accuracy on (query, positive) vs (query, weak / hard negative) pairs: threshold chosen
+   on the dev split, accuracy on the test split (`embedfit.evaluation.threshold`);
+6. the figures (`embedfit.evaluation.plots`), then `metrics.json`, `details.json` and `report.md` (`embedfit.evaluation.report`).
+
+Nothing here computes a metric itself: it only wires the tested pure functions together.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from embedfit.adapters.adapter import Adapter
+from embedfit.adapters.config import TrainConfig
+from embedfit.adapters.io import adapter_sha, check_compatible, load_adapter
+from embedfit.adapters.project import projection_problem
+from embedfit.adapters.train import train_adapter
+from embedfit.embed import EmbeddingCache, embed_cached, load_embedder
+from embedfit.embed.base import l2_normalise
+from embedfit.errors import MismatchError, ProjectError, StoreError
+from embedfit.evaluation import plots, report
+from embedfit.evaluation.config import CI_METRICS, PRIMARY_METRIC, REPORT_OUTPUT, EvalConfig
+from embedfit.evaluation.heldout import HeldOut, load_heldout, require_enough
+from embedfit.evaluation.results import EvalOutcome, ModelEvaluation, SystemRun, is_adapter_key
+from embedfit.evaluation.threshold import best_threshold, threshold_accuracy
+from embedfit.metrics.retrieval import per_query_metrics, recall_at_k_curve
+from embedfit.metrics.seen import seen_unseen
+from embedfit.metrics.stats import bootstrap_ci, paired_p_value
+from embedfit.outputs import check_output
+from embedfit.retrieval.exact import exact_search
+from embedfit.retrieval.fusion import DEFAULT_N, RRF_DEFAULT, FusionSpec, dev_signature, fuse_results, load_raw_fusion
+from embedfit.retrieval.fusion_choice import choose_dev_fusion
+from embedfit.retrieval.lexical import LexicalIndex, build_index
+from embedfit.search.chroma_ann import chroma_search, recall_against_exact
+from embedfit.settings import K_VALUES, METRICS, TOP_K
+from embedfit.store import chroma_store, query_vectors
+from embedfit.store.store import Store
+from embedfit.types import Corpus, Qrels, Queries, Results, corpus_fingerprint, slug
+
+log = logging.getLogger(__name__)
+
+#: metrics whose change against raw gets a paired interval and p-value in the report
+DELTA_METRICS = ("MRR@10", "nDCG@10", "Recall@10", "Recall@100")
+RECALL_CURVE_KS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100)
+PAIR_KINDS = ("weak", "hard")
+
+
+# -- inputs ------------------------------------------------------------------------------------------
+
+def _models_to_run(store: Store, cfg: EvalConfig, adapters: list[tuple[Path, Adapter]]) -> list[str]:
+    manifest = store.require()
+    if cfg.models:
+        for m in cfg.models:
+            store.require(m)
+        models = list(cfg.models)
+    else:
+        models = sorted(manifest.get("models", {}))
+        if not models:
+            raise StoreError(f"the store at {store.root} holds no model yet; run embedfit ingest first")
+    for path, ad in adapters:
+        if ad.config.base_model not in models:
+            hint = (f"add --model {ad.config.base_model}" if ad.config.base_model in manifest.get("models", {})
+                    else f"the store has no {ad.config.base_model!r} embeddings")
+            raise MismatchError(f"adapter {path} was trained on {ad.config.base_model!r}, which is not among the "
+                                f"models evaluated ({', '.join(models)}); {hint}")
+    return models
+
+
+def _adapter_key(index: int, adapter: Adapter, taken: set[str]) -> str:
+    if index == 0:
+        return "adapted"
+    key = f"adapted:{adapter.name}"
+    n = 2
+    while key in taken:
+        key, n = f"adapted:{adapter.name}-{n}", n + 1
+    return key
+
+
+def _query_vectors_for(store: Store, model: str, dim: int, queries: Queries, cfg: EvalConfig,
+                       store_queries: Queries) -> tuple[np.ndarray, int]:
+    """Vectors of `queries` (in order): stored ones where id and text match the store, the rest embedded now."""
+    ids, vecs = query_vectors.load(store.root, model)
+    row = {q: i for i, q in enumerate(ids)}
+    out = np.zeros((len(queries), dim), np.float32)
+    todo: list[int] = []
+    for i, (qid, text) in enumerate(queries.items()):
+        if qid in row and store_queries.get(qid) == text:
+            out[i] = vecs[row[qid]]
+        else:
+            todo.append(i)
+    if todo:
+        embedder = load_embedder(model, cfg.device)
+        if embedder.dim != dim:
+            raise MismatchError(f"{model} now embeds {embedder.dim}-d vectors but the store holds {dim}-d ones; re-ingest")
+        cache = EmbeddingCache(cfg.cache_dir, embedder.model_id, embedder.dim) if cfg.cache_dir else None
+        texts = list(queries.values())
+        vectors, _ = embed_cached(embedder, [texts[i] for i in todo], "query", cache, cfg.batch_size,
+                                  desc="embed held-out queries")
+        out[todo] = vectors
+    return out, len(todo)
+
+
+# -- systems -----------------------------------------------------------------------------------------
+
+def _dense_system(key: str, label: str, q: np.ndarray, qids: list[str], p_raw: np.ndarray, pids: list[str],
+                  project_q: Callable[[np.ndarray], np.ndarray], project_p: Callable[..., np.ndarray],
+                  **extra) -> SystemRun:
+    """`project_p(vectors, ids)`: the passages as this system searches them (a query memory moves them by id)."""
+    t0 = time.perf_counter()
+    passages = project_p(p_raw, pids)
+    results = exact_search(project_q(q), qids, passages, pids, k=TOP_K)
+    log.info("%s: exact search of %d queries over %d passages in %.1fs", key, len(qids), len(pids), time.perf_counter() - t0)
+    return SystemRun(key=key, label=label, results=results, project_queries=project_q, passages=passages, **extra)
+
+
+def _adapter_label(adapter: Adapter) -> str:
+    c = adapter.config
+    if adapter.is_identity:
+        return f"adapter {c.name} (identity: nothing beat raw on dev)"
+    parts = [] if c.identity else [f"{c.kind}, {c.loss}, sides={c.sides}"]
+    if c.memory:
+        parts.append(f"query memory, alpha {c.memory['alpha']}")
+    return f"adapter {c.name} ({'; '.join(parts)})"
+
+
+def _mse_baseline(store: Store, model: str, cfg: EvalConfig, q: np.ndarray, qids: list[str], p_raw: np.ndarray,
+                  pids: list[str], notes: list[str]) -> SystemRun | None:
+    """The OpenAI-cookbook objective (cosine MSE against ±1, one matrix on both sides), trained here."""
+    tcfg = TrainConfig(store=store.root, model=model, kind="linear", sides="both", loss="mse",
+                       epochs=cfg.mse_epochs, keep_identity_candidate=False, selection="last", tune_fusion=False,
+                       name=f"{slug(model)}-mse-cookbook",
+                       chroma_host=cfg.chroma_host, chroma_port=cfg.chroma_port)
+    try:
+        res = train_adapter(store, tcfg)
+    except ProjectError as exc:
+        notes.append(f"MSE cookbook baseline skipped: {exc}")
+        log.warning("MSE baseline skipped: %s", exc)
+        return None
+    ad = res.adapter
+    log.info("MSE baseline trained in %.1fs (epoch %d kept)", res.seconds, res.best_epoch)
+    notes.append(f"MSE cookbook baseline: one linear matrix on both sides, cosine-MSE against ±1 labels (query with "
+                 f"positive / random passage), trained here on the store's train split for {res.best_epoch} epochs in "
+                 f"{res.seconds:.1f} s and kept as trained (no dev selection, as the cookbook does); its per-epoch dev "
+                 f"scores are in the training-curves figure.")
+    return _dense_system("mse_baseline", "MSE cookbook baseline", q, qids, p_raw, pids,
+                         ad.project_queries, ad.project_passages, adapter=ad, curves=res.curves,
+                         seconds=round(res.seconds, 2))
+
+
+# -- statistics ------------------------------------------------------------------------------------
+
+def _score(results: Results, qrels: Qrels, cfg: EvalConfig, raw: dict | None = None) -> dict:
+    """SystemRun's score fields for one ranking: per-query metrics, means, intervals and (given raw's
+    scores) the paired comparison with raw."""
+    per_query = per_query_metrics(qrels, results, K_VALUES)
+    means = {m: float(np.mean(list(per_query[m].values()))) for m in METRICS}
+    ci95 = {m: bootstrap_ci(list(per_query[m].values()), n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
+            for m in CI_METRICS}
+    scores = {"per_query": per_query, "means": means, "ci95": ci95}
+    return {**scores, "vs_raw": _compare(scores, raw, cfg, DELTA_METRICS) if raw is not None else {}}
+
+
+SUBSET_METRICS = (PRIMARY_METRIC, "nDCG@10")
+
+
+def _restrict(scores: dict, keep: set[str]) -> dict:
+    """A system's per-query scores and means on the queries in `keep` only (the subset metrics)."""
+    per_query = {m: {q: v for q, v in scores["per_query"][m].items() if q in keep} for m in SUBSET_METRICS}
+    return {"per_query": per_query, "means": {m: float(np.mean(list(per_query[m].values()))) for m in SUBSET_METRICS}}
+
+
+def _on_subset(sub: dict, raw_sub: dict | None, n: int, cfg: EvalConfig) -> dict:
+    """One system on one subset (`_restrict`ed): n, means, intervals and, given raw restricted the same way,
+    the paired comparison with raw on the same queries."""
+    out = {"n": n, "means": sub["means"],
+           "ci95": {m: bootstrap_ci(list(sub["per_query"][m].values()), n_resamples=cfg.bootstrap_resamples,
+                                    seed=cfg.seed) for m in SUBSET_METRICS}}
+    if raw_sub is not None:
+        out["vs_raw"] = _compare(sub, raw_sub, cfg, SUBSET_METRICS)
+    return out
+
+
+def _subsets(store: Store, scope: Scope, systems: dict[str, SystemRun], scores: dict[str, dict],
+             cfg: EvalConfig) -> tuple[dict[str, int], dict[str, dict]]:
+    """The seen/unseen sizes and, per system, its scores on each non-empty subset (`embedfit.metrics.seen`)."""
+    fitted = {"train"}  # an adapter selected by cross-validation is fitted on train + dev (`embedfit.adapters.select`)
+    for s in systems.values():
+        if s.adapter is not None and s.key != "mse_baseline":
+            fitted |= set(s.adapter.fit_splits)
+    fitted.discard(scope.split)
+    trained = store.trained_passages(fitted)
+    parts = seen_unseen(scope.qrels, list(scope.queries), trained)
+    sizes = {k: len(v) for k, v in parts.items()}
+    by_system: dict[str, dict] = {k: {} for k in systems}
+    for name, ids in parts.items():
+        if not ids:
+            continue
+        keep = set(ids)
+        raw_sub = _restrict(scores["raw"], keep)
+        for k in systems:
+            sub = raw_sub if k == "raw" else _restrict(scores[k], keep)
+            by_system[k][name] = _on_subset(sub, None if k == "raw" else raw_sub, len(ids), cfg)
+    return sizes, by_system
+
+
+def _compare(a: dict, b: dict, cfg: EvalConfig, metrics) -> dict:
+    """Paired comparison of two systems' scores (`_score` output) over the same queries: per metric the
+    difference of means, the BCa interval of the per-query difference, the permutation p-value."""
+    out = {}
+    for m in metrics:
+        x, y = a["per_query"][m], b["per_query"][m]
+        out[m] = {
+            "delta": a["means"][m] - b["means"][m],
+            "ci95": bootstrap_ci([x[q] - y[q] for q in y], n_resamples=cfg.bootstrap_resamples, seed=cfg.seed),
+            "p": paired_p_value(x, y, n_resamples=cfg.bootstrap_resamples, seed=cfg.seed),
+        }
+    return out
+
+
+def _hnsw(store: Store, system: SystemRun, model: str, q: np.ndarray, qids: list[str], qrels: Qrels) -> dict:
+    """Query the collection the app would query for this system (see embedfit.search.chroma_ann)."""
+    ad = system.adapter
+    if ad is not None and ad.moves_passages:
+        sha = adapter_sha(system.adapter_dir) if system.adapter_dir else None
+        problem = projection_problem(store, ad, sha, str(system.adapter_dir) if system.adapter_dir else None)
+        if problem is not None:
+            return {"skipped": str(problem)}
+        col = chroma_store.get_collection(store.client, ad.collection_name)
+    else:
+        col = store.raw_collection(model)
+    approx = chroma_search(col, system.project_queries(q), qids, k=TOP_K)
+    metrics = per_query_metrics(qrels, approx, K_VALUES)
+    return {
+        "collection": col.name,
+        "metrics": {m: float(np.mean(list(metrics[m].values()))) for m in METRICS},
+        "recall@10_vs_exact": recall_against_exact(approx, system.results, k=10),
+    }
+
+
+# -- hybrids: dense + BM25 ----------------------------------------------------------------------------
+
+def _lexical(store: Store, corpus: Corpus, notes: list[str]) -> LexicalIndex:
+    """The store's BM25 index; a store from before it (no `lexical/`) gets one built here, and a note."""
+    try:
+        return store.lexical_index()
+    except StoreError as exc:
+        notes.append(f"{exc} (BM25 was indexed in memory for this run; hybrids use the same index.)")
+        return build_index(corpus, corpus_fingerprint(corpus))
+
+
+def _fusion_for(system: SystemRun, store: Store, model: str, info: dict, index: LexicalIndex,
+                q_all: tuple[list[str], np.ndarray], pids: list[str], notes: list[str]) -> tuple[FusionSpec, dict]:
+    """The fusion chosen on dev for this dense system: saved with the adapter, or beside the store for raw.
+    Missing (an older adapter or store): chosen here on the dev split, the same way, and said in a note."""
+    saved = None
+    if system.adapter is not None:
+        saved = system.adapter.config.fusion
+        where = "the adapter's config (chosen on dev when it was trained)"
+    else:
+        choice = load_raw_fusion(store.root, model, info.get("data_fingerprint"), dev_signature(store.load_splits()))
+        saved = choice.to_json() if choice is not None else None
+        where = "the store (chosen on dev by ingest)"
+    if saved:
+        spec = FusionSpec.from_json(saved)
+        return spec, {**spec.to_json(), "chosen_on": saved.get("chosen_on", "dev"), "source": where}
+    ids, q = q_all
+    choice = choose_dev_fusion(ids, system.project_queries(q), pids, system.passages, store.load_queries(),
+                               store.load_qrels(), store.load_splits(), index)
+    if choice is None:
+        return RRF_DEFAULT, {**RRF_DEFAULT.to_json(), "chosen_on": None, "source": "no judged dev query: RRF"}
+    fix = ("retrain the adapter" if system.adapter is not None
+           else f"run embedfit ingest --store {store.root} --lexical-only")
+    notes.append(f"{system.label}: no saved BM25 fusion, so eval chose it on the dev split "
+                 f"({choice.spec.describe()}); to save it, {fix}.")
+    return choice.spec, {**choice.spec.to_json(), "chosen_on": choice.split, "source": "eval, on dev"}
+
+
+def _hybrid_systems(dense: list[SystemRun], lexical: Results, store: Store, model: str, info: dict,
+                    index: LexicalIndex, q: np.ndarray, qids: list[str], pids: list[str],
+                    notes: list[str]) -> dict[str, SystemRun]:
+    """For each dense system (raw, each adapter): `<key>_bm25`, fused as chosen on dev, and `<key>_rrf`."""
+    q_all = query_vectors.load(store.root, model)
+    out: dict[str, SystemRun] = {}
+    for s in dense:
+        tuned, meta = _fusion_for(s, store, model, info, index, q_all, pids, notes)
+        for suffix, spec, fusion in (("_bm25", tuned, meta), ("_rrf", RRF_DEFAULT, {**RRF_DEFAULT.to_json(),
+                                                                                      "chosen_on": None, "source": "fixed"})):
+            results = s.results if spec.n <= TOP_K else exact_search(s.project_queries(q), qids, s.passages, pids, k=spec.n)
+            name = "BM25" if suffix == "_bm25" else "BM25, RRF"
+            out[s.key + suffix] = SystemRun(key=s.key + suffix, label=f"{s.label} + {name}",
+                                            results=fuse_results(results, lexical, spec, k=TOP_K),
+                                            adapter=s.adapter, adapter_dir=s.adapter_dir, fusion=fusion)
+    return out
+
+
+def _best_plain_comparison(systems: dict[str, SystemRun], scores: dict[str, dict], cfg: EvalConfig) -> dict[str, dict]:
+    """Each adapter system against the best system that needs no adapter (raw, BM25, raw+BM25, raw RRF; by
+    the primary metric on these queries): is the adapter worth it once BM25 is fused?"""
+    plain = [k for k in systems if not is_adapter_key(k) and k != "mse_baseline"]
+    best = max(plain, key=lambda k: (scores[k]["means"][PRIMARY_METRIC], k == "raw"))
+    return {k: {"system": best, **_compare(scores[k], scores[best], cfg, (PRIMARY_METRIC, "nDCG@10"))}
+            for k in systems if is_adapter_key(k)}
+
+
+# -- threshold accuracy ----------------------------------------------------------------------------
+
+@dataclass
+class PairSet:
+    """Row indices of (query, passage) pairs of one split: positives and one kind of negatives."""
+
+    pos_q: np.ndarray
+    pos_p: np.ndarray
+    neg_q: np.ndarray
+    neg_p: np.ndarray
+
+
+def _pairs(examples, qrow: dict[str, int], prow: dict[str, int], split: str, kind: str, balanced: bool) -> PairSet:
+    """Pairs from the mined examples; `balanced`: per query as many negatives as positives (chance = 50%)."""
+    pq, pp, nq, np_ = [], [], [], []
+    for e in examples:
+        if e.split != split or e.query_id not in qrow:
+            continue
+        pos = [prow[p] for p in e.positive_ids if p in prow]
+        neg = [prow[p] for p in (e.weak_ids if kind == "weak" else e.hard_ids) if p in prow]
+        if not pos or not neg:
+            continue
+        if balanced:
+            n = min(len(pos), len(neg))
+            pos, neg = pos[:n], neg[:n]
+        r = qrow[e.query_id]
+        pq += [r] * len(pos)
+        pp += pos
+        nq += [r] * len(neg)
+        np_ += neg
+    return PairSet(*(np.asarray(x, dtype=np.int64) for x in (pq, pp, nq, np_)))
+
+
+def _pair_scores(Q: np.ndarray, P: np.ndarray, qi: np.ndarray, pi: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", Q[qi], P[pi]).astype(np.float64)
+
+
+@dataclass
+class ThresholdRun:
+    """Threshold accuracy of every dense system: per system and pair kind its figures (`SystemRun.threshold`),
+    the test-split pair scores for the histograms, the pair counts and what could not be measured."""
+
+    by_system: dict[str, dict[str, dict]]
+    hist: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]
+    pair_counts: dict[str, dict[str, int]]
+    notes: list[str]
+
+
+def _threshold_all(systems: list[SystemRun], store: Store, model: str, pids: list[str]) -> ThresholdRun:
+    """Threshold chosen on dev pairs, accuracy on test pairs, for every dense system in `systems`."""
+    examples = store.load_examples(model)
+    ids, raw_q = query_vectors.load(store.root, model)
+    qrow = {q: i for i, q in enumerate(ids)}
+    prow = {p: i for i, p in enumerate(pids)}
+    run = ThresholdRun(by_system={s.key: {} for s in systems}, hist={}, pair_counts={}, notes=[])
+    for kind in PAIR_KINDS:
+        dev, test = (_pairs(examples, qrow, prow, s, kind, balanced=True) for s in ("dev", "test"))
+        every = _pairs(examples, qrow, prow, "test", kind, balanced=False)
+        run.pair_counts[kind] = {"dev_pos": len(dev.pos_q), "dev_neg": len(dev.neg_q),
+                                 "test_pos": len(test.pos_q), "test_neg": len(test.neg_q)}
+        if min(len(dev.pos_q), len(dev.neg_q), len(test.pos_q), len(test.neg_q)) == 0:
+            run.notes.append(f"threshold accuracy ({kind}): not enough dev/test pairs in the store ({run.pair_counts[kind]}).")
+            continue
+        for s in systems:
+            Q = s.project_queries(raw_q)
+            P = s.passages
+            dev_pos, dev_neg = _pair_scores(Q, P, dev.pos_q, dev.pos_p), _pair_scores(Q, P, dev.neg_q, dev.neg_p)
+            t = best_threshold(dev_pos, dev_neg)  # chosen on dev ...
+            dev_acc, _ = threshold_accuracy(dev_pos, dev_neg, t)
+            acc, se = threshold_accuracy(_pair_scores(Q, P, test.pos_q, test.pos_p),  # ... reported on test
+                                         _pair_scores(Q, P, test.neg_q, test.neg_p), t)
+            run.by_system[s.key][kind] = {"threshold": t, "accuracy": acc, "se": se, "dev_accuracy": dev_acc,
+                                          "n_pos": len(test.pos_q), "n_neg": len(test.neg_q)}
+            run.hist.setdefault(s.key, {})[kind] = (_pair_scores(Q, P, every.pos_q, every.pos_p),
+                                                    _pair_scores(Q, P, every.neg_q, every.neg_p))
+    return run
+
+
+# -- figures -----------------------------------------------------------------------------------------
+
+def _figures(ev: ModelEvaluation, cfg: EvalConfig, q: np.ndarray, qrels: Qrels, queries: Queries,
+             corpus: Corpus, pids: list[str], hist: dict) -> dict[str, str]:
+    """Draw the model's figures into `figures/MODEL/` of the report; returns name -> path inside the report."""
+    rel = Path("figures") / slug(ev.model)
+    folder = cfg.out / rel
+    folder.mkdir(parents=True, exist_ok=True)
+    qids = ev.query_ids
+    figures: dict[str, str] = {}
+    dense = [s for s in ev.systems.values() if s.dense]
+
+    rows = [(s.label, {k: (*hist[s.key][k], s.threshold.get(k, {}).get("threshold"), s.threshold.get(k, {}).get("accuracy"))
+                       for k in PAIR_KINDS if k in hist.get(s.key, {})}) for s in dense if s.key in hist]
+    if rows:
+        plots.similarity_histograms(folder / "similarity_hist.png", rows, title=f"{ev.model}: cosine of test pairs")
+        figures["similarity_hist"] = str(rel / "similarity_hist.png")
+
+    curves = {s.label: recall_at_k_curve(qrels, s.results, RECALL_CURVE_KS) for s in ev.systems.values()}
+    plots.recall_curves(folder / "recall_at_k.png", curves, title=f"{ev.model}: Recall@k, {ev.scope}")
+    figures["recall_at_k"] = str(rel / "recall_at_k.png")
+
+    if cfg.plot_queries > 0:
+        rng = np.random.default_rng(cfg.seed)
+        n = min(cfg.plot_queries, len(qids))
+        sample = sorted(rng.choice(len(qids), size=n, replace=False).tolist())
+        prow = {p: i for i, p in enumerate(pids)}
+        pos_rows = sorted({prow[p] for i in sample for p, r in qrels[qids[i]].items() if r > 0 and p in prow})
+        others = np.setdiff1d(np.arange(len(pids)), pos_rows)
+        extra = rng.choice(others, size=min(cfg.plot_passages, len(others)), replace=False).tolist() if len(others) else []
+        p_rows = pos_rows + sorted(extra)
+        where = {r: j for j, r in enumerate(p_rows)}
+        lines = [(k, where[prow[p]]) for k, i in enumerate(sample[: cfg.plot_lines])
+                 for p, r in qrels[qids[i]].items() if r > 0 and p in prow]
+        spaces = [(s.label, s.project_queries(q[sample]), s.passages[p_rows])
+                  for s in dense if s.key == "raw" or s.key in ev.adapter_keys][:4]
+        plots.latent_space(
+            folder / "latent_space.png", folder / "latent_space.html", spaces, lines,
+            n_positive=len(pos_rows),
+            query_text=[queries[qids[i]] for i in sample],
+            passage_text=[f"{corpus[pids[r]].title}: {corpus[pids[r]].text[:120]}" for r in p_rows],
+            title=f"{ev.model}: {n} queries, their positives and {len(extra)} random passages (PCA 2-D)")
+        figures["latent_space"] = str(rel / "latent_space.png")
+        figures["latent_space_html"] = str(rel / "latent_space.html")
+
+    for s in ev.systems.values():
+        if s.curves:
+            name = f"training_{slug(s.key)}.png"
+            metric = (s.adapter.config.dev_metrics or {}).get("metric", "MRR@10") if s.adapter is not None else "MRR@10"
+            plots.training_curves(folder / name, s.curves, metric, title=f"{ev.model}: training curves of {s.label}")
+            figures[f"training:{s.key}"] = str(rel / name)
+    return figures
+
+
+# -- the run -----------------------------------------------------------------------------------------
+
+@dataclass
+class Scope:
+    """The queries one model is scored on: a split of the store, or the held-out files."""
+
+    queries: Queries
+    qrels: Qrels
+    label: str  # "<split> split" (test or dev) or "held-out queries from FILE"
+    notes: list[str]
+    split: str | None = None  # the store split scored (None: held-out files)
+
+
+def _scope(store: Store, cfg: EvalConfig, store_queries: Queries, heldout: HeldOut | None, adapters: bool) -> Scope:
+    if heldout is not None:
+        notes = [f"{len(ids)} of the given queries are also in the store's {split} split (by id or text): the adapter "
+                 f"was {'trained' if split == 'train' else 'selected'} on them, so they are not held out."
+                 for split, ids in heldout.overlap.items()]
+        if heldout.skipped:
+            notes.append("left out of the given files: "
+                         + ", ".join(f"{k} {v}" for k, v in sorted(heldout.skipped.items())) + ".")
+        return Scope(heldout.queries, heldout.qrels, f"held-out queries from {cfg.queries}", notes)
+    all_qrels = store.load_qrels()
+    qids = [q for q in store.split_query_ids(cfg.split) if q in all_qrels and q in store_queries]
+    notes = []
+    if cfg.split == "dev" and adapters:
+        notes.append("these are dev-split numbers: training selected each adapter's epoch (and the MSE baseline's) "
+                     "on this very split, so their gains are optimistic; the test split is the honest score.")
+    return Scope({q: store_queries[q] for q in qids}, {q: all_qrels[q] for q in qids}, f"{cfg.split} split", notes,
+                 split=cfg.split)
+
+
+def _adapter_systems(adapters: list[tuple[Path, Adapter]], model: str, info: dict, q: np.ndarray, qids: list[str],
+                     p_raw: np.ndarray, pids: list[str], taken: set[str]) -> tuple[dict[str, SystemRun], list[str]]:
+    """One dense system per adapter (refusing an incompatible one), and what the report should say about them."""
+    systems: dict[str, SystemRun] = {}
+    notes: list[str] = []
+    for i, (path, ad) in enumerate(adapters):
+        check_compatible(ad, model, int(info["dim"]), info.get("data_fingerprint"))
+        if ad.config.data_fingerprint != info.get("data_fingerprint"):
+            notes.append(f"adapter {ad.name} was trained on other data ({ad.config.data_fingerprint}) than this store "
+                         f"holds ({info.get('data_fingerprint')}): its test queries may include its training queries.")
+        if ad.is_identity:
+            notes.append(f"adapter {ad.name} is the identity: training found nothing better than the raw embeddings "
+                         "on dev, so its rows equal raw by construction.")
+        key = _adapter_key(i, ad, taken | set(systems))
+        systems[key] = _dense_system(key, _adapter_label(ad), q, qids, p_raw, pids, ad.project_queries,
+                                     ad.project_passages, adapter=ad, adapter_dir=str(path), curves=plots.read_curves(path))
+    return systems, notes
+
+
+@contextmanager
+def _timed(timings: dict[str, float], step: str):
+    t = time.perf_counter()
+    yield
+    timings[step] = round(time.perf_counter() - t, 2)
+
+
+def evaluate_model(store: Store, model: str, cfg: EvalConfig, adapters: list[tuple[Path, Adapter]],
+                   corpus: Corpus, store_queries: Queries, heldout: HeldOut | None,
+                   bm25_cache: dict) -> ModelEvaluation:
+    """Every system of one model on the same queries: rank, score, check HNSW, threshold accuracy, figures."""
+    timings: dict[str, float] = {}
+    with _timed(timings, "load"):
+        info = store.model_info(model)
+        dim = int(info["dim"])
+        dump = chroma_store.fetch_all(store.raw_collection(model))
+        pids, p_raw = dump.ids, l2_normalise(dump.embeddings)
+        if set(pids) != set(corpus):
+            raise StoreError(f"collection {info['collection']} holds {len(pids)} passages but the store's corpus has "
+                             f"{len(corpus)} (or other ids); re-run ingest for {model}")
+        scope = _scope(store, cfg, store_queries, heldout, bool(adapters))
+        notes = list(scope.notes) if heldout is None else []
+        qids = list(scope.queries)
+        q, n_embedded = _query_vectors_for(store, model, dim, scope.queries, cfg, store_queries)
+        if n_embedded:
+            notes.append(f"{n_embedded} of the {len(qids)} queries were embedded now with {model} (not in the store).")
+
+    with _timed(timings, "search"):
+        systems = {"raw": _dense_system("raw", f"raw {model}", q, qids, p_raw, pids, l2_normalise,
+                                        lambda x, _ids: l2_normalise(x))}
+        adapted, adapter_notes = _adapter_systems(adapters, model, info, q, qids, p_raw, pids, set(systems))
+        systems.update(adapted)
+        notes += adapter_notes
+    if cfg.mse_baseline:
+        with _timed(timings, "mse_baseline"):
+            mse = _mse_baseline(store, model, cfg, q, qids, p_raw, pids, notes)
+            if mse is not None:
+                systems["mse_baseline"] = mse
+    if cfg.bm25:
+        with _timed(timings, "bm25"):
+            key = tuple(qids)
+            if key not in bm25_cache:
+                index = _lexical(store, corpus, notes)
+                bm25_cache[key] = (index, index.search_queries(scope.queries, max(TOP_K, DEFAULT_N)))
+            index, lexical = bm25_cache[key]
+            systems["bm25"] = SystemRun(key="bm25", label="BM25 (bm25s)",
+                                        results={q: dict(list(r.items())[:TOP_K]) for q, r in lexical.items()})
+        with _timed(timings, "hybrid"):
+            dense = [s for k, s in systems.items() if k == "raw" or k in adapted]
+            systems.update(_hybrid_systems(dense, lexical, store, model, info, index, q, qids, pids, notes))
+
+    with _timed(timings, "statistics"):
+        raw_scores = _score(systems["raw"].results, scope.qrels, cfg)
+        scores = {k: raw_scores if k == "raw" else _score(s.results, scope.qrels, cfg, raw_scores)
+                  for k, s in systems.items()}
+        vs_best_plain = _best_plain_comparison(systems, scores, cfg)
+    with _timed(timings, "seen_unseen"):
+        subset_sizes, by_subset = _subsets(store, scope, systems, scores, cfg)
+    if heldout is not None:
+        notes += scope.notes
+    hnsw: dict[str, dict] = {}
+    if cfg.hnsw:
+        with _timed(timings, "hnsw"):
+            hnsw = {k: _hnsw(store, s, model, q, qids, scope.qrels) for k, s in systems.items()
+                    if s.dense and k != "mse_baseline"}
+    with _timed(timings, "threshold"):
+        thresholds = _threshold_all([s for s in systems.values() if s.dense], store, model, pids)
+    systems = {k: replace(s, **scores[k], hnsw=hnsw.get(k), threshold=thresholds.by_system.get(k, {}),
+                          vs_best_plain=vs_best_plain.get(k, {}), by_subset=by_subset.get(k, {}))
+               for k, s in systems.items()}
+    ev = ModelEvaluation(model=model, dim=dim, scope=scope.label, query_ids=qids, systems=systems,
+                         notes=notes + thresholds.notes, pair_counts=thresholds.pair_counts,
+                         subset_sizes=subset_sizes)
+    if cfg.plots:
+        with _timed(timings, "plots"):
+            ev = replace(ev, figures=_figures(ev, cfg, q, scope.qrels, scope.queries, corpus, pids, thresholds.hist))
+    return replace(ev, seconds=timings)
+
+
+def run_eval(cfg: EvalConfig) -> EvalOutcome:
+    """Evaluate every requested model and write the report files into `cfg.out`."""
+    cfg.validate()
+    check_output(cfg.out, REPORT_OUTPUT, cfg.force)  # refuse a wrong --out before the work, not after it
+    t0 = time.perf_counter()
+    store = Store(cfg.store, cfg.chroma_host, cfg.chroma_port, write=False)
+    store.require()
+    adapters = [(Path(p), load_adapter(p)) for p in cfg.adapters]
+    models = _models_to_run(store, cfg, adapters)
+    corpus = store.load_corpus()
+    store_queries = store.load_queries()
+    heldout = None
+    if cfg.heldout:
+        heldout = load_heldout(cfg.queries, cfg.qrels, corpus, store_queries, store.load_splits())
+        require_enough(heldout, cfg.min_queries, cfg.min_usable)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    bm25_cache: dict = {}
+    evaluations = []
+    for model in models:
+        log.info("evaluating %s (%s)", model, "held-out queries" if heldout else f"{cfg.split} split")
+        mine = [(p, a) for p, a in adapters if a.config.base_model == model]
+        evaluations.append(evaluate_model(store, model, cfg, mine, corpus, store_queries, heldout, bm25_cache))
+    outcome = EvalOutcome(config=cfg, models=evaluations, out=cfg.out, seconds=time.perf_counter() - t0)
+    report.write_reports(outcome)
+    return outcome

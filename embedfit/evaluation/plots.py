@@ -1,0 +1,227 @@
+"""The figures of the eval report: matplotlib PNGs (Agg backend, no display needed) and one plotly HTML.
+
+- `similarity_histograms`: cosine of (query, positive) vs (query, weak / hard negative) test pairs,
+  one row per system, with the dev-chosen threshold drawn in. Separation is what the cookbook objective
+  optimises; the histograms show whether it came at the cost of ranking (compare with recall@k).
+- `latent_space`: queries and passages projected to 2-D by PCA, fitted separately in each space (raw,
+  adapted), with lines from a sample of queries to their positive passages. PCA is linear and
+  deterministic, so a shape that changes between panels changed in the embeddings, not in the plot.
+  The HTML version adds hover text (the question, the passage title and opening words).
+- `recall_curves`: Recall@k against k for every system.
+- `learning_curve_png`, `dims_png`: the figures of `embedfit eval learning-curve` and `embedfit eval dims`.
+- `training_curves`: train loss and dev metrics per epoch, from the adapter's `curves.json`, drawn by
+  training's own `embedfit.adapters.curves.curves_png` so the figure is the same one training saves.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from embedfit import atomic  # noqa: E402
+from embedfit.adapters.curves import curves_png  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+DPI = 110
+COLORS = {"query": "#1f77b4", "positive": "#ff7f0e", "passage": "#b0b0b0", "line": "#2ca02c"}
+
+
+def _png_bytes(fig) -> bytes:
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    log.info("figure: %s", path)
+
+
+def read_curves(adapter_dir: str | Path) -> list[dict] | None:
+    """The adapter's `curves.json` (a list of per-epoch dicts), or None when absent or unreadable."""
+    path = Path(adapter_dir) / "curves.json"
+    if not path.exists():
+        return None
+    try:
+        curves = json.loads(path.read_text("utf-8"))
+    except json.JSONDecodeError as exc:
+        log.warning("ignoring %s: not valid JSON (%s)", path, exc)
+        return None
+    if isinstance(curves, dict):  # tolerate {"curves": [...]} as well
+        curves = curves.get("curves")
+    if not (isinstance(curves, list) and curves and all(isinstance(c, dict) and "epoch" in c for c in curves)):
+        log.warning("ignoring %s: expected a list of per-epoch objects with an 'epoch' key", path)
+        return None
+    return curves
+
+
+def similarity_histograms(path: Path, rows: list[tuple[str, dict]], title: str) -> None:
+    """`rows`: (system label, {pair kind: (pos scores, neg scores, threshold or None, test accuracy or None)})."""
+    kinds = sorted({k for _, d in rows for k in d}, key=lambda k: ("weak", "hard").index(k) if k in ("weak", "hard") else 9)
+    fig, axes = plt.subplots(len(rows), len(kinds), figsize=(5.2 * len(kinds), 2.8 * len(rows)), squeeze=False)
+    bins = np.linspace(-0.4, 1.0, 57)
+    for r, (label, per_kind) in enumerate(rows):
+        for c, kind in enumerate(kinds):
+            ax = axes[r][c]
+            if kind not in per_kind:
+                ax.set_axis_off()
+                continue
+            pos, neg, thr, acc = per_kind[kind]
+            lo = min(bins[0], float(np.min(pos)), float(np.min(neg)))
+            b = bins if lo >= bins[0] else np.linspace(lo, 1.0, 57)
+            ax.hist(neg, bins=b, alpha=0.6, color="#d62728", label=f"{kind} negatives (n={len(neg)})", density=True)
+            ax.hist(pos, bins=b, alpha=0.6, color="#2ca02c", label=f"positives (n={len(pos)})", density=True)
+            if thr is not None:
+                ax.axvline(thr, color="black", lw=1, ls="--", label=f"dev threshold {thr:.3f}")
+            sub = f"{label}\nvs {kind} negatives" + (f": test accuracy {acc:.3f}" if acc is not None else "")
+            ax.set_title(sub, fontsize=9)
+            ax.set_xlabel("cosine similarity", fontsize=8)
+            ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _pca_2d(x: np.ndarray) -> np.ndarray:
+    from sklearn.decomposition import PCA  # lazy: scikit-learn costs ~1 s to import and only this plot uses it
+
+    return PCA(n_components=2, random_state=0).fit_transform(x)
+
+
+def latent_space(png: Path, html: Path | None, spaces: list[tuple[str, np.ndarray, np.ndarray]],
+                 lines: list[tuple[int, int]], n_positive: int, query_text: list[str], passage_text: list[str],
+                 title: str) -> None:
+    """`spaces`: (label, query vectors, passage vectors), the same sample in each space. Passage rows
+    `[:n_positive]` are positives of the sampled queries, the rest random passages; `lines` are
+    (query row, passage row) pairs to connect."""
+    projected = []
+    for label, qv, pv in spaces:
+        xy = _pca_2d(np.concatenate([qv, pv]))
+        projected.append((label, xy[: len(qv)], xy[len(qv):]))
+    fig, axes = plt.subplots(1, len(projected), figsize=(6.2 * len(projected), 5.6), squeeze=False)
+    for ax, (label, qxy, pxy) in zip(axes[0], projected):
+        ax.scatter(pxy[n_positive:, 0], pxy[n_positive:, 1], s=5, c=COLORS["passage"], label="random passages")
+        ax.scatter(pxy[:n_positive, 0], pxy[:n_positive, 1], s=9, c=COLORS["positive"], label="positive passages")
+        ax.scatter(qxy[:, 0], qxy[:, 1], s=9, c=COLORS["query"], marker="^", label="queries")
+        for qi, pj in lines:
+            ax.plot([qxy[qi, 0], pxy[pj, 0]], [qxy[qi, 1], pxy[pj, 1]], c=COLORS["line"], lw=0.6, alpha=0.8)
+        ax.set_title(label, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][0].legend(fontsize=7, loc="best")
+    fig.suptitle(title + f"\nlines: {len(lines)} query -> positive pairs", fontsize=10)
+    fig.tight_layout()
+    _save(fig, png)
+    if html is not None:
+        _latent_space_html(html, projected, lines, n_positive, query_text, passage_text, title)
+
+
+def _latent_space_html(path: Path, projected, lines, n_positive, query_text, passage_text, title) -> None:
+    import plotly.graph_objects as go  # lazy: plotly is heavy and only the interactive page uses it
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=len(projected), subplot_titles=[p[0] for p in projected])
+    for c, (label, qxy, pxy) in enumerate(projected, start=1):
+        first = c == 1
+        lx, ly = [], []
+        for qi, pj in lines:
+            lx += [qxy[qi, 0], pxy[pj, 0], None]
+            ly += [qxy[qi, 1], pxy[pj, 1], None]
+        fig.add_trace(go.Scatter(x=lx, y=ly, mode="lines", line=dict(color=COLORS["line"], width=1),
+                                 name="query -> positive", legendgroup="l", showlegend=first, hoverinfo="skip"), 1, c)
+        fig.add_trace(go.Scattergl(x=pxy[n_positive:, 0], y=pxy[n_positive:, 1], mode="markers",
+                                   marker=dict(size=4, color=COLORS["passage"]), name="random passages",
+                                   legendgroup="r", showlegend=first, text=passage_text[n_positive:],
+                                   hoverinfo="text"), 1, c)
+        fig.add_trace(go.Scattergl(x=pxy[:n_positive, 0], y=pxy[:n_positive, 1], mode="markers",
+                                   marker=dict(size=6, color=COLORS["positive"]), name="positive passages",
+                                   legendgroup="p", showlegend=first, text=passage_text[:n_positive],
+                                   hoverinfo="text"), 1, c)
+        fig.add_trace(go.Scattergl(x=qxy[:, 0], y=qxy[:, 1], mode="markers",
+                                   marker=dict(size=7, color=COLORS["query"], symbol="triangle-up"),
+                                   name="queries", legendgroup="q", showlegend=first, text=query_text,
+                                   hoverinfo="text"), 1, c)
+    fig.update_layout(title=title, height=650, width=620 * len(projected), template="plotly_white")
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    js = path.parent.parent / "plotly.min.js"  # one copy for every model's page (works offline, unlike a CDN link)
+    if not js.exists():
+        from plotly.offline import get_plotlyjs
+
+        atomic.write_text(js, get_plotlyjs())
+    fig.write_html(str(path), include_plotlyjs=f"../{js.name}", full_html=True)
+    log.info("figure: %s", path)
+
+
+def recall_curves(path: Path, curves: dict[str, dict[int, float]], title: str) -> None:
+    """`curves`: system label -> {k: mean Recall@k}."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for label, curve in curves.items():
+        ks = sorted(curve)
+        ax.plot(ks, [curve[k] for k in ks], marker="o", ms=3, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("k (log scale)")
+    ax.set_ylabel("Recall@k")
+    lowest = min((v for c in curves.values() for v in c.values()), default=0.0)
+    ax.set_ylim(max(0.0, np.floor((lowest - 0.05) * 10) / 10), 1.0)  # zoom in where the curves are
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def training_curves(path: Path, curves: list[dict], metric: str, title: str) -> None:
+    """Train loss and dev metrics per epoch (epoch 0 = raw embeddings), as `embedfit train` draws them."""
+    atomic.write_bytes(path, curves_png(curves, metric, title))
+    log.info("figure: %s", path)
+
+
+def learning_curve_png(curve: dict) -> bytes:
+    """`embedfit.evaluation.learning_curve`: the gain against the number of labels, overall / seen / unseen, with 95% bands."""
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for part, style in (("gain", "-o"), ("seen", "--s"), ("unseen", ":^")):
+        pts = [p for p in curve["points"] if p.get(part)]
+        x = [p["labels"] for p in pts]
+        y = [p[part]["mean"] for p in pts]
+        lo = [p[part]["ci95"][0] for p in pts]
+        hi = [p[part]["ci95"][1] for p in pts]
+        label = {"gain": "all test queries", "seen": "seen documents", "unseen": "new documents"}[part]
+        ax.plot(x, y, style, label=label)
+        ax.fill_between(x, lo, hi, alpha=0.15)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled queries (train + dev) used to select and fit")
+    ax.set_ylabel(f"{curve['metric']} gain over raw (test)")
+    ax.set_title(f"{curve['model']}: how many labels? (95% CI over test queries)", fontsize=10)
+    ax.legend(fontsize=8)
+    return _png_bytes(fig)
+
+
+def dims_png(out: dict) -> bytes:
+    """`embedfit.evaluation.dims`: nDCG@10 against bytes per vector for each way of shrinking the vectors, raw as a star."""
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    raw = next(r for r in out["rows"] if r["method"] == "raw")
+    for method, style in (("truncate", ":^"), ("pca", "--s"), ("adapter", "-o")):
+        rs = sorted((r for r in out["rows"] if r["method"] == method), key=lambda r: r["dim"])
+        ax.plot([r["bytes"] for r in rs], [r["nDCG@10"] for r in rs], style, label=method)
+    ax.plot([raw["bytes"]], [raw["nDCG@10"]], "k*", markersize=12, label=f"raw ({raw['dim']}-d)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("bytes per vector (float32)")
+    ax.set_ylabel("nDCG@10 (test)")
+    ax.set_title(f"{out['model']}: smaller vectors", fontsize=10)
+    ax.legend(fontsize=8)
+    return _png_bytes(fig)

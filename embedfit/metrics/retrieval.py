@@ -1,0 +1,163 @@
+"""Retrieval metrics (Recall@k, MRR@10, nDCG@10) of `results` against `qrels`, computed by pytrec_eval.
+
+We call trec_eval (through pytrec_eval, as BEIR does) instead of writing our own loops so that our
+numbers mean what everybody else's mean. This module is only the glue, and the glue fixes three
+things pytrec_eval does silently:
+
+1. A query in qrels that is absent from results is *skipped* by pytrec_eval, which would raise the
+   average of a system that fails to answer. We score such a query 0 on every metric.
+2. trec_eval breaks exact score ties by passage id *descending*. We hand it ranks instead of scores,
+   ranked by (score descending, passage id ascending), the same rule `exact_search` uses, so the
+   ranking that is scored is the one our searches produce. Without ties this changes nothing.
+3. trec_eval's `recip_rank` has no cut-off. MRR@10 truncates each ranking to its top 10 first.
+
+Queries whose qrels hold no passage of relevance > 0 cannot be answered by any system; they are left
+out of every average (with a warning) instead of counting as 0 for everyone. Queries that appear in
+results but not in qrels are ignored. A passage counts as relevant when its relevance is >= 1
+(trec_eval's default `relevance_level`); nDCG uses the relevance itself as the gain.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import pytrec_eval
+
+from embedfit.types import Qrels, Results
+
+log = logging.getLogger(__name__)
+
+MRR_CUTOFF = 10
+NDCG_CUTOFF = 10
+
+
+def ranked_ids(scores: dict[str, float]) -> list[str]:
+    """Passage ids by score descending, ties by passage id ascending (our one tie rule)."""
+    for pid, s in scores.items():
+        if not math.isfinite(s):
+            raise ValueError(f"score of passage {pid!r} is {s}; scores must be finite")
+    return sorted(scores, key=lambda pid: (-scores[pid], pid))
+
+
+def _as_ranks(ranking: list[str]) -> dict[str, float]:
+    """Scores that make trec_eval see exactly `ranking` (the first id gets the highest value)."""
+    n = len(ranking)
+    return {pid: float(n - i) for i, pid in enumerate(ranking)}
+
+
+def _judged(qrels: Qrels) -> Qrels:
+    """The queries of qrels that have at least one relevant passage (relevance >= 1)."""
+    judged = {qid: rels for qid, rels in qrels.items() if any(r >= 1 for r in rels.values())}
+    if len(judged) < len(qrels):
+        log.warning("%d of %d queries have no relevant passage in qrels; left out of the averages",
+                    len(qrels) - len(judged), len(qrels))
+    if not judged:
+        raise ValueError("qrels hold no query with a relevant passage (relevance >= 1)")
+    return judged
+
+
+def _check_ks(ks: Iterable[int]) -> list[int]:
+    """Sorted distinct cut-offs; each must be a positive int (trec_eval would silently truncate 1.5)."""
+    given = list(ks)
+    if not given or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in given):
+        raise ValueError(f"cut-offs must be positive integers, got {given!r}")
+    return sorted(set(given))
+
+
+def _trec_per_query(qrels: Qrels, rankings: dict[str, list[str]], measures: set[str]) -> dict[str, dict[str, float]]:
+    """pytrec_eval on every query of qrels; `rankings` must hold every one of them (maybe empty)."""
+    run = {qid: _as_ranks(rankings[qid]) for qid in qrels}
+    return pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run)
+
+
+def per_query_metrics(
+    qrels: Qrels, results: Results, k_values: Iterable[int] = (1, 5, 10, 100)
+) -> dict[str, dict[str, float]]:
+    """Metric name -> query id -> value, for every judged query (the input of bootstrap and tests).
+
+    Names: `Recall@k` for each k in `k_values`, `MRR@10`, `nDCG@10`.
+    """
+    ks = _check_ks(k_values)
+    qrels = _judged(qrels)
+    rankings = {qid: ranked_ids(results.get(qid, {})) for qid in qrels}
+    missing = sum(qid not in results for qid in qrels)
+    if missing:
+        log.info("%d of %d judged queries have no results; they score 0", missing, len(qrels))
+
+    full = _trec_per_query(qrels, rankings, {"recall." + ",".join(map(str, ks)), f"ndcg_cut.{NDCG_CUTOFF}"})
+    top = {qid: r[:MRR_CUTOFF] for qid, r in rankings.items()}
+    mrr = _trec_per_query(qrels, top, {"recip_rank"})
+
+    out: dict[str, dict[str, float]] = {f"Recall@{k}": {} for k in ks}
+    out[f"MRR@{MRR_CUTOFF}"] = {}
+    out[f"nDCG@{NDCG_CUTOFF}"] = {}
+    for qid in qrels:
+        for k in ks:
+            out[f"Recall@{k}"][qid] = full[qid][f"recall_{k}"]
+        out[f"MRR@{MRR_CUTOFF}"][qid] = mrr[qid]["recip_rank"]
+        out[f"nDCG@{NDCG_CUTOFF}"][qid] = full[qid][f"ndcg_cut_{NDCG_CUTOFF}"]
+    return out
+
+
+def retrieval_metrics(
+    qrels: Qrels, results: Results, k_values: Iterable[int] = (1, 5, 10, 100)
+) -> dict[str, float]:
+    """Mean over judged queries of each metric of `per_query_metrics` (BEIR-style flat dict)."""
+    per_query = per_query_metrics(qrels, results, k_values)
+    return {name: sum(vals.values()) / len(vals) for name, vals in per_query.items()}
+
+
+def recall_at_k_curve(qrels: Qrels, results: Results, ks: Iterable[int]) -> dict[int, float]:
+    """Mean Recall@k for each k in `ks` (for a recall-vs-k plot)."""
+    ks = _check_ks(ks)
+    qrels = _judged(qrels)
+    rankings = {qid: ranked_ids(results.get(qid, {})) for qid in qrels}
+    per_query = _trec_per_query(qrels, rankings, {"recall." + ",".join(map(str, ks))})
+    return {k: sum(per_query[qid][f"recall_{k}"] for qid in qrels) / len(qrels) for k in ks}
+
+
+def binary_metrics(scores: np.ndarray, query_ids: list[str], passage_ids: list[str], qrels: Qrels,
+                   k_values: Iterable[int] = (1, 5, 10, 100)) -> dict[str, dict[str, float]]:
+    """`per_query_metrics` for binary relevance, straight from a (queries x passages) score matrix.
+
+    The fast path of selection loops, which score thousands of candidate settings: no result dicts, no
+    trec_eval. Every relevance > 0 counts as gain 1, so it refuses graded qrels (use `per_query_metrics`). It
+    means what trec_eval means: recall's denominator counts relevant passages missing from the corpus too, and
+    exact score ties are broken by passage id ascending (`tests/test_eval_metrics.py` checks it against
+    trec_eval; only a tie straddling the last place of the deepest cut-off may keep either passage). Queries
+    without a relevant passage are left out, as there.
+    """
+    ks = _check_ks(k_values)
+    scores = np.asarray(scores)
+    n_p = scores.shape[1]
+    judged = [(i, q) for i, q in enumerate(query_ids) if any(r > 0 for r in qrels.get(q, {}).values())]
+    if any(r > 1 for _, q in judged for r in qrels[q].values()):
+        raise ValueError("binary_metrics takes binary relevance only; graded qrels need per_query_metrics")
+    depth = min(max(max(ks), MRR_CUTOFF, NDCG_CUTOFF), n_p)
+    rows = np.array([i for i, _ in judged], dtype=np.int64)
+    s = scores[rows] if len(rows) else np.zeros((0, n_p))
+    # rank by (score desc, passage id asc): with the columns in id order, the depth best columns of each row put in
+    # ascending column order and then stably sorted by score leave exact ties in id order
+    by_id = np.argsort(np.asarray(passage_ids, dtype=object), kind="stable")
+    s = s[:, by_id]
+    cut = np.argpartition(-s, depth - 1, axis=1)[:, :depth] if depth < n_p else np.tile(np.arange(n_p), (len(rows), 1))
+    cut = np.sort(cut, axis=1)
+    order = np.argsort(-np.take_along_axis(s, cut, axis=1), axis=1, kind="stable")
+    top = by_id[np.take_along_axis(cut, order, axis=1)]
+    ids = np.asarray(passage_ids, dtype=object)
+    out: dict[str, dict[str, float]] = {f"Recall@{k}": {} for k in ks}
+    out[f"MRR@{MRR_CUTOFF}"], out[f"nDCG@{NDCG_CUTOFF}"] = {}, {}
+    disc = 1.0 / np.log2(np.arange(2, NDCG_CUTOFF + 2))
+    for r, (_, q) in enumerate(judged):
+        rel = {p for p, v in qrels[q].items() if v > 0}
+        hits = np.array([ids[j] in rel for j in top[r]])
+        for k in ks:
+            out[f"Recall@{k}"][q] = float(hits[:k].sum() / len(rel))
+        first = np.flatnonzero(hits[:MRR_CUTOFF])
+        out[f"MRR@{MRR_CUTOFF}"][q] = float(1.0 / (first[0] + 1)) if len(first) else 0.0
+        n_ideal = min(len(rel), NDCG_CUTOFF)
+        out[f"nDCG@{NDCG_CUTOFF}"][q] = float((hits[:NDCG_CUTOFF] * disc[:len(hits[:NDCG_CUTOFF])]).sum()
+                                                / disc[:n_ideal].sum())
+    return out

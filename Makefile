@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
 SHARED  := $(or $(SHARED_DATA),$(CURDIR)/../shared/data)
-# DATA: which dataset the demo runs on. Empty: NQ (NQ_DATA, else the online default). A folder, file or dataset id:
+# DATA: which dataset the demo runs on. Empty: EMBEDFIT_DATA, else the online NQ default. A folder, file or dataset id:
 # that. A bare name (`make demo DATA=scifact`): SHARED_DATA/<name>. Each dataset gets its own folder under .data/.
 DATA    ?=
 ifeq ($(strip $(DATA)),)
@@ -19,14 +19,14 @@ endif
 # SPLIT: train/dev/test shares of the labelled queries (random, i.i.d.); adapters are selected by cross-validation
 # over train+dev on small data, so a larger test share buys tighter intervals (SciFact: 809 claims)
 SPLIT   ?= 0.8 0.1 0.1
-STORE   ?= $(or $(NQ_STORE),.data$(TAG)/store)
+STORE   ?= $(or $(EMBEDFIT_STORE),.data$(TAG)/store)
 MODELS  ?= all-MiniLM-L6-v2 paraphrase-MiniLM-L3-v2
 APP_MODEL ?= paraphrase-MiniLM-L3-v2
-ADAPTERS ?= $(or $(NQ_ADAPTERS),.data$(TAG)/adapters)
-REPORT  ?= $(or $(NQ_REPORT),.data$(TAG)/report)
+ADAPTERS ?= $(or $(EMBEDFIT_ADAPTERS),.data$(TAG)/adapters)
+REPORT  ?= $(or $(EMBEDFIT_REPORT),.data$(TAG)/report)
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False \
-            ANONYMIZED_TELEMETRY=False NQ_PROGRESS=0 TOKENIZERS_PARALLELISM=false \
-            NQ_DATA=$${NQ_DATA:-$${SHARED_DATA:-$(CURDIR)/../shared/data}/nq}
+            ANONYMIZED_TELEMETRY=False EMBEDFIT_PROGRESS=0 TOKENIZERS_PARALLELISM=false \
+            SHARED_DATA=$${SHARED_DATA:-$(CURDIR)/../shared/data}
 
 .PHONY: help setup system lint test test-slow test-all demo app bench faults load clean
 

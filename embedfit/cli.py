@@ -27,6 +27,16 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
 }
 
 
+#: optional libraries and the extra that installs each (pyproject.toml's optional-dependencies)
+EXTRAS = {"gradio": "app", "gradio_client": "app", "ray": "ray", "openai": "openai", "tiktoken": "openai",
+          "datasets": "hub"}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The extra that installs the module `exc` could not import, when it is one of ours to name."""
+    return EXTRAS.get((exc.name or "").split(".")[0])
+
+
 def usage() -> str:
     width = max(map(len, COMMANDS))
     rows = "\n".join(f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items())
@@ -46,7 +56,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"embedfit: unknown subcommand {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module, prefix, _ = COMMANDS[argv[0]]
-    return importlib.import_module(module).main([*prefix, *argv[1:]])
+    try:
+        return importlib.import_module(module).main([*prefix, *argv[1:]])
+    except ModuleNotFoundError as exc:
+        extra = missing_extra(exc)
+        if extra is None:
+            raise
+        print(f"error: embedfit {argv[0]} needs {exc.name}, which is not installed: pip install "
+              f"\"embedfit[{extra}]\"", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ def _is_empty_dir(folder: Path) -> bool:
 
 
 #: entries that mark a folder as holding somebody's work: a repository, a store of ours (its marker or lock)
-WORK_MARKERS = (".git", ".nq-store", ".store.lock")
+WORK_MARKERS = (".git", ".embedfit-store", ".nq-store", ".store.lock")
 
 
 def _holds_work(folder: Path, depth: int = 3) -> Path | None:

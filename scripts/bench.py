@@ -95,12 +95,10 @@ INSERT_BATCH = 5000
 
 
 def bench_data() -> str:
-    """NQ_DATA, else the shared NQ folder (`embedfit.settings.shared_data`: the corpus the targets refer to),
-    else ingest's default."""
+    """The shared NQ folder (`embedfit.settings.shared_data`: SHARED_DATA/nq, or NQ_DATA naming it; the corpus the
+    targets refer to), else ingest's default (EMBEDFIT_DATA, else the Hub)."""
     shared = shared_data("nq")
-    if not os.environ.get("NQ_DATA") and (shared / "corpus.jsonl").exists():
-        return str(shared)
-    return default_data()
+    return str(shared) if (shared / "corpus.jsonl").exists() else default_data()
 
 
 @dataclass
@@ -615,7 +613,7 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     d = BenchConfig()
     p = argparse.ArgumentParser(prog="python -m scripts.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=d.data, help="NQ data for the ingest benchmark (env NQ_DATA)")
+    p.add_argument("--data", default=d.data, help="NQ data for the ingest benchmark (default: SHARED_DATA/nq)")
     p.add_argument("--store", type=Path, default=d.store, help="a full store, used when --ingest-limit is given")
     p.add_argument("--model", default=d.model)
     p.add_argument("--out", type=Path, default=d.out, help="where to write bench.json")

@@ -14,7 +14,7 @@ with it; the app of phase 1 uses that server too. The folder stays an ordinary s
 embedded afterwards. Each step is the project's own CLI in its own process, so a failure names the step and
 its command, and re-running the demo resumes (every step is idempotent and cached).
 
-A data source that is a Hub dataset id (the default when `NQ_DATA` is unset: 100k question/passage pairs) is
+A data source that is a Hub dataset id (the default when `EMBEDFIT_DATA` is unset: 100k question/passage pairs) is
 limited to `DEFAULT_HUB_LIMIT` questions unless `--limit` says otherwise (`--limit all` for the full set).
 """
 from __future__ import annotations
@@ -177,7 +177,7 @@ def parse_args(argv: list[str] | None = None) -> DemoConfig:
     d = DemoConfig()
     p = argparse.ArgumentParser(prog="python -m scripts.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=d.data, help="a folder, file or Hub dataset id (env NQ_DATA)")
+    p.add_argument("--data", default=d.data, help="a folder, file or Hub dataset id (env EMBEDFIT_DATA)")
     p.add_argument("--store", type=Path, default=d.store)
     p.add_argument("--adapters", type=Path, default=d.adapters, help="one adapter folder per model goes here")
     p.add_argument("--report", type=Path, default=d.report)

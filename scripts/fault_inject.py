@@ -88,7 +88,7 @@ OUT = REPO / "artifacts" / "reliability" / "faults.json"
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                "ANONYMIZED_TELEMETRY": "False", "NQ_PROGRESS": "0", "TOKENIZERS_PARALLELISM": "false",
+                "ANONYMIZED_TELEMETRY": "False", "EMBEDFIT_PROGRESS": "0", "TOKENIZERS_PARALLELISM": "false",
                 "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1")})
     for name in ("CHROMA_HOST", "CHROMA_PORT"):  # these runs are about the embedded store
         env.pop(name, None)

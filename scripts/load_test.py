@@ -68,7 +68,7 @@ def start_app(store: Path, model: str | None, adapter: Path | None, report: Path
     for flag, value in (("--model", model), ("--adapter", adapter), ("--report", report)):
         if value:
             args += [flag, str(value)]
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NQ_PROGRESS": "0", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "EMBEDFIT_PROGRESS": "0", "TOKENIZERS_PARALLELISM": "false"}
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"load_test_app_{port}.log", "w")  # noqa: SIM115 - lives with the app
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

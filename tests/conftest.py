@@ -10,7 +10,7 @@ for _k, _v in {
     "HF_DATASETS_OFFLINE": "1",
     "GRADIO_ANALYTICS_ENABLED": "False",
     "ANONYMIZED_TELEMETRY": "False",
-    "NQ_PROGRESS": "0",
+    "EMBEDFIT_PROGRESS": "0",
     "TOKENIZERS_PARALLELISM": "false",
 }.items():
     os.environ.setdefault(_k, _v)

@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import REPO
 
+import embedfit
 from embedfit.adapters.adapter import Adapter, AdapterConfig
 from embedfit.adapters.config import TrainConfig
 from embedfit.adapters.data import SplitData, TrainingData
@@ -244,7 +245,8 @@ def test_cli_train_fixed_writes_a_self_describing_folder(small_store, tmp_path):
     assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "curves.json", "curves.png"}
     conf = json.loads((out / "config.json").read_text())
     assert conf["base_model"] == s["model"] and conf["dim_in"] == 384 and conf["sides"] == "query"
-    assert conf["data_fingerprint"] == s["data_fingerprint"] and conf["format_version"] == 1
+    assert conf["data_fingerprint"] == s["data_fingerprint"] and conf["format_version"] == 2
+    assert conf["format"] == "embedfit.adapter" and conf["embedfit_version"] == embedfit.__version__
     curves = json.loads((out / "curves.json").read_text())
     assert curves[0]["epoch"] == 0 and len(curves) == 3
     r = subprocess.run([sys.executable, "-m", "embedfit", "project", "--store", str(cfg.store), "--adapter", str(out)],

@@ -89,7 +89,7 @@ def test_results_are_the_exact_cosine_rankings(client, app, oracle, question):
     """Both columns against brute-force cosine over the store's raw vectors (adapted: the query times the
     adapter's matrix): ids, order, scores, passage text, and the rank arrows."""
     r = search(client, question, 5)
-    assert r["message"] is None and r["nq"] is None and r["notices"] == []
+    assert r["message"] is None and r["match"] is None and r["notices"] == []
     qvec = app.state.retriever.embedder.embed([question], "query")
     raw, adapted = oracle.ranking(qvec, 5), oracle.ranking(qvec, 5, adapted=True)
     assert [h["id"] for h in r["raw"]["hits"]] == [pid for pid, _ in raw]
@@ -138,7 +138,7 @@ def test_nq_question_has_its_gold_marked(client, app):
     qid = next(q for q in store.split_query_ids("test") if queries[q] == app.state.examples[0])
     r = search(client, queries[qid], 10)
     trained = {p for q, s in store.load_splits().items() if s == "train" for p in qrels.get(q, {})}
-    assert r["nq"] == {"query_id": qid, "split": "test", "gold_ids": sorted(qrels[qid]),
+    assert r["match"] == {"query_id": qid, "split": "test", "gold_ids": sorted(qrels[qid]),
                        "seen": set(qrels[qid]) <= trained}
     assert r["dataset"] == "nq"
     gold_hits = [h for h in r["raw"]["hits"] if h["gold"]]
@@ -177,8 +177,8 @@ def test_k_is_bounded_in_the_handler(client, app):
 def test_store_repo_and_report_files_are_not_served(app):
     store = Store(app.cfg.store)
     secrets = [store.manifest_path, store.dataset_dir / "qrels.tsv", app.cfg.adapter_dir() / "config.json",
-               app.cfg.report / "metrics.json", REPO / "Makefile", REPO / "app" / "README.md",
-               REPO / "app" / "ui.py", "/etc/passwd"]
+               app.cfg.report / "metrics.json", REPO / "Makefile", REPO / "embedfit" / "app" / "README.md",
+               REPO / "embedfit" / "app" / "ui.py", "/etc/passwd"]
     for path in secrets:
         for prefix in ("/gradio_api/file=", "/gradio_api/file/", "/file="):
             status = get_status(app.url.rstrip("/") + prefix + urllib.parse.quote(str(path)))

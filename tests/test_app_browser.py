@@ -49,7 +49,7 @@ def pick_question(app):
 
 
 def cards(page, column):
-    loc = page.locator(f"#{column} .nq-card")
+    loc = page.locator(f"#{column} .ef-card")
     return [{"rank": int(loc.nth(i).get_attribute("data-rank")), "id": loc.nth(i).get_attribute("data-id"),
              "gold": loc.nth(i).get_attribute("data-gold") == "true", "move": loc.nth(i).get_attribute("data-move"),
              "text": loc.nth(i).inner_text()} for i in range(loc.count())]
@@ -66,16 +66,16 @@ def test_search_side_by_side_in_chromium(app, browser, artifacts_dir):
     box = page.locator("#question textarea, #question input").first
     box.fill(question)
     page.locator("#search-btn").click()
-    page.wait_for_selector("#raw-col .nq-card")
-    page.wait_for_selector("#adapted-col .nq-card")
-    page.wait_for_selector("#hybrid-col .nq-card")
+    page.wait_for_selector("#raw-col .ef-card")
+    page.wait_for_selector("#adapted-col .ef-card")
+    page.wait_for_selector("#hybrid-col .ef-card")
 
     raw, adapted, hybrid = cards(page, "raw-col"), cards(page, "adapted-col"), cards(page, "hybrid-col")
-    assert "Retrieval on nq" in page.locator("body").inner_text()  # the dataset's name, not an assumed "NQ"
+    assert "embedfit · retrieval on nq" in page.locator("body").inner_text()  # the dataset's name, not an assumed "NQ"
     assert "Raw embeddings (all-MiniLM-L6-v2)" in page.locator("#raw-col").inner_text()
     assert "With adapter (test-query-1)" in page.locator("#adapted-col").inner_text()
     assert "Adapter + BM25" in page.locator("#hybrid-col").inner_text()
-    assert "BM25 weight 0.4" in page.locator("#hybrid-col .nq-sub").inner_text()
+    assert "BM25 weight 0.4" in page.locator("#hybrid-col .ef-sub").inner_text()
     # the columns are the brute-force cosine rankings of the store's vectors (adapted: query times the adapter matrix)
     oracle = ExactOracle(app.cfg.store, adapter_dir=app.cfg.adapter_dir())
     qvec = app.state.retriever.embedder.embed([question], "query")
@@ -103,7 +103,7 @@ def test_search_side_by_side_in_chromium(app, browser, artifacts_dir):
     assert "raw search" in timing and "adapter projection + search" in timing and "BM25 search" in timing
 
     # a card expands to the full passage
-    gold_card = page.locator("#raw-col .nq-card.gold").first
+    gold_card = page.locator("#raw-col .ef-card.gold").first
     gold_card.locator("summary").click()
     full = expected.raw.hits[[h.gold for h in expected.raw.hits].index(True)].text
     assert full[-40:].strip() in gold_card.inner_text()
@@ -112,19 +112,19 @@ def test_search_side_by_side_in_chromium(app, browser, artifacts_dir):
     # Enter runs a search too
     box.fill("who wrote the declaration of independence")
     box.press("Enter")
-    page.wait_for_function("() => !document.querySelector('#raw-col .nq-card.gold')")
+    page.wait_for_function("() => !document.querySelector('#raw-col .ef-card.gold')")
     assert "Not a question from the store" in page.locator("#status").inner_text()
 
     # an empty question: a friendly message, no cards
     box.fill("   ")
     page.locator("#search-btn").click()
-    page.wait_for_function("() => !document.querySelector('#raw-col .nq-card')")
+    page.wait_for_function("() => !document.querySelector('#raw-col .ef-card')")
     assert "Type a question" in page.locator("#status").inner_text()
-    assert page.locator("#hybrid-col .nq-card").count() == 0
+    assert page.locator("#hybrid-col .ef-card").count() == 0
 
     # clicking an example fills the box and searches
     page.get_by_text(app.state.examples[1][:30]).first.click()
-    page.wait_for_selector("#raw-col .nq-card")
+    page.wait_for_selector("#raw-col .ef-card")
     assert box.input_value() == app.state.examples[1]
     assert external == [], f"the page contacted other hosts: {external}"
     page.close()

@@ -33,12 +33,12 @@ def test_without_an_adapter_the_page_serves_raw_and_says_what_to_run(small_store
     exact = ExactOracle(small_store[0].store).ranking(embedder.embed([state.examples[0]], "query"), 5)
     assert [h.id for h in result.raw.hits] == [pid for pid, _ in exact]  # brute-force cosine over the store
     _, raw_html, adapted_html, hybrid_html, timing = render(state, result)
-    assert raw_html.count('class="nq-card') == 5 and "★ gold" in raw_html
-    assert "nq-card" not in adapted_html and "<code>embedfit train" in adapted_html
+    assert raw_html.count('class="ef-card') == 5 and "★ gold" in raw_html
+    assert "ef-card" not in adapted_html and "<code>embedfit train" in adapted_html
     # without an adapter the hybrid column fuses the raw ranking with BM25, as ingest chose on dev
     assert state.retriever.hybrid_label == "Raw + BM25" and "<h3>Raw + BM25</h3>" in hybrid_html
-    assert hybrid_html.count('class="nq-card') == 5 and [h.id for h in result.hybrid.hits] == [
-        line.split('data-id="')[1].split('"')[0] for line in hybrid_html.split('class="nq-card')[1:]]
+    assert hybrid_html.count('class="ef-card') == 5 and [h.id for h in result.hybrid.hits] == [
+        line.split('data-id="')[1].split('"')[0] for line in hybrid_html.split('class="ef-card')[1:]]
     assert "raw search" in timing and "BM25 search" in timing and "adapter" not in timing
 
 
@@ -49,7 +49,7 @@ def test_an_adapter_without_a_fusion_leaves_the_hybrid_column_with_the_command(s
     result = run_search(state, "who wrote hamlet", 3)
     assert result.adapted is not None and result.hybrid is None
     _, _, _, hybrid_html, timing = render(state, result)
-    assert "<h3>Adapter + BM25</h3>" in hybrid_html and "nq-card" not in hybrid_html
+    assert "<h3>Adapter + BM25</h3>" in hybrid_html and "ef-card" not in hybrid_html
     assert f"<code>embedfit train --store {store} --out {tmp_path / 'old'}</code>" in hybrid_html
     assert "has no BM25 fusion" in state.summary and "BM25 search" not in timing
 
@@ -196,10 +196,10 @@ def test_missing_report_says_which_command_makes_it(tmp_path):
 
 
 def test_status_mentions_train_split_leakage():
-    from embedfit.search.retriever import NQMatch, SearchResult, Side
+    from embedfit.search.retriever import QueryMatch, SearchResult, Side
 
     res = SearchResult(question="q", k=1, model=MODEL, adapter="a", adapter_note=None,
-                       nq=NQMatch("q1", "train", ("p1",)),
+                       match=QueryMatch("q1", "train", ("p1",)),
                        raw=Side("r", "c", [], 1.0, gold_rank=3), adapted=Side("a", "c", [], 1.0, gold_rank=None))
     status = render_status(res)
     assert "raw #3" in status and "adapted: not in the top" in status and "train split" in status

@@ -32,7 +32,7 @@ HOLDER = textwrap.dedent("""
 
 
 def env() -> dict[str, str]:
-    e = {**os.environ, "NQ_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}
+    e = {**os.environ, "EMBEDFIT_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}
     e.pop("CHROMA_HOST", None)
     return e
 

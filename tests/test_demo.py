@@ -58,7 +58,7 @@ def _search(base: str, question: str) -> list:
 def test_page_first_then_the_rest_through_a_server(tmp_path):
     port = free_port()
     out = tmp_path / "demo.log"
-    env = {**os.environ, "NQ_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "EMBEDFIT_CACHE": str(tmp_path / "cache")}
     cmd = [sys.executable, "-m", "scripts.demo", "--data", str(nq_data_dir()), "--limit", "60",
            "--store", str(tmp_path / "store"), "--adapters", str(tmp_path / "adapters"), "--report", str(tmp_path / "report"),
            "--port", str(port)]

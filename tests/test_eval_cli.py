@@ -27,7 +27,7 @@ MODEL = "paraphrase-MiniLM-L3-v2"
 METRICS = ["Recall@1", "Recall@5", "Recall@10", "Recall@100", "MRR@10", "nDCG@10"]
 TOP_KEYS = {"n_queries", "model", "adapter", "retrieval", "ci95", "p_value_adapted_vs_raw", "threshold_accuracy",
             "p_value_raw_bm25_vs_raw", "p_value_adapted_bm25_vs_raw", "p_value_raw_rrf_vs_raw",
-            "p_value_adapted_rrf_vs_raw", "fusion", "vs_best_non_adapter", "seen_unseen"}
+            "p_value_adapted_rrf_vs_raw", "fusion", "vs_best_non_adapter", "seen_unseen", "embedfit_version"}
 HYBRIDS = {"raw_bm25", "adapted_bm25", "raw_rrf", "adapted_rrf"}
 EXTRA_ADAPTERS = {"adapted:both", "adapted:ident"}
 EXTRA_HYBRIDS = {f"{a}{s}" for a in EXTRA_ADAPTERS for s in ("_bm25", "_rrf")}

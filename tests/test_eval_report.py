@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import embedfit
 from embedfit.adapters.adapter import Adapter, AdapterConfig
 from embedfit.adapters.modules import build_module
 from embedfit.evaluation.config import EvalConfig
@@ -69,7 +70,8 @@ def test_single_model_single_adapter_is_exactly_the_contract():
     m = metrics_json(_outcome(_evaluation()))
     assert list(m) == ["n_queries", "model", "adapter", "retrieval", "ci95", "p_value_adapted_vs_raw", "threshold_accuracy",
                        "p_value_raw_bm25_vs_raw", "p_value_adapted_bm25_vs_raw", "p_value_raw_rrf_vs_raw",
-                       "p_value_adapted_rrf_vs_raw", "fusion", "vs_best_non_adapter", "seen_unseen"]
+                       "p_value_adapted_rrf_vs_raw", "fusion", "vs_best_non_adapter", "seen_unseen", "embedfit_version"]
+    assert m["embedfit_version"] == embedfit.__version__
     assert m["n_queries"] == 3 and m["model"] == "m" and m["adapter"] == "a0"
     # every key always present; what was not computed (no hybrid systems in this evaluation) is null
     assert list(m["retrieval"]) == ["raw", "adapted", "bm25", "mse_baseline", "raw_bm25", "adapted_bm25", "raw_rrf", "adapted_rrf"]
@@ -90,7 +92,7 @@ def test_further_adapters_get_prefixed_keys():
 
 def test_several_models_are_wrapped_by_name():
     m = metrics_json(_outcome(_evaluation("m1"), _evaluation("m2", adapters=0)))
-    assert list(m) == ["models"] and list(m["models"]) == ["m1", "m2"]
+    assert list(m) == ["models", "embedfit_version"] and list(m["models"]) == ["m1", "m2"]
     assert m["models"]["m2"]["adapter"] is None and m["models"]["m2"]["retrieval"]["adapted"] is None
 
 

@@ -104,11 +104,11 @@ def test_chroma_export_serves_one_collection_in_fresh_processes(small_store, tmp
         import json, sys
         sys.path.insert(0, {str(out)!r})
         import chromadb
-        import nq_adapter_chroma
+        import embedfit_adapter_chroma
         client = {client}
     """
     fresh(header + f"""
-        ef = nq_adapter_chroma.AdaptedEmbeddingFunction({str(get_model_path())!r}, {str(out / 'adapter.npz')!r})
+        ef = embedfit_adapter_chroma.AdaptedEmbeddingFunction({str(get_model_path())!r}, {str(out / 'adapter.npz')!r})
         col = client.create_collection({"docs-" + tmp_path.name[-20:]!r}, embedding_function=ef, configuration={{"hnsw": {{"space": "cosine"}}}})
         col.add(ids=[f"p{{i}}" for i in range({len(ps)})], documents={ps!r})
         print(json.dumps({{"n": col.count()}}))

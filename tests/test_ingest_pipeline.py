@@ -161,7 +161,7 @@ def test_default_hub_dataset_fails_fast_offline(tmp_path, monkeypatch):
             monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         cfg = IngestConfig(data="sentence-transformers/natural-questions", store=tmp_path / "store")
         t0 = time.perf_counter()
-        with pytest.raises(OfflineError, match="NQ_DATA"):
+        with pytest.raises(OfflineError, match="EMBEDFIT_DATA"):
             run_ingest(cfg, embedder=HashEmbedder("hash", 8))
         assert time.perf_counter() - t0 < 20
         assert not (tmp_path / "store").exists()

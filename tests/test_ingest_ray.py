@@ -171,7 +171,7 @@ def test_cli_refuses_ray_address_without_ray_engine(tmp_path, capsys):
 def test_missing_ray_names_the_pip_command(tmp_path, monkeypatch):
     real = ray_engine.importlib.util.find_spec
     monkeypatch.setattr(ray_engine.importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
-    with pytest.raises(InputError, match=r'missing: ray\).*pip install "ray\[data\]'):
+    with pytest.raises(InputError, match=r'missing: ray\).*pip install "embedfit\[ray\]"'):
         IngestConfig(data=str(nq_data_dir()), store=tmp_path / "store", engine="ray").validate()
 
 

@@ -1,7 +1,7 @@
 """The int8 fast CPU path (`embedfit.embed.int8`): real NQ passages through the quantized graphs, the build cache
 (reuse, damage, interruption), the fp32 ONNX export of all-MiniLM-L6-v2, and the refusal to mix encoders.
 
-The graphs are built once per session into a temporary model cache (NQ_MODEL_CACHE), never the user's.
+The graphs are built once per session into a temporary model cache (EMBEDFIT_MODEL_CACHE), never the user's.
 """
 from __future__ import annotations
 
@@ -33,15 +33,15 @@ MIN_COSINE_FLOOR = 0.96
 
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory):
-    """A session-wide temporary NQ_MODEL_CACHE, so tests build their own graphs and never touch ~/.cache."""
+    """A session-wide temporary EMBEDFIT_MODEL_CACHE, so tests build their own graphs and never touch ~/.cache."""
     folder = tmp_path_factory.mktemp("model-cache")
-    before = os.environ.get("NQ_MODEL_CACHE")
-    os.environ["NQ_MODEL_CACHE"] = str(folder)
+    before = os.environ.get("EMBEDFIT_MODEL_CACHE")
+    os.environ["EMBEDFIT_MODEL_CACHE"] = str(folder)
     yield folder
     if before is None:
-        os.environ.pop("NQ_MODEL_CACHE", None)
+        os.environ.pop("EMBEDFIT_MODEL_CACHE", None)
     else:
-        os.environ["NQ_MODEL_CACHE"] = before
+        os.environ["EMBEDFIT_MODEL_CACHE"] = before
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +213,7 @@ def _store_with_collection(root: Path, manifest_model: str, collection_model: st
     col = chroma_store.ensure_collection(store.client, "raw-x", {"kind": "raw", "model_id": collection_model, "dim": dim},
                                          check_keys=("kind", "model_id", "dim"))
     col.upsert(ids=["p1"], embeddings=[[1.0] + [0.0] * (dim - 1)])
-    store.write_manifest({"format_version": 1, "models": {manifest_model: {"collection": "raw-x", "dim": 384}}})
+    store.write_manifest({"format_version": 2, "models": {manifest_model: {"collection": "raw-x", "dim": 384}}})
     return store
 
 

@@ -118,7 +118,7 @@ def test_the_wheel_installs_and_runs_with_the_core_dependencies_only(tmp_path):
 
     def run(*args: str, cwd: Path = tmp_path) -> str:
         r = subprocess.run(list(args), capture_output=True, text=True, cwd=cwd, timeout=1800,
-                           env={**env, "NQ_PROGRESS": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+                           env={**env, "EMBEDFIT_PROGRESS": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
         assert r.returncode == 0, (args, r.stdout[-2000:], r.stderr[-3000:])
         log.append(f"$ {' '.join(Path(a).name if a.startswith(str(tmp_path)) else a for a in args)}\n{r.stdout.strip()}")
         return r.stdout
@@ -137,3 +137,36 @@ def test_the_wheel_installs_and_runs_with_the_core_dependencies_only(tmp_path):
     metrics = json.loads((report / "metrics.json").read_text("utf-8"))
     assert "paraphrase-MiniLM-L3-v2" in json.dumps(metrics)
     print("\n".join(log))  # pasted in the issue note (pytest -s)
+
+
+BLOCK = """
+import importlib.abc, importlib.machinery, sys
+
+class Absent(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path=None, target=None):
+        return importlib.machinery.ModuleSpec(name, self) if name.split(".")[0] == {blocked!r} else None
+    def create_module(self, spec):
+        raise ModuleNotFoundError(f"No module named {{spec.name!r}}", name=spec.name)
+    def exec_module(self, module):
+        pass
+
+sys.meta_path.insert(0, Absent())
+"""
+
+
+@pytest.mark.parametrize("blocked,argv,extra", [
+    ("gradio", ["app", "--store", "STORE"], "app"),
+    ("ray", ["ingest", "--data", "NQ", "--store", "OUT", "--engine", "ray"], "ray"),
+])
+def test_a_subcommand_missing_its_extra_names_the_extra(tmp_path, blocked, argv, extra, small_store):
+    """The library is made unimportable (its import raises ModuleNotFoundError, as when it is not installed); the
+    command says which extra installs it instead of a traceback."""
+    from embedfit.store import chroma_store
+
+    chroma_store.release_locks()  # the session's store was built in this process: let the child open it
+    argv = [{"STORE": str(small_store[0].store), "NQ": str(nq_data_dir()), "OUT": str(tmp_path / "s")}.get(a, a)
+            for a in argv]
+    code = BLOCK.format(blocked=blocked) + f"from embedfit.cli import main\nsys.exit(main({argv!r}))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert f'pip install "embedfit[{extra}]"' in r.stderr and "Traceback" not in r.stderr

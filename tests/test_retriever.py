@@ -116,7 +116,7 @@ def test_gold_flags_and_split_come_from_the_store(retriever, store, test_questio
     question, gold = test_questions[0]
     # case, punctuation and spacing do not matter (normalise_for_id)
     res = retriever.search("  " + question.upper() + " ?? ", 10)
-    assert res.nq is not None and set(res.nq.gold_ids) == gold and res.nq.split == "test"
+    assert res.match is not None and set(res.match.gold_ids) == gold and res.match.split == "test"
     for side in (res.raw, res.adapted):
         assert {h.id for h in side.hits if h.gold} == gold & {h.id for h in side.hits}
         shown = [h.rank for h in side.hits if h.gold]
@@ -129,7 +129,7 @@ def test_gold_flags_and_split_come_from_the_store(retriever, store, test_questio
 
 def test_a_new_question_has_no_gold(retriever):
     res = retriever.search("which band recorded an album about a prism on the dark side of the moon", 5)
-    assert res.nq is None
+    assert res.match is None
     assert not any(h.gold for h in res.raw.hits + res.adapted.hits)
     assert res.raw.gold_rank is None and len(res.raw.hits) == 5
 
@@ -218,7 +218,7 @@ def test_k_is_clamped(retriever, k, shown, noticed):
 def test_result_is_plain_json(retriever, test_questions):
     res = retriever.search(test_questions[0][0], 3)
     obj = json.loads(json.dumps(res.to_json(), ensure_ascii=False))
-    assert set(obj) >= {"question", "k", "model", "adapter", "nq", "raw", "adapted", "timings_ms", "notices", "message"}
+    assert set(obj) >= {"question", "k", "model", "adapter", "match", "raw", "adapted", "timings_ms", "notices", "message"}
     for side in ("raw", "adapted", "hybrid"):
         assert set(obj[side]["hits"][0]) == {"rank", "id", "title", "text", "score", "gold", "raw_rank", "adapted_rank",
                                              "hybrid_rank", "movement"}
@@ -260,7 +260,7 @@ def check_hybrid(res, want, depth):
     # both fuse the same HNSW candidates; the scores differ only by float32 cosines and the 4 decimals shown
     assert [h.score for h in hits] == pytest.approx([s for _, s in want[:len(hits)]], abs=1e-4 + 5e-5)
     raw_rank = {h.id: h.rank for h in res.raw.hits}
-    gold = set(res.nq.gold_ids) if res.nq else set()
+    gold = set(res.match.gold_ids) if res.match else set()
     for h in hits:
         assert h.hybrid_rank == h.rank and h.gold is (h.id in gold)
         assert h.movement == movement(h.raw_rank, h.rank)
@@ -402,7 +402,7 @@ def test_missing_splits_is_said_not_swallowed(tmp_path, fused_store, embedder, t
     assert len(r.warnings) == 1 and "splits.json" in r.warnings[0]
     assert any("splits.json" in rec.getMessage() for rec in caplog.records)
     res = r.search(test_questions[0][0], 5)
-    assert res.nq is not None and res.nq.split is None  # still matched to its gold passages, just not to a split
+    assert res.match is not None and res.match.split is None  # still matched to its gold passages, just not to a split
 
 
 def test_seen_documents_are_flagged_from_the_store_files(retriever, store):

@@ -56,7 +56,7 @@ def fake_openai():
 def key_env(fake_openai, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.url)
-    return {**os.environ, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": fake_openai.url, "NQ_PROGRESS": "0"}
+    return {**os.environ, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": fake_openai.url, "EMBEDFIT_PROGRESS": "0"}
 
 
 def test_the_key_reaches_no_log_message_or_file_even_at_debug(tmp_path, key_env, fake_openai, caplog):
@@ -150,7 +150,7 @@ def test_the_app_listens_on_loopback_only_and_serves_no_store_or_repo_files(tmp_
             time.sleep(0.5)
         assert listening_addresses(port) == {"127.0.0.1"}
         for path in [store / "manifest.json", store / "dataset" / "qrels.tsv", store / ".store.lock",
-                     REPO / "Makefile", REPO / "core" / "store.py", Path("/etc/passwd")]:
+                     REPO / "Makefile", REPO / "embedfit" / "store" / "store.py", Path("/etc/passwd")]:
             for prefix in ("/gradio_api/file=", "/gradio_api/file/", "/file="):
                 status = get_status(url.rstrip("/") + prefix + urllib.parse.quote(str(path)))
                 assert status in (403, 404), f"{prefix}{path} answered {status}"

@@ -166,7 +166,7 @@ def test_search_through_the_app_gives_identical_ids_and_ranks(both):
             ha, hb = getattr(a, side).hits, getattr(b, side).hits
             assert [(h.id, h.rank, h.movement, h.gold) for h in ha] == [(h.id, h.rank, h.movement, h.gold) for h in hb], q
             assert [h.score for h in ha] == [h.score for h in hb], q
-        assert a.nq == b.nq
+        assert a.match == b.match
         assert [h.id for h in a.raw.hits] == exact_top(srv.embed(q), raw_dump.ids, raw_dump.embeddings, 10), q
     chroma_store.release_locks()
 

@@ -17,7 +17,8 @@ from embedfit.pipeline.config import IngestConfig
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    for var in ("NQ_DATA", "NQ_STORE", "NQ_CACHE", "NQ_ADAPTERS", "NQ_REPORT", "SHARED_DATA", "SCIFACT_DATA"):
+    for var in ("EMBEDFIT_DATA", "EMBEDFIT_STORE", "EMBEDFIT_CACHE", "EMBEDFIT_ADAPTERS", "EMBEDFIT_REPORT", "NQ_DATA",
+                "NQ_STORE", "SHARED_DATA", "SCIFACT_DATA"):
         monkeypatch.delenv(var, raising=False)
     return monkeypatch
 
@@ -31,11 +32,11 @@ def test_defaults_without_environment(clean_env):
 
 
 def test_every_config_honours_its_variable(clean_env, tmp_path):
-    clean_env.setenv("NQ_DATA", "/data/x")
-    clean_env.setenv("NQ_STORE", str(tmp_path / "s"))
-    clean_env.setenv("NQ_CACHE", str(tmp_path / "c"))
-    clean_env.setenv("NQ_ADAPTERS", str(tmp_path / "a"))
-    clean_env.setenv("NQ_REPORT", str(tmp_path / "r"))
+    clean_env.setenv("EMBEDFIT_DATA", "/data/x")
+    clean_env.setenv("EMBEDFIT_STORE", str(tmp_path / "s"))
+    clean_env.setenv("EMBEDFIT_CACHE", str(tmp_path / "c"))
+    clean_env.setenv("EMBEDFIT_ADAPTERS", str(tmp_path / "a"))
+    clean_env.setenv("EMBEDFIT_REPORT", str(tmp_path / "r"))
     assert IngestConfig().data == "/data/x"
     for cfg in (IngestConfig(), TrainConfig(), EvalConfig(), AppConfig()):
         assert cfg.store == tmp_path / "s", type(cfg).__name__
@@ -44,8 +45,20 @@ def test_every_config_honours_its_variable(clean_env, tmp_path):
     assert AppConfig(model="m").adapter_dir() == tmp_path / "a" / "m"
 
 
+def test_an_old_variable_is_not_read_and_says_which_to_set(clean_env, tmp_path, caplog):
+    clean_env.setenv("NQ_STORE", str(tmp_path / "old"))
+    clean_env.setattr(settings, "_warned", set())
+    with caplog.at_level("WARNING"):
+        assert IngestConfig().store == Path(".data/store")
+        assert TrainConfig().store == Path(".data/store")
+    said = [r.getMessage() for r in caplog.records if "NQ_STORE" in r.getMessage()]
+    assert said == ["NQ_STORE is no longer read: set EMBEDFIT_STORE instead (embedfit's name for it)"]  # once
+    clean_env.setenv("EMBEDFIT_STORE", str(tmp_path / "new"))
+    assert IngestConfig().store == tmp_path / "new"
+
+
 def test_blank_variable_means_default(clean_env):
-    clean_env.setenv("NQ_STORE", "  ")
+    clean_env.setenv("EMBEDFIT_STORE", "  ")
     assert IngestConfig().store == Path(".data/store")
 
 

@@ -21,14 +21,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from embedfit import __version__
 from embedfit.adapters.memory import apply_memory
 from embedfit.embed.base import l2_normalise
 from embedfit.retrieval.fusion import FusionSpec
 from embedfit.types import slug
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: written into every adapter's config.json: what makes a folder recognisably an adapter of ours
-ADAPTER_FORMAT = "nq-adapter.adapter"
+ADAPTER_FORMAT = "embedfit.adapter"
+#: the name adapters had before the tool was called embedfit: still recognised as ours (so a new one may replace
+#: it), never loaded (`embedfit.adapters.io.load_adapter` says how to retrain it)
+OLD_ADAPTER_FORMATS = ("nq-adapter.adapter",)
 Sides = Literal["query", "both"]
 
 
@@ -60,8 +64,10 @@ class AdapterConfig:
     format: str = ADAPTER_FORMAT
     #: random, made once per trained adapter: names its projected collection, so two adapters that share a name
     #: (`runA/mem`, `runB/mem`) never share one, and a retrained adapter projects into a new collection before
-    #: it replaces the old folder (the old one keeps working until then). "" in adapters saved before it existed
+    #: it replaces the old folder (the old one keeps working until then)
     uid: str = field(default_factory=lambda: secrets.token_hex(6))
+    #: the embedfit version that trained it
+    embedfit_version: str = __version__
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -69,7 +75,7 @@ class AdapterConfig:
     @classmethod
     def from_json(cls, obj: dict) -> AdapterConfig:
         known = set(cls.__dataclass_fields__)
-        return cls(**{"uid": "", **{k: v for k, v in obj.items() if k in known}})
+        return cls(**{k: v for k, v in obj.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,7 @@ class Adapter:
         """The projected collection's name (both-sides adapters and adapters with a query memory)."""
         if not self.moves_passages:
             return None
-        return "adapted-" + slug(self.config.name)[:80] + (f"-{self.config.uid}" if self.config.uid else "")
+        return f"adapted-{slug(self.config.name)[:80]}-{self.config.uid}"
 
     @property
     def is_identity(self) -> bool:

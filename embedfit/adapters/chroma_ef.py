@@ -2,7 +2,7 @@
 
 Standalone on purpose (numpy, chromadb and sentence-transformers only, nothing of this project): `python -m
 adapter export --format chroma` copies this very file into the export folder, so another stack uses it with
-`import nq_adapter_chroma` and never needs our package. One collection serves both sides: `add(documents=...)`
+`import embedfit_adapter_chroma` and never needs our package. One collection serves both sides: `add(documents=...)`
 calls `__call__` (raw, L2-normalised vectors, exactly what our raw collection holds) and `query(query_texts=...)`
 calls `embed_query` (the adapted vector: normalise(raw @ matrix + bias)).
 
@@ -18,7 +18,8 @@ import numpy as np
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 from chromadb.utils.embedding_functions import register_embedding_function
 
-NAME = "nq-adapter"
+#: ours and versioned: a collection made with this function records it, and a later, changed function gets a new name
+NAME = "embedfit.adapter.v2"
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

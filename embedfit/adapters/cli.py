@@ -25,7 +25,7 @@ from embedfit.store.store import Store
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", type=Path, default=default_store(), help="store folder built by ingest (env NQ_STORE)")
+    p.add_argument("--store", type=Path, default=default_store(), help="store folder built by ingest (env EMBEDFIT_STORE)")
     p.add_argument("--chroma-host", default=None, help="use a Chroma server (env CHROMA_HOST)")
     p.add_argument("--chroma-port", type=int, default=None, help="(env CHROMA_PORT)")
     p.add_argument("-v", "--verbose", action="store_true")

@@ -13,7 +13,7 @@
   query vector is ours times a positive number, so cosine (and inner-product) rankings are the same. Query-side
   adapters only (its documents stay raw). Written to the layout of llama-index-embeddings-adapter's
   `LinearLayer.save`/`load` (that package is not installed here; the test loads the folder the way `load` does).
-- `chroma`: `adapter.npz` plus `nq_adapter_chroma.py` (a copy of `embedfit/adapters/chroma_ef.py`), a registered Chroma
+- `chroma`: `adapter.npz` plus `embedfit_adapter_chroma.py` (a copy of `embedfit/adapters/chroma_ef.py`), a registered Chroma
   embedding function: documents raw, queries adapted, one collection for both.
 
 What cannot be exported as a matrix, and why: an MLP adapter is not linear (use this project to apply it); the
@@ -146,7 +146,7 @@ def _write_export(adapter: Adapter, fmt: str, matrix: np.ndarray, bias: np.ndarr
         passages = "adapt(raw_passage_vectors)" if c.sides == "both" else "unit(raw_passage_vectors)   # unchanged: a query-side adapter"
         (out / "USAGE.md").write_text(USAGE.format(d_in=c.dim_in, base=c.base_model, passages=passages), "utf-8")
     if fmt == "chroma":
-        shutil.copyfile(Path(__file__).with_name("chroma_ef.py"), out / "nq_adapter_chroma.py")
+        shutil.copyfile(Path(__file__).with_name("chroma_ef.py"), out / "embedfit_adapter_chroma.py")
     if fmt == "sentence-transformers":
         _write_sentence_transformer(base, matrix, bias, c.sides, out)
     if fmt == "llamaindex":

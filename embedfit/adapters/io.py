@@ -28,7 +28,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from embedfit import atomic
-from embedfit.adapters.adapter import ADAPTER_FORMAT, FORMAT_VERSION, Adapter, AdapterConfig, PassageMemory
+from embedfit.adapters.adapter import (
+    ADAPTER_FORMAT,
+    FORMAT_VERSION,
+    OLD_ADAPTER_FORMATS,
+    Adapter,
+    AdapterConfig,
+    PassageMemory,
+)
 from embedfit.adapters.modules import build_module
 from embedfit.errors import MismatchError, StoreError
 from embedfit.outputs import OutputKind, check_output, read_json_object
@@ -39,13 +46,10 @@ MEMORY_FILES = ("memory.safetensors", "memory.json")
 
 
 def is_adapter_dir(path: Path) -> bool:
-    """True for a folder whose config.json names our adapter format (or is an adapter config from before
-    the format was named: it has the fields only an adapter config has)."""
+    """True for a folder whose config.json names our adapter format (this one or an earlier name: an older
+    adapter is still ours to replace, and is refused when loaded)."""
     cfg = read_json_object(Path(path) / "config.json")
-    if cfg is None:
-        return False
-    return cfg.get("format") == ADAPTER_FORMAT or (
-        "format" not in cfg and {"kind", "sides", "base_model", "dim_in", "format_version"} <= set(cfg))
+    return cfg is not None and cfg.get("format") in (ADAPTER_FORMAT, *OLD_ADAPTER_FORMATS)
 
 
 ADAPTER_OUTPUT = OutputKind("an adapter folder", is_adapter_dir)
@@ -104,11 +108,16 @@ def load_adapter(path: str | Path) -> Adapter:
         raise StoreError(f"no adapter at {path} (no config.json). Train one with:\n"
                          f"  embedfit train --store STORE --out {path}")
     try:
-        config = AdapterConfig.from_json(json.loads(cfg_path.read_text("utf-8")))
+        raw = json.loads(cfg_path.read_text("utf-8"))
+        have = (raw.get("format"), raw.get("format_version")) if isinstance(raw, dict) else (None, None)
+        if have != (ADAPTER_FORMAT, FORMAT_VERSION):
+            raise StoreError(f"adapter {path} has format {have[1]} ({have[0]}); this version reads format "
+                             f"{FORMAT_VERSION} ({ADAPTER_FORMAT}). Train it again: embedfit train --store STORE "
+                             f"--model {raw.get('base_model', 'MODEL') if isinstance(raw, dict) else 'MODEL'} "
+                             f"--out {path}")
+        config = AdapterConfig.from_json(raw)
     except (json.JSONDecodeError, TypeError) as exc:
         raise StoreError(f"{cfg_path} is not a valid adapter config ({exc})") from None
-    if config.format_version > FORMAT_VERSION:
-        raise StoreError(f"adapter {path} has format {config.format_version}; this code reads up to {FORMAT_VERSION}")
     module = build_module(config.kind, config.dim_in, config.dim_out, config.rank, config.hidden)
     try:
         state = load_file(str(path / "model.safetensors"))

@@ -17,11 +17,11 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
     d = AppConfig()
     p = argparse.ArgumentParser(prog="embedfit app", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--store", type=Path, default=d.store, help="store folder (env NQ_STORE)")
+    p.add_argument("--store", type=Path, default=d.store, help="store folder (env EMBEDFIT_STORE)")
     p.add_argument("--model", default=d.model, help="embedding model whose collection to search")
     p.add_argument("--adapter", type=Path, default=None,
-                   help="adapter folder (default: NQ_ADAPTERS/MODEL, .data/adapters/MODEL unless set: where `make demo` puts it)")
-    p.add_argument("--report", type=Path, default=d.report, help="eval report folder shown in the report tab (env NQ_REPORT)")
+                   help="adapter folder (default: EMBEDFIT_ADAPTERS/MODEL, .data/adapters/MODEL unless set: where `make demo` puts it)")
+    p.add_argument("--report", type=Path, default=d.report, help="eval report folder shown in the report tab (env EMBEDFIT_REPORT)")
     p.add_argument("--host", default=d.host, help="address to bind; 0.0.0.0 exposes the page to your network")
     p.add_argument("--port", type=int, default=d.port)
     p.add_argument("--chroma-host", default=None, help="use a Chroma server (env CHROMA_HOST)")

@@ -14,7 +14,7 @@ from embedfit.settings import default_adapters, default_report, default_store
 class AppConfig:
     store: Path = field(default_factory=default_store)
     model: str = DEFAULT_MODEL
-    #: None: `<adapters>/<model>` (env NQ_ADAPTERS, default .data/adapters), where `make demo` puts the adapter it trains
+    #: None: `<adapters>/<model>` (env EMBEDFIT_ADAPTERS, default .data/adapters), where `make demo` puts the adapter it trains
     adapter: Path | None = None
     report: Path = field(default_factory=default_report)
     host: str = "127.0.0.1"

@@ -132,11 +132,11 @@ def plots_html(images: list[tuple[bytes, str]]) -> str:
     if not images:
         return ""
     figures = "".join(
-        f'<figure class="nq-plot"><img alt="{html.escape(caption)}" '
+        f'<figure class="ef-plot"><img alt="{html.escape(caption)}" '
         f'src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         for data, caption in images)
-    return f'<div class="nq-plots">{figures}</div>'
+    return f'<div class="ef-plots">{figures}</div>'
 
 
 def _blocks(metrics: dict, model: str) -> list[tuple[str | None, dict]]:

@@ -84,8 +84,8 @@ def build_demo(state: AppState) -> gr.Blocks:
                                          adapter_note=r.adapter_note))
     report_md, report_plots = _report(state)
 
-    with gr.Blocks(title="Retrieval: raw vs customized", analytics_enabled=False) as demo:
-        gr.Markdown(f"## Retrieval on `{state.retriever.dataset}`: raw embeddings vs. customized")
+    with gr.Blocks(title="embedfit: raw vs customized retrieval", analytics_enabled=False) as demo:
+        gr.Markdown(f"## embedfit · retrieval on `{state.retriever.dataset}`: raw embeddings vs. customized")
         gr.Markdown(state.summary)
         with gr.Tab("Search"):
             with gr.Row(equal_height=True):

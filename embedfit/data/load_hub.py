@@ -16,7 +16,7 @@ from embedfit.types import Dataset
 log = logging.getLogger(__name__)
 
 OFFLINE_HINT = (
-    "set NQ_DATA (or --data) to a local folder or file instead, e.g. NQ_DATA=../shared/data/nq "
+    "set EMBEDFIT_DATA (or --data) to a local folder or file instead, e.g. EMBEDFIT_DATA=../shared/data/nq "
     "(a BEIR folder), a pairs .jsonl file, or an NQ simplified .jsonl(.gz) file"
 )
 

@@ -2,7 +2,7 @@
 int8 graphs and by `embedfit.embed.onnx_export` for the fp32 export of all-MiniLM-L6-v2).
 
 An entry is `NAME-<digest of its key>.onnx` in the model cache (`embedfit.settings.default_model_cache()`, env
-NQ_MODEL_CACHE) plus a sidecar `.json` holding the key, size and sha256. The file is written atomically and the
+EMBEDFIT_MODEL_CACHE) plus a sidecar `.json` holding the key, size and sha256. The file is written atomically and the
 sidecar after it, so the sidecar is the commit mark; on every load the file is checked against it (about 0.2 s for
 90 MB). A missing sidecar, a truncated or garbled file, or a sidecar of another key is rebuilt, never used.
 """
@@ -20,7 +20,7 @@ from embedfit.settings import default_model_cache
 
 log = logging.getLogger(__name__)
 
-SIDECAR_FORMAT = "nq-retrieval.built-model/1"
+SIDECAR_FORMAT = "embedfit.built-model/2"
 
 
 def key_digest(obj: dict) -> str:

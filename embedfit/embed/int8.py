@@ -4,7 +4,7 @@ Why build locally instead of shipping files: the graphs are a pure function of t
 package, the quantization recipe and the onnxruntime that quantizes them, so they are made here from
 the installed weights (paraphrase-MiniLM-L3-v2: the package's .onnx; all-MiniLM-L6-v2: its
 sentence-transformers weights, exported to ONNX by `embedfit.embed.onnx_export`) and cached under
-`embedfit.settings.default_model_cache()` (env NQ_MODEL_CACHE).
+`embedfit.settings.default_model_cache()` (env EMBEDFIT_MODEL_CACHE).
 
 Cache entries are keyed by the sha256 of the source file, the recipe and the onnxruntime version (and, for
 the L6 export, the torch version), so an upgrade of any of them builds a new file instead of trusting

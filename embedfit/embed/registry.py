@@ -130,7 +130,7 @@ def load_embedder(name: str = DEFAULT_MODEL, device: str = "auto") -> Embedder:
 
 def load_int8_embedder(name: str, recipe=None, cache_dir: Path | None = None) -> Embedder:
     """An int8 model of `embedfit.embed.int8.INT8_OF` (its graph quantized now if not cached); `recipe` and
-    `cache_dir` are for benchmarks and tests (default: the chosen recipe, `NQ_MODEL_CACHE`)."""
+    `cache_dir` are for benchmarks and tests (default: the chosen recipe, `EMBEDFIT_MODEL_CACHE`)."""
     from embedfit.embed.build_cache import built_sha256
     from embedfit.embed.int8 import DEFAULT_RECIPE, INT8_OF, MAX_SEQ_LENGTH, int8_model_path
     from embedfit.embed.onnx_minilm import OnnxMiniLMEmbedder, bert_uncased_tokenizer_path

@@ -27,8 +27,8 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     d = EvalConfig()
     p = argparse.ArgumentParser(prog="embedfit eval", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--store", type=Path, default=d.store, help="store folder (env NQ_STORE)")
-    p.add_argument("--out", type=Path, default=d.out, help="report folder (env NQ_REPORT)")
+    p.add_argument("--store", type=Path, default=d.store, help="store folder (env EMBEDFIT_STORE)")
+    p.add_argument("--out", type=Path, default=d.out, help="report folder (env EMBEDFIT_REPORT)")
     p.add_argument("--force", action="store_true",
                    help="write into --out even if it is a non-empty folder that is not an eval report")
     p.add_argument("--adapter", type=Path, action="append", default=[], dest="adapters",
@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the bootstrap, permutations and plot sampling")
     p.add_argument("--plot-queries", type=int, default=d.plot_queries, help="queries in the latent-space plot (0: no plot)")
     p.add_argument("--plot-passages", type=int, default=d.plot_passages, help="random passages in the latent-space plot")
-    p.add_argument("--cache", type=Path, default=d.cache_dir, help="embedding cache for held-out queries (env NQ_CACHE)")
+    p.add_argument("--cache", type=Path, default=d.cache_dir, help="embedding cache for held-out queries (env EMBEDFIT_CACHE)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     p.add_argument("--batch-size", type=int, default=None, help="embedding batch size for held-out queries")
     p.add_argument("--device", default=d.device, help="where a sentence-transformers model embeds held-out queries")
@@ -77,7 +77,7 @@ def _study_parser(command: str, doc: str | None, d: CurveConfig | DimsConfig, ou
     """The options every `embedfit eval <study>` shares: the store, the model, the output folder, -v."""
     p = argparse.ArgumentParser(prog=f"embedfit eval {command}", description=doc,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--store", type=Path, default=d.store, help="store folder (env NQ_STORE)")
+    p.add_argument("--store", type=Path, default=d.store, help="store folder (env EMBEDFIT_STORE)")
     p.add_argument("--model", default=d.model)
     p.add_argument("--out", type=Path, default=d.out, help=out_help)
     p.add_argument("-v", "--verbose", action="store_true")

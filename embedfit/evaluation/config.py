@@ -17,18 +17,15 @@ P_METRICS = ("MRR@10", "nDCG@10")
 PRIMARY_METRIC = "MRR@10"
 SPLITS = ("dev", "test")
 #: details.json names its writer: what makes a folder recognisably an eval report of ours
-REPORT_GENERATOR = "nq-adapter eval"
+REPORT_GENERATOR = "embedfit eval"
+#: the generator's name before the tool was called embedfit: still ours to replace
+OLD_REPORT_GENERATORS = ("nq-adapter eval",)
 
 
 def is_report_dir(path: Path) -> bool:
-    """A report folder of ours: its details.json names our generator (or, from before it did, has the
-    fields only our details.json has, beside a metrics.json)."""
+    """A report folder of ours: its details.json names our generator (this one or an earlier name)."""
     details = read_json_object(Path(path) / "details.json")
-    if details is None:
-        return False
-    return details.get("generator") == REPORT_GENERATOR or (
-        "generator" not in details and {"config", "models", "seconds"} <= set(details)
-        and (Path(path) / "metrics.json").is_file())
+    return details is not None and details.get("generator") in (REPORT_GENERATOR, *OLD_REPORT_GENERATORS)
 
 
 REPORT_OUTPUT = OutputKind("an eval report folder", is_report_dir, replaces=False)

@@ -33,6 +33,7 @@ Decisions, documented here once:
   `"adapted:<name>_se"`), and a top-level `"p_value_adapted:<name>_vs_raw"`. With one adapter per
   model the object is exactly the schema above.
 - Several models: `{"models": {MODEL: <the object above>}}`. One model: the object itself.
+- Both shapes also carry `"embedfit_version"`: the version that wrote the file.
 - Hybrids (`*_bm25`: the fusion chosen on dev; `*_rrf`: reciprocal-rank fusion, k=60, untuned) exist when
   BM25 is on; their fusion is in `fusion`. Each further adapter adds `"adapted:<name>_bm25"` and `_rrf`.
 """
@@ -42,7 +43,7 @@ import logging
 import math
 from datetime import datetime, timezone
 
-from embedfit import atomic
+from embedfit import __version__, atomic
 from embedfit.evaluation.config import CI_METRICS, P_METRICS, PRIMARY_METRIC, REPORT_GENERATOR
 from embedfit.evaluation.results import HYBRID_SUFFIXES, EvalOutcome, ModelEvaluation, SystemRun
 from embedfit.settings import METRICS
@@ -121,8 +122,8 @@ def metrics_object(ev: ModelEvaluation) -> dict:
 
 def metrics_json(outcome: EvalOutcome) -> dict:
     if len(outcome.models) == 1:
-        return metrics_object(outcome.models[0])
-    return {"models": {ev.model: metrics_object(ev) for ev in outcome.models}}
+        return {**metrics_object(outcome.models[0]), "embedfit_version": __version__}
+    return {"models": {ev.model: metrics_object(ev) for ev in outcome.models}, "embedfit_version": __version__}
 
 
 # -- details.json -----------------------------------------------------------------------------------
@@ -159,6 +160,7 @@ def _system_details(s: SystemRun) -> dict:
 def details_json(outcome: EvalOutcome) -> dict:
     return {
         "generator": REPORT_GENERATOR,
+        "embedfit_version": __version__,
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": outcome.config.to_json(),
         "seconds": round(outcome.seconds, 2),
@@ -412,7 +414,7 @@ def report_md(outcome: EvalOutcome) -> str:
     scope = (f"held-out queries `{cfg.queries}` with qrels `{cfg.qrels}`" if cfg.heldout
              else f"the store's **{cfg.split} split**")
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    out = ["# Evaluation report", "",
+    out = [f"# embedfit evaluation report ({__version__})", "",
            f"Store `{cfg.store}`; {scope}; generated {when} in {outcome.seconds:.0f} s.", "",
            ("Every system is ranked by exact cosine search over the same stored passage vectors and scored on the same "
             "queries; intervals are 95% BCa bootstrap over queries, p-values are paired permutation tests against the "

@@ -16,8 +16,8 @@ def parse_args(argv: list[str] | None = None) -> IngestConfig:
     d = IngestConfig()
     p = argparse.ArgumentParser(prog="embedfit ingest", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default=d.data, help="BEIR folder, pairs .jsonl, NQ simplified .jsonl(.gz), or a dataset id (env NQ_DATA)")
-    p.add_argument("--store", type=Path, default=d.store, help="store folder (env NQ_STORE)")
+    p.add_argument("--data", default=d.data, help="BEIR folder, pairs .jsonl, NQ simplified .jsonl(.gz), or a dataset id (env EMBEDFIT_DATA)")
+    p.add_argument("--store", type=Path, default=d.store, help="store folder (env EMBEDFIT_STORE)")
     p.add_argument("--force", action="store_true",
                    help="write into --store even if it is a non-empty folder that is not a store")
     p.add_argument("--lexical-only", action="store_true",
@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> IngestConfig:
     p.add_argument("--batch-size", type=int, default=None, help="embedding batch size (default: the backend's)")
     p.add_argument("--device", default=d.device,
                    help="where a sentence-transformers model runs: auto (CUDA when torch sees a GPU), cpu, cuda, cuda:N, mps")
-    p.add_argument("--cache", type=Path, default=d.cache_dir, help="embedding cache folder (env NQ_CACHE)")
+    p.add_argument("--cache", type=Path, default=d.cache_dir, help="embedding cache folder (env EMBEDFIT_CACHE)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     p.add_argument("--engine", choices=ENGINES, default=d.engine,
                    help="where passages are embedded: in this process, or on Ray Data actors (same vectors, bit for bit)")

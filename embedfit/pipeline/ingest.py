@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from embedfit import atomic
+from embedfit import __version__, atomic
 from embedfit.data.filters import apply_limit, filter_by_length
 from embedfit.data.sources import SourceKind, detect_source, load_source
 from embedfit.data.split import split_queries
@@ -36,6 +36,7 @@ from embedfit.retrieval.fusion import dev_signature, load_raw_fusion, save_raw_f
 from embedfit.retrieval.fusion_choice import choose_dev_fusion
 from embedfit.retrieval.lexical import build_index, load_index, save_index
 from embedfit.store import chroma_store, query_vectors
+from embedfit.store.store import FORMAT_VERSION as STORE_FORMAT_VERSION
 from embedfit.store.store import STORE_OUTPUT, Store, check_collection_encoder, is_store_dir, raw_collection_name
 from embedfit.types import SPLITS, Corpus, Dataset, SplitName, corpus_fingerprint, text_sha
 
@@ -204,7 +205,7 @@ def build_lexical(store_root: Path, force: bool = False) -> dict:
         raise StoreError(f"--store {store.root} is a file, not a store folder; pass the folder ingest built")
     if not is_store_dir(store.root) or not store.exists():
         raise StoreError(f"{store.root} is not a store built by ingest (no manifest.json); build one with:\n"
-                         f"  embedfit ingest --data $NQ_DATA --store {store.root}")
+                         f"  embedfit ingest --data $EMBEDFIT_DATA --store {store.root}")
     manifest = store.require()
     store.client  # noqa: B018 - takes the store's lock now: an ingest writing this store refuses us (StoreBusyError)
     corpus = store.load_corpus()
@@ -338,7 +339,8 @@ def _updated_manifest(run: _Run, n_in_collection: int) -> dict:
             log.warning("data changed: dropping %s from the manifest (re-ingest them)", stale_models)
         manifest["models"] = {}
     manifest.update({
-        "format_version": 1,
+        "format_version": STORE_FORMAT_VERSION,
+        "embedfit_version": __version__,
         "data_source": run.cfg.data,
         "source_kind": run.kind,
         "data_fingerprint": run.fingerprint,

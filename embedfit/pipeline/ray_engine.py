@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
-INSTALL_HINT = 'pip install "ray[data]==2.60.0" (the version in requirements.txt)'
+INSTALL_HINT = 'pip install "embedfit[ray]" (Ray Data; requirements.txt pins ray[data]==2.60.0)'
 #: the CPUs each actor books with Ray's scheduler. A booking, not a limit: the model's own thread pool uses
 #: the node's cores. Half a CPU lets an actor start even on a small local Ray; Ray Data spreads actors
 #: over nodes by default, so one actor per node (the default count) uses the whole cluster

@@ -99,7 +99,7 @@ class Side:
 
 
 @dataclass(frozen=True)
-class NQMatch:
+class QueryMatch:
     """The store query the question matched: its id, split and gold passage ids, and whether every gold passage
     is a document the customization was fitted on (a positive of its training queries: `embedfit.metrics.seen`)."""
 
@@ -118,7 +118,7 @@ class SearchResult:
     adapter_note: str | None
     notices: list[str] = field(default_factory=list)
     message: str | None = None
-    nq: NQMatch | None = None  # the matched store query (the key keeps its first dataset's name for API users)
+    match: QueryMatch | None = None  # the store query the question matched (its gold passages, split, seen)
     dataset: str = ""  # the store's dataset name (`Store.dataset_name`)
     raw: Side | None = None
     adapted: Side | None = None
@@ -129,8 +129,8 @@ class SearchResult:
     def to_json(self) -> dict[str, Any]:
         """Plain JSON (the `/search` API's answer)."""
         out = asdict(self)
-        if self.nq is not None:
-            out["nq"]["gold_ids"] = list(self.nq.gold_ids)
+        if self.match is not None:
+            out["match"]["gold_ids"] = list(self.match.gold_ids)
         return out
 
 
@@ -200,14 +200,14 @@ class Retriever:
         self._embed_lock = threading.Lock()
         self._corpus: dict[str, Passage] = store.load_corpus()
         self.dataset = store.dataset_name()
-        self._load_nq()
+        self._load_matches()
         self.lexical: LexicalIndex | None = None
         self.fusion: FusionSpec | None = None
         #: why there is no hybrid side (and what to run), None when there is one
         self.hybrid_note: str | None = None
         self._load_hybrid(info, adapter_dir)
 
-    def _load_nq(self) -> None:
+    def _load_matches(self) -> None:
         queries = self.store.load_queries()
         self._qrels = self.store.load_qrels()
         #: what the page should tell the user about this store (shown under its header)
@@ -280,14 +280,14 @@ class Retriever:
         return f"{dense} + BM25"
 
     # -- search -----------------------------------------------------------------------------------
-    def match(self, question: str) -> NQMatch | None:
+    def match(self, question: str) -> QueryMatch | None:
         """The store query with the same normalised text, with its gold passages (None if no match)."""
         key = normalise_for_id(question)
         qids = self._by_text.get(key) if key else None
         if not qids:
             return None
         gold = sorted({pid for q in qids for pid, rel in self._qrels.get(q, {}).items() if rel > 0})
-        return NQMatch(query_id=qids[0], split=self._splits.get(qids[0]), gold_ids=tuple(gold),
+        return QueryMatch(query_id=qids[0], split=self._splits.get(qids[0]), gold_ids=tuple(gold),
                        seen=bool(gold) and set(gold) <= self._trained)
 
     def embed(self, question: str) -> np.ndarray:
@@ -311,8 +311,8 @@ class Retriever:
             result.message = EMPTY_MESSAGE
             result.timings_ms = {"total": _ms(t_start)}
             return result
-        result.nq = self.match(text)
-        gold = set(result.nq.gold_ids) if result.nq else set()
+        result.match = self.match(text)
+        gold = set(result.match.gold_ids) if result.match else set()
         spec = self.fusion
         # the dense side the hybrid fuses is queried once, deep enough for its column and for the fusion
         fusion_n = spec.n if spec is not None else 0

@@ -13,7 +13,7 @@
       chroma/                Chroma's files (embedded mode; absent when a Chroma server is used)
 
 Every file is written atomically; `manifest.json` is written last, so a store whose manifest lists a
-model is complete for that model. `.nq-store` is written first: it marks a folder as a store of ours
+model is complete for that model. `.embedfit-store` is written first: it marks a folder as a store of ours
 even before its manifest exists (an interrupted first ingest), so a rerun may write into it while a
 non-empty folder of somebody else's is refused (`STORE_OUTPUT`, rules in `embedfit.outputs`).
 """
@@ -38,13 +38,15 @@ from embedfit.types import Corpus, Dataset, Passage, Qrels, Queries, SplitName, 
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-STORE_MARKER = ".nq-store"
+#: the store folder's format; a store of another format is refused with the command that rebuilds it
+FORMAT_VERSION = 2
+STORE_MARKER = ".embedfit-store"
 
 
 def is_store_dir(path: Path) -> bool:
-    """A store of ours: the marker ingest writes first, a manifest, or (stores from before the marker)
-    the lock file every ingest of the embedded store creates before writing anything else."""
+    """A store of ours: the marker ingest writes first, a manifest (of any format: an older store is still ours
+    to recognise, and is refused when read, see `Store.manifest`), or the lock file every process that opens the
+    embedded store creates before anything else (a store opened, never yet written)."""
     path = Path(path)
     manifest = read_json_object(path / "manifest.json")
     return ((path / STORE_MARKER).is_file() or (manifest is not None and "models" in manifest)
@@ -142,24 +144,31 @@ class Store:
         if not self.exists():
             raise StoreError(
                 f"no store at {self.root} (no manifest.json). Build one with:\n"
-                f"  embedfit ingest --data $NQ_DATA --store {self.root}"
+                f"  embedfit ingest --data $EMBEDFIT_DATA --store {self.root}"
             )
         manifest = self.manifest()
         if model_id is not None and model_id not in manifest.get("models", {}):
             have = ", ".join(manifest.get("models", {})) or "none"
             raise StoreError(
                 f"the store at {self.root} has no embeddings for model {model_id!r} (it has: {have}). Build them with:\n"
-                f"  embedfit ingest --data {manifest.get('data_source', '$NQ_DATA')} --store {self.root} --model {model_id}"
+                f"  embedfit ingest --data {manifest.get('data_source', '$EMBEDFIT_DATA')} --store {self.root} --model {model_id}"
             )
         return manifest
 
     def manifest(self) -> dict:
         try:
-            return json.loads(self.manifest_path.read_text("utf-8"))
+            manifest = json.loads(self.manifest_path.read_text("utf-8"))
         except FileNotFoundError:
             return {"format_version": FORMAT_VERSION, "models": {}}
         except json.JSONDecodeError as exc:
             raise StoreError(f"{self.manifest_path} is not valid JSON ({exc}); re-run ingest") from None
+        have = manifest.get("format_version") if isinstance(manifest, dict) else None
+        if have != FORMAT_VERSION:
+            source = manifest.get("data_source", "DATA") if isinstance(manifest, dict) else "DATA"
+            raise StoreError(f"the store at {self.root} has format {have}, made by an earlier version; this version "
+                             f"reads format {FORMAT_VERSION}. Rebuild it in a new folder: embedfit ingest --data "
+                             f"{source} --store NEW_FOLDER")
+        return manifest
 
     def dataset_name(self) -> str:
         """A short name for the data this store holds, for pages and reports: the last part of its source

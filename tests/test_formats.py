@@ -1,0 +1,53 @@
+"""Pre-release formats (issue 19): every artifact says which embedfit wrote it, and an artifact of an earlier format
+is refused in one line that names the command rebuilding it (no branches that read old layouts)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from app_support import make_adapter
+
+import embedfit
+from embedfit.adapters.io import is_adapter_dir, load_adapter
+from embedfit.errors import StoreError
+from embedfit.store import chroma_store
+from embedfit.store.store import FORMAT_VERSION, STORE_OUTPUT, Store
+
+MODEL = "all-MiniLM-L6-v2"
+
+
+def test_a_store_says_its_format_and_version(small_store):
+    manifest = Store(small_store[0].store).require(MODEL)
+    assert manifest["format_version"] == FORMAT_VERSION == 2
+    assert manifest["embedfit_version"] == embedfit.__version__
+
+
+def test_a_store_of_an_earlier_format_is_refused_in_one_line(small_store, tmp_path):
+    chroma_store.release_locks()
+    old = tmp_path / "store"
+    shutil.copytree(small_store[0].store, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    (old / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    with pytest.raises(StoreError) as err:
+        Store(old).require(MODEL)
+    msg = str(err.value)
+    assert "\n" not in msg and "format 1" in msg and f"embedfit ingest --data {manifest['data_source']}" in msg
+    assert STORE_OUTPUT.recognise(old)  # still ours: never called a stranger's folder by the output checks
+    chroma_store.release_locks()
+
+
+def test_an_adapter_says_its_format_and_one_of_an_earlier_format_is_refused(small_store, tmp_path):
+    folder = tmp_path / "a"
+    make_adapter(folder, small_store[0].store)
+    cfg = json.loads((folder / "config.json").read_text())
+    assert (cfg["format"], cfg["format_version"], cfg["embedfit_version"]) == ("embedfit.adapter", 2,
+                                                                                embedfit.__version__)
+    for old in ({"format": "nq-adapter.adapter", "format_version": 1}, {"format_version": 1}):
+        (folder / "config.json").write_text(json.dumps({**cfg, **old}))
+        with pytest.raises(StoreError) as err:
+            load_adapter(folder)
+        msg = str(err.value)
+        assert "\n" not in msg and f"embedfit train --store STORE --model {MODEL} --out {folder}" in msg
+    (folder / "config.json").write_text(json.dumps({**cfg, "format": "nq-adapter.adapter", "format_version": 1}))
+    assert is_adapter_dir(folder)  # an older adapter of ours may be replaced by a new one without --force

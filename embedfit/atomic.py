@@ -9,6 +9,8 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import math
+import numbers
 import os
 import shutil
 import tempfile
@@ -58,9 +60,31 @@ def write_text(path: str | Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def json_safe(obj: Any) -> Any:
+    """`obj` with every non-finite float (NaN, inf: an undefined mean, a fold without unseen queries) as None.
+
+    JSON has no NaN: Python writes a bare `NaN` that strict readers (browsers, jq, other languages) refuse. A numpy
+    float or integer becomes a Python one on the way (json cannot write those)."""
+    if isinstance(obj, numbers.Real) and not isinstance(obj, numbers.Integral):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if isinstance(obj, numbers.Integral) and not isinstance(obj, int):  # a numpy integer
+        return int(obj)
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def json_text(obj: Any) -> str:
+    """`obj` as indented, strict JSON (non-finite numbers as null; anything else non-finite is an error)."""
+    return json.dumps(json_safe(obj), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    """Replace `path` with `obj` as indented JSON, atomically."""
-    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+    """Replace `path` with `obj` as indented, strict JSON (`json_text`), atomically."""
+    write_text(path, json_text(obj))
 
 
 def fsync_tree(folder: str | Path) -> None:

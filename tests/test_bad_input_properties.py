@@ -335,16 +335,42 @@ def test_html_without_closing_tags_and_tables_without_rows_clean_to_plain_text()
     assert counts["tried"] >= 300
 
 
-@pytest.mark.parametrize("score", ["inf", "-inf", "1e999", "nan"])
-def test_a_qrels_score_that_overflows_is_a_data_error_naming_the_line(tmp_path, score):
-    """Found by the property above: int(float("inf")) raises OverflowError, which escaped as a crash."""
+@pytest.mark.parametrize("score,problem", [("inf", "is not a relevance"), ("-inf", "is not a relevance"),
+                                           ("1e999", "is not a relevance"), ("nan", "is not a relevance"),
+                                           ("x", "is not a number"), ("1e30", "is not a relevance"),
+                                           ("1001", "is not a relevance"), ("0.5", "is not a relevance")])
+def test_a_qrels_score_that_is_not_a_relevance_is_a_data_error_naming_the_line(tmp_path, score, problem):
+    """Found by the property above: int(float("inf")) raises OverflowError, which escaped as a crash; issue 22
+    (cases 16, 21): 1e30 passed and overflowed pytrec_eval after a whole ingest, 0.5 silently became 0."""
     from embedfit.errors import DataError
 
     (tmp_path / "corpus.jsonl").write_text('{"_id": "p1", "text": "a passage of some words"}\n', "utf-8")
     (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "a question"}\n', "utf-8")
     (tmp_path / "qrels.tsv").write_text(f"query-id\tcorpus-id\tscore\nq1\tp1\t{score}\n", "utf-8")
-    with pytest.raises(DataError, match=r"qrels.tsv:2: score .* is not a number"):
+    with pytest.raises(DataError, match=rf"qrels.tsv:2: score .* {problem}"):
         load_source(str(tmp_path), 4, 2000)
+
+
+@pytest.mark.parametrize("score", ["0", "1", "2", "1000", "-1", "3.0"])
+def test_integer_relevances_are_read(tmp_path, score):
+    from embedfit.data.load_beir import read_qrels
+
+    (tmp_path / "qrels.tsv").write_text(f"q1\tp1\t{score}\n", "utf-8")
+    assert read_qrels(tmp_path / "qrels.tsv") == [("q1", "p1", int(float(score)))]
+
+
+def test_a_corpus_without_indexable_words_is_refused_before_the_store_is_touched(tmp_path):
+    """Issue 22, case 16: emoji-only passages were `max() arg is an empty sequence` from the BM25 build, after the
+    store folder existed (a half store without a manifest)."""
+    data = tmp_path / "beir"
+    data.mkdir()
+    (data / "corpus.jsonl").write_text('{"_id": "p1", "text": "🙂 🙃 🎉 ✨"}\n{"_id": "p2", "text": "🚀 🌍 🔥 ❤️"}\n', "utf-8")
+    (data / "queries.jsonl").write_text('{"_id": "q1", "text": "🙂 🎉 🚀"}\n', "utf-8")
+    (data / "qrels.tsv").write_text("q1\tp1\t1\n", "utf-8")
+    cfg = IngestConfig(data=str(data), store=tmp_path / "store", cache_dir=None, min_words=1)
+    with pytest.raises(ProjectError, match="none of the 2 passages has a word BM25 can index"):
+        run_ingest(cfg, embedder=HashEmbedder("hash", 8))
+    assert not (tmp_path / "store").exists()
 
 
 @pytest.mark.parametrize("bad_id,problem", [("", "empty id"), ("   ", "empty id"), ("\\ud800", "control character U\\+D800"),

@@ -94,7 +94,7 @@ def test_a_failing_export_leaves_the_previous_export_whole(adapter_dir, tmp_path
     export_adapter(adapter_dir, "numpy", out)
     before = digest(tmp_path)
 
-    def broken(adapter, fmt, matrix, bias, base, folder, src):
+    def broken(adapter, fmt, matrix, bias, base, folder, *rest):
         (folder / "adapter.npz").write_bytes(b"half")
         raise ValueError("memory alpha is not a number")
 

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 import embedfit
+from embedfit import atomic
 from embedfit.adapters.adapter import Adapter, AdapterConfig
 from embedfit.adapters.modules import build_module
 from embedfit.evaluation.config import EvalConfig
 from embedfit.evaluation.evaluate import _pairs
 from embedfit.evaluation.report import (
-    _finite,
     describe_change,
     main_table,
     metrics_json,
@@ -137,7 +137,7 @@ def test_nan_becomes_null_and_files_are_valid_json(tmp_path):
     details = json.loads((tmp_path / "details.json").read_text())  # strict JSON has no NaN
     assert details["models"]["m"]["systems"]["raw"]["hnsw"]["recall@10_vs_exact"] is None
     assert json.loads((tmp_path / "metrics.json").read_text())["n_queries"] == 3
-    assert _finite({"a": [1.0, math.inf], "b": (math.nan,)}) == {"a": [1.0, None], "b": [None]}
+    assert atomic.json_safe({"a": [1.0, math.inf], "b": (math.nan,)}) == {"a": [1.0, None], "b": [None]}
 
 
 # -- helpers ---------------------------------------------------------------------------------------------

@@ -156,6 +156,11 @@ def test_exports_refuse_what_they_cannot_carry(small_store, tmp_path):
     assert list(z["memory_ids"]) == ["p1"] and float(z["alpha"]) == 0.5
     done = export_adapter(tmp_path / "mem", "chroma", tmp_path / "o5", query_side_only=True)
     assert json.loads((done / "export.json").read_text())["query_side_only"] is True
+    assert json.loads((tmp_path / "o4" / "export.json").read_text())["query_side_only"] is False
+    # issue 22, case 21: numpy --query-side-only drops the memory and says so
+    z = np.load(export_adapter(tmp_path / "mem", "numpy", tmp_path / "o6", query_side_only=True) / "adapter.npz")
+    assert "memory_ids" not in z and "alpha" not in z
+    assert json.loads((tmp_path / "o6" / "export.json").read_text())["query_side_only"] is True
     # an existing folder that is not an export of ours is not replaced
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")

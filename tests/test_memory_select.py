@@ -137,3 +137,21 @@ def test_folds_train_on_the_rest():
     for f in folds:
         assert not set(f.dev.query_ids) & set(f.train.query_ids)
         assert len(f.dev.query_ids) + len(f.train.query_ids) == 120
+
+
+def test_a_family_whose_every_point_is_refused_leaves_the_identity(small_store, monkeypatch):
+    """Issue 22, case 15: the unseen guard refusing every point of a family (a small or non-English corpus, or a
+    tolerance of 0) was a `KeyError: None`; now selection finishes, keeps the identity and lists the refused rows."""
+    from embedfit.adapters.select import Selection
+    from embedfit.store import chroma_store
+    from embedfit.store.store import Store
+
+    chroma_store.release_locks()
+    monkeypatch.setattr(Selection, "guarded", lambda self, p: p.method != "identity")
+    cfg = TrainConfig(store=small_store[0].store, model="all-MiniLM-L6-v2", methods=("query+memory",), folds=2,
+                      epochs=1, max_epochs=1, temperatures=(0.05,), candidate_sets=("mined",), alphas=(0.5,))
+    result, sel, chosen = select_adapter(Store(small_store[0].store), cfg)
+    assert chosen == Point("identity") and result.adapter.is_identity
+    rows = sel.table()
+    assert [r["method"] for r in rows] == ["identity", "query+memory"] and rows[1]["guarded"]
+    chroma_store.release_locks()

@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import io
-import json
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from embedfit import atomic  # noqa: E402
+
 
 def curves_json(curves: list[dict]) -> bytes:
-    return (json.dumps(curves, indent=2) + "\n").encode("utf-8")
+    return atomic.json_text(curves).encode("utf-8")
 
 
 def curves_png(curves: list[dict], metric: str, title: str) -> bytes:

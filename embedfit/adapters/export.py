@@ -125,7 +125,7 @@ def export_adapter(adapter_dir: str | Path, fmt: str, out: str | Path, force: bo
         log.info("removed the temporary folder of an interrupted export beside %s", out)
     tmp = atomic.make_temp_dir(out)
     try:
-        _write_export(adapter, fmt, matrix, bias, base, tmp, Path(adapter_dir))
+        _write_export(adapter, fmt, matrix, bias, base, tmp, Path(adapter_dir), query_side_only)
         atomic.fsync_tree(tmp)
         atomic.replace_dir(tmp, out)
     except BaseException:
@@ -135,11 +135,13 @@ def export_adapter(adapter_dir: str | Path, fmt: str, out: str | Path, force: bo
 
 
 def _write_export(adapter: Adapter, fmt: str, matrix: np.ndarray, bias: np.ndarray, base: Path | None, out: Path,
-                  adapter_dir: Path) -> None:
+                  adapter_dir: Path, query_side_only: bool = False) -> None:
     c = adapter.config
+    # the memory goes only where it is asked for and can be applied: numpy, unless --query-side-only
+    with_memory = adapter.memory is not None and fmt == "numpy" and not query_side_only
     if fmt in ("numpy", "chroma"):
         arrays = {"matrix": matrix, "bias": bias, "sides": np.array(c.sides)}
-        if adapter.memory is not None and fmt == "numpy":
+        if with_memory:
             arrays |= {"memory_ids": np.array(adapter.memory.ids), "memory_vectors": adapter.memory.vectors,
                        "alpha": np.float32(c.memory["alpha"])}
         np.savez(out / "adapter.npz", **arrays)
@@ -158,7 +160,7 @@ def _write_export(adapter: Adapter, fmt: str, matrix: np.ndarray, bias: np.ndarr
         (out / "config.json").write_text(json.dumps({"in_features": c.dim_in, "out_features": c.dim_out,
                                                      "bias": has_bias}) + "\n", "utf-8")
     (out / MARKER).write_text(json.dumps({"format": fmt, "adapter": c.name, "base_model": c.base_model,
-                                          "sides": c.sides, "query_side_only": adapter.memory is not None and fmt != "numpy",
+                                          "sides": c.sides, "query_side_only": adapter.memory is not None and not with_memory,
                                           "source": str(adapter_dir.resolve())}, indent=2) + "\n", "utf-8")
 
 

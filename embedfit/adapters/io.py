@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -36,7 +37,7 @@ from embedfit.adapters.adapter import (
     AdapterConfig,
     PassageMemory,
 )
-from embedfit.adapters.modules import build_module
+from embedfit.adapters.modules import KINDS, build_module
 from embedfit.errors import MismatchError, StoreError
 from embedfit.outputs import OutputKind, check_output, read_json_object
 
@@ -79,7 +80,7 @@ def save_adapter(adapter: Adapter, out_dir: str | Path, extra_files: dict[str, b
             save_file({"vectors": torch.from_numpy(np.ascontiguousarray(adapter.memory.vectors, dtype=np.float32))},
                       str(tmp / MEMORY_FILES[0]))
             (tmp / MEMORY_FILES[1]).write_text(json.dumps(list(adapter.memory.ids)) + "\n", encoding="utf-8")
-        (tmp / "config.json").write_text(json.dumps(adapter.config.to_json(), indent=2) + "\n", encoding="utf-8")
+        (tmp / "config.json").write_text(atomic.json_text(adapter.config.to_json()), encoding="utf-8")
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data)
         atomic.fsync_tree(tmp)  # make the contents durable before the rename publishes them
@@ -111,20 +112,62 @@ def load_adapter(path: str | Path) -> Adapter:
         raw = json.loads(cfg_path.read_text("utf-8"))
         have = (raw.get("format"), raw.get("format_version")) if isinstance(raw, dict) else (None, None)
         if have != (ADAPTER_FORMAT, FORMAT_VERSION):
-            raise StoreError(f"adapter {path} has format {have[1]} ({have[0]}); this version reads format "
+            raise StoreError(f"adapter {path} has format {have[1]!r} ({have[0]!r}); this version reads format "
                              f"{FORMAT_VERSION} ({ADAPTER_FORMAT}). Train it again: embedfit train --store STORE "
                              f"--model {raw.get('base_model', 'MODEL') if isinstance(raw, dict) else 'MODEL'} "
                              f"--out {path}")
         config = AdapterConfig.from_json(raw)
     except (json.JSONDecodeError, TypeError) as exc:
         raise StoreError(f"{cfg_path} is not a valid adapter config ({exc})") from None
+    if problem := config_problem(config):
+        raise StoreError(f"{cfg_path} is not a valid adapter config: {problem} (edited by hand or damaged?); train it "
+                         f"again: embedfit train --store STORE --out {path}")
     module = build_module(config.kind, config.dim_in, config.dim_out, config.rank, config.hidden)
     try:
         state = load_file(str(path / "model.safetensors"))
         module.load_state_dict(state)
     except (OSError, RuntimeError, SafetensorError) as exc:  # missing/damaged file, or weights of another shape
         raise StoreError(f"cannot read {path / 'model.safetensors'}: {exc}") from exc
+    bad = sorted(k for k, v in state.items() if not bool(torch.isfinite(v).all()))
+    if bad:  # a diverged training or a damaged file: every search would fail, or rank by NaN, without a word
+        raise StoreError(f"adapter {path}: model.safetensors holds non-finite numbers (NaN or inf) in {', '.join(bad)}; "
+                         f"train it again: embedfit train --store STORE --model {config.base_model} --out {path}")
     return Adapter(config, module, _load_memory(path, config))
+
+
+def _is_int(v: object, low: int = 1) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def config_problem(c: AdapterConfig) -> str | None:
+    """What is wrong with a loaded config (a field of the wrong type or out of range), or None: checked once, on
+    load, so a tampered value is one clear message instead of a TypeError deep in projection or export."""
+    checks = [
+        ("name", isinstance(c.name, str) and c.name.strip() != "", "a non-empty string"),
+        ("kind", c.kind in KINDS, f"one of {', '.join(KINDS)}"),
+        ("sides", c.sides in ("query", "both"), "query or both"),
+        ("dim_in", _is_int(c.dim_in), "a positive integer"),
+        ("dim_out", _is_int(c.dim_out), "a positive integer"),
+        ("rank", _is_int(c.rank), "a positive integer"),
+        ("hidden", _is_int(c.hidden), "a positive integer"),
+        ("base_model", isinstance(c.base_model, str) and c.base_model != "", "a non-empty string"),
+        ("data_fingerprint", isinstance(c.data_fingerprint, str), "a string"),
+        ("raw_collection", isinstance(c.raw_collection, str), "a string"),
+        ("identity", isinstance(c.identity, bool), "true or false"),
+        ("uid", isinstance(c.uid, str) and c.uid.isalnum(), "letters and digits"),
+        ("training", isinstance(c.training, dict), "an object"),
+        ("dev_metrics", isinstance(c.dev_metrics, dict), "an object"),
+        ("fusion", c.fusion is None or isinstance(c.fusion, dict), "null or an object"),
+        ("selection", c.selection is None or isinstance(c.selection, dict), "null or an object"),
+        ("memory", c.memory is None or (isinstance(c.memory, dict) and isinstance(c.memory.get("alpha"), (int, float))
+                                        and not isinstance(c.memory.get("alpha"), bool)
+                                        and math.isfinite(c.memory["alpha"]) and c.memory["alpha"] >= 0),
+         "null or an object whose alpha is a number >= 0"),
+    ]
+    for name, ok, want in checks:
+        if not ok:
+            return f"{name} must be {want}, got {json.dumps(getattr(c, name), default=str)[:80]}"
+    return None
 
 
 def _load_memory(path: Path, config: AdapterConfig) -> PassageMemory | None:
@@ -137,6 +180,9 @@ def _load_memory(path: Path, config: AdapterConfig) -> PassageMemory | None:
         raise StoreError(f"adapter {path} has a query memory but its files cannot be read: {exc}") from exc
     if not isinstance(ids, list) or len(ids) != len(vectors) or vectors.ndim != 2 or vectors.shape[1] != config.dim_out:
         raise StoreError(f"adapter {path}: the query memory's ids and vectors do not match (damaged save?)")
+    if not np.isfinite(vectors).all():
+        raise StoreError(f"adapter {path}: the query memory ({MEMORY_FILES[0]}) holds non-finite numbers (NaN or inf); "
+                         f"train it again: embedfit train --store STORE --model {config.base_model} --out {path}")
     return PassageMemory(tuple(str(i) for i in ids), vectors.astype(np.float32))
 
 

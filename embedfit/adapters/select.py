@@ -310,7 +310,10 @@ def run_selection(cfg: TrainConfig, data: TrainingData) -> Selection:
                 target = min(done * 2, cfg.max_epochs)  # still improving at the last epoch: a longer schedule
                 log.info("selection: %s T=%s still improving at epoch %d; continuing to %d", cand, temp, done, target)
             bar.close()
-            log.info("selection: %s T=%s best %s %.4f (%s)", cand, temp, cfg.metric, sel.mean(best), best)
+            if best is None:  # every point of the family lost too much on unseen queries: the table says so
+                log.info("selection: %s T=%s: every point refused by the unseen guard", cand, temp)
+            else:
+                log.info("selection: %s T=%s best %s %.4f (%s)", cand, temp, cfg.metric, sel.mean(best), best)
     sel.seconds = time.perf_counter() - t0
     return sel
 

@@ -27,6 +27,11 @@ def qrels_files(folder: Path) -> list[Path]:
     return files
 
 
+#: the largest relevance a qrels row may give: graded judgements are small integers, and pytrec_eval keeps them in a
+#: C int (1e30 overflowed it after a whole ingest)
+MAX_RELEVANCE = 1000
+
+
 def read_qrels(path: Path) -> list[tuple[str, str, int]]:
     """Rows of (query id, corpus id, score); the header line ('query-id ...') is optional."""
     rows: list[tuple[str, str, int]] = []
@@ -42,9 +47,14 @@ def read_qrels(path: Path) -> list[tuple[str, str, int]]:
                 if len(parts) != 3:
                     raise DataError(f"expected 3 tab-separated fields (query-id, corpus-id, score), got {len(parts)}", path, line_no)
                 try:
-                    score = int(float(parts[2]))
-                except (ValueError, OverflowError):  # "x", "nan"; "inf" and "1e999" overflow int()
+                    value = float(parts[2])
+                except ValueError:  # "x"
                     raise DataError(f"score {parts[2]!r} is not a number", path, line_no) from None
+                if not (value.is_integer() and abs(value) <= MAX_RELEVANCE):  # nan, inf, 0.5, 1e30
+                    raise DataError(f"score {parts[2]!r} is not a relevance: an integer from -{MAX_RELEVANCE} to "
+                                    f"{MAX_RELEVANCE} (graded judgements are small integers; BEIR's are 0 to 2)",
+                                    path, line_no)
+                score = int(value)
                 rows.append((parts[0].strip(), parts[1].strip(), score))
     except UnicodeDecodeError as exc:
         raise DataError(f"not UTF-8 text ({exc.reason})", path) from None

@@ -18,7 +18,6 @@ a warm-up). Writes
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from embedfit import atomic
 from embedfit.adapters.config import TrainConfig
 from embedfit.adapters.modules import pca_basis
 from embedfit.adapters.train import train_adapter
@@ -79,6 +79,11 @@ def run_dims(cfg: DimsConfig) -> dict:
     dim = data.dim
     if any(d >= dim for d in cfg.sizes):
         raise InputError(f"--sizes must be below the model's dimension ({dim})")
+    n = len(data.passage_ids)
+    if too_big := [d for d in cfg.sizes if d >= n]:
+        raise InputError(f"--sizes {' '.join(map(str, too_big))}: the store holds {n} passages, and PCA (the start of "
+                         f"the trained adapter too) finds at most that many directions; pass sizes below {n}, e.g. "
+                         f"--sizes {max(1, n // 2)} {max(1, n // 4)}")
     P, pids = data.P, data.passage_ids
     rows = []
     raw, raw_t, raw_pq = _scores(test.Q, test.query_ids, P, pids, test.qrels)
@@ -102,7 +107,7 @@ def run_dims(cfg: DimsConfig) -> dict:
             log.info("dims: %s d=%d nDCG@10 %.4f (raw %.4f)", name, d, m["nDCG@10"], raw["nDCG@10"])
     out = {"model": cfg.model, "test_queries": len(test.query_ids), "passages": len(pids), "rows": rows}
     cfg.out.mkdir(parents=True, exist_ok=True)
-    (cfg.out / "dims.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    atomic.write_json(cfg.out / "dims.json", out)
     (cfg.out / "dims.png").write_bytes(plots.dims_png(out))
     return out
 

@@ -33,7 +33,7 @@ from embedfit.adapters.project import projection_problem
 from embedfit.adapters.train import train_adapter
 from embedfit.embed import EmbeddingCache, embed_cached, load_embedder
 from embedfit.embed.base import l2_normalise
-from embedfit.errors import MismatchError, ProjectError, StoreError
+from embedfit.errors import InputError, MismatchError, ProjectError, StoreError
 from embedfit.evaluation import plots, report
 from embedfit.evaluation.config import CI_METRICS, PRIMARY_METRIC, REPORT_OUTPUT, EvalConfig
 from embedfit.evaluation.heldout import HeldOut, load_heldout, require_enough
@@ -580,6 +580,20 @@ def evaluate_model(store: Store, model: str, cfg: EvalConfig, adapters: list[tup
     return replace(ev, seconds=timings)
 
 
+#: the fewest scored queries a report is made from: an interval and a paired test compare queries with each other
+MIN_SCORED_QUERIES = 2
+
+
+def _require_scored_split(scope: Scope, store: Store) -> None:
+    """InputError (before anything is written) when the store's split has too few scored queries to report on."""
+    n = len(scope.queries)
+    if n < MIN_SCORED_QUERIES:
+        raise InputError(f"the store's {scope.label} has {n} scored quer{'y' if n == 1 else 'ies'}; eval needs at "
+                         f"least {MIN_SCORED_QUERIES} (intervals and paired tests compare queries). Ingest more "
+                         f"questions, or give the split a larger share: embedfit ingest --store {store.root} --split "
+                         f"0.6 0.2 0.2 ...")
+
+
 def run_eval(cfg: EvalConfig) -> EvalOutcome:
     """Evaluate every requested model and write the report files into `cfg.out`."""
     cfg.validate()
@@ -595,6 +609,8 @@ def run_eval(cfg: EvalConfig) -> EvalOutcome:
     if cfg.heldout:
         heldout = load_heldout(cfg.queries, cfg.qrels, corpus, store_queries, store.load_splits())
         require_enough(heldout, cfg.min_queries, cfg.min_usable)
+    else:
+        _require_scored_split(_scope(store, cfg, store_queries, None, bool(adapters)), store)
     cfg.out.mkdir(parents=True, exist_ok=True)
     bm25_cache: dict = {}
     evaluations = []

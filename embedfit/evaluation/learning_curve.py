@@ -13,13 +13,13 @@ Pure computation on arrays (`curve_points`); `run_learning_curve` reads the stor
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from embedfit import atomic
 from embedfit.adapters.config import TrainConfig
 from embedfit.adapters.data import SplitData, TrainingData, load_training_data
 from embedfit.adapters.select import concat_splits, select_adapter, subset_split
@@ -146,6 +146,6 @@ def run_learning_curve(cfg: CurveConfig) -> dict:
                                                         "temperatures": list(cfg.temperatures)},
            "points": points}
     cfg.out.mkdir(parents=True, exist_ok=True)
-    (cfg.out / "learning_curve.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    atomic.write_json(cfg.out / "learning_curve.json", out)  # an interval of one seed is [null, null], not NaN
     (cfg.out / "learning_curve.png").write_bytes(plots.learning_curve_png(out))
     return out

@@ -431,20 +431,9 @@ def report_md(outcome: EvalOutcome) -> str:
     return "\n".join(out)
 
 
-def _finite(obj):
-    """JSON has no NaN: undefined numbers are written as null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def write_reports(outcome: EvalOutcome) -> None:
     out = outcome.out
-    atomic.write_json(out / "metrics.json", _finite(metrics_json(outcome)))
-    atomic.write_json(out / "details.json", _finite(details_json(outcome)))
+    atomic.write_json(out / "metrics.json", metrics_json(outcome))  # undefined numbers (NaN) are written as null
+    atomic.write_json(out / "details.json", details_json(outcome))
     atomic.write_text(out / "report.md", report_md(outcome))
     log.info("wrote %s, %s and %s", out / "metrics.json", out / "details.json", out / "report.md")

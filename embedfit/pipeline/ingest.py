@@ -34,7 +34,7 @@ from embedfit.pipeline.negatives import MiningInput, mine_negatives
 from embedfit.pipeline.ray_engine import RayEngine, ray_session
 from embedfit.retrieval.fusion import dev_signature, load_raw_fusion, save_raw_fusion
 from embedfit.retrieval.fusion_choice import choose_dev_fusion
-from embedfit.retrieval.lexical import build_index, load_index, save_index
+from embedfit.retrieval.lexical import build_index, load_index, require_indexable, save_index
 from embedfit.store import chroma_store, query_vectors
 from embedfit.store.store import FORMAT_VERSION as STORE_FORMAT_VERSION
 from embedfit.store.store import STORE_OUTPUT, Store, check_collection_encoder, is_store_dir, raw_collection_name
@@ -88,6 +88,7 @@ def run_ingest(cfg: IngestConfig, embedder: Embedder | None = None) -> dict:
             ds = load_dataset_for(cfg, kind)
         with timer.step("split"):
             splits = split_queries(ds.queries, ds.qrels, cfg.split, cfg.seed, by=cfg.split_by)
+        require_indexable(ds.corpus)  # before anything is written: a refusal leaves no half store
         ray = None
         if cfg.engine == "ray":  # while the model loads; an unreachable cluster fails before the store is touched
             with timer.step("ray_start"):

@@ -36,7 +36,7 @@ import bm25s
 import numpy as np
 
 from embedfit import atomic
-from embedfit.errors import StoreError
+from embedfit.errors import DataError, StoreError
 from embedfit.types import Corpus, Queries, Results, corpus_fingerprint
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,15 @@ class LexicalIndex:
         """`search` for every query: query id -> passage id -> score (BEIR's results)."""
         qids = list(queries)
         return dict(zip(qids, self.search([queries[q] for q in qids], k)))
+
+
+def require_indexable(corpus: Corpus) -> None:
+    """DataError unless some passage has a term BM25 can index (a word of two or more letters or digits): a corpus
+    of emoji or symbols alone has none, and bm25s cannot build an index without a vocabulary."""
+    if any(tokens for tokens in tokenize([passage_text(p.title, p.text) for p in corpus.values()])):
+        return
+    raise DataError(f"none of the {len(corpus)} passages has a word BM25 can index (words of two or more letters or "
+                    "digits; emoji and symbols are not indexed), so no lexical index can be built")
 
 
 def build_index(corpus: Corpus, fingerprint: str) -> LexicalIndex:

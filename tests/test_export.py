@@ -194,3 +194,26 @@ def test_llamaindex_export_has_the_linear_layer_layout(small_store, tmp_path, em
     make_adapter(tmp_path / "both", small_store[0].store, sides="both", seed=6)
     with pytest.raises(InputError, match="queries only"):
         export_adapter(tmp_path / "both", "llamaindex", tmp_path / "li2")
+
+
+@pytest.mark.parametrize("kind", ["query", "both", "memory"])
+def test_the_numpy_usage_runs_as_written(small_store, tmp_path, kind):
+    """Issue 22, case 7: USAGE.md stopped with NameError when run as written; now its block runs in the export
+    folder in a fresh interpreter, and it says how a passage is embedded (case 4)."""
+    root = small_store[0].store
+    if kind == "memory":
+        base = make_adapter(tmp_path / "base", root, sides="query", seed=4)
+        ids = tuple(sorted(Store(root).load_corpus())[:3])
+        cfg = AdapterConfig(**{**base.config.to_json(), "name": "mem", "memory": {"alpha": 1.0, "n_passages": 3}})
+        save_adapter(Adapter(cfg, base.module, PassageMemory(ids, np.ones((3, 384), np.float32) / np.sqrt(384))),
+                     tmp_path / "a")
+    else:
+        make_adapter(tmp_path / "a", root, sides=kind, seed=5)
+    out = export_adapter(tmp_path / "a", "numpy", tmp_path / "out")
+    usage = (out / "USAGE.md").read_text()
+    assert 'title + " " + text' in usage
+    code = usage.split("```python\n", 1)[1].split("```", 1)[0]
+    r = subprocess.run([sys.executable, "-c", code], cwd=out, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    top = eval(r.stdout.strip())  # a list of 2 questions' top-3 passage ids
+    assert len(top) == 2 and all(len(t) == 3 for t in top)

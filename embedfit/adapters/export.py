@@ -46,6 +46,16 @@ EXPORT_OUTPUT = OutputKind("an adapter export folder", lambda p: json_file_with(
 
 USAGE = '''# Using this adapter with numpy
 
+Embed your texts with `{base}` exactly as embedfit did, then apply the adapter to the vectors:
+
+- a **passage** is embedded as `title + " " + text` (the text alone when it has no title): that is what the adapter
+  was fitted on, and embedding the text alone ranks measurably worse;
+- a **question** is embedded as it is;
+- vectors are L2-normalised before the adapter (`unit` below) and after it.
+
+The block below runs as it is in this folder (`python -c` on it, or paste it): it makes a few random vectors where
+yours go. Replace `raw_query_vectors`, `raw_passage_vectors` and `passage_ids` with your own.
+
 ```python
 import numpy as np
 
@@ -53,12 +63,24 @@ z = np.load("adapter.npz")
 def unit(x): return x / np.linalg.norm(x, axis=1, keepdims=True)
 def adapt(raw):                      # raw: (n, {d_in}) embeddings of `{base}` (any client, e.g. OpenAI's)
     return unit(unit(raw) @ z["matrix"] + z["bias"])
+
+# your vectors go here; these random ones only make the example run
+rng = np.random.default_rng(0)
+raw_query_vectors = rng.normal(size=(2, {d_in})).astype(np.float32)
+raw_passage_vectors = rng.normal(size=(5, {d_in})).astype(np.float32)
+passage_ids = [str(i) for i in z["memory_ids"][:2]] if "memory_ids" in z else []  # two the memory moves
+passage_ids += [f"p{{i}}" for i in range(5 - len(passage_ids))]
+
 query_vectors = adapt(raw_query_vectors)                             # always
 passage_vectors = {passages}
-# with a query memory (z["alpha"] present): move the stored passages it names, once, after the line above
-#   row = {{pid: i for i, pid in enumerate(passage_ids)}}
-#   for pid, m in zip(z["memory_ids"], z["memory_vectors"]):
-#       if pid in row: passage_vectors[row[pid]] = unit((passage_vectors[row[pid]] + z["alpha"] * m)[None])[0]
+if "alpha" in z:  # a query memory: move the stored passages it names, once
+    row = {{pid: i for i, pid in enumerate(passage_ids)}}
+    for pid, m in zip(z["memory_ids"], z["memory_vectors"]):
+        if str(pid) in row:
+            i = row[str(pid)]
+            passage_vectors[i] = unit((passage_vectors[i] + z["alpha"] * m)[None])[0]
+top = np.argsort(-(query_vectors @ passage_vectors.T), axis=1)[:, :3]
+print([[passage_ids[j] for j in row_] for row_ in top])
 ```
 Search by cosine (or inner product: every vector is unit length).
 '''
@@ -145,7 +167,8 @@ def _write_export(adapter: Adapter, fmt: str, matrix: np.ndarray, bias: np.ndarr
             arrays |= {"memory_ids": np.array(adapter.memory.ids), "memory_vectors": adapter.memory.vectors,
                        "alpha": np.float32(c.memory["alpha"])}
         np.savez(out / "adapter.npz", **arrays)
-        passages = "adapt(raw_passage_vectors)" if c.sides == "both" else "unit(raw_passage_vectors)   # unchanged: a query-side adapter"
+        passages = ("adapt(raw_passage_vectors)" if c.sides == "both"
+                    else "unit(raw_passage_vectors)   # unchanged: a query-side adapter")
         (out / "USAGE.md").write_text(USAGE.format(d_in=c.dim_in, base=c.base_model, passages=passages), "utf-8")
     if fmt == "chroma":
         shutil.copyfile(Path(__file__).with_name("chroma_ef.py"), out / "embedfit_adapter_chroma.py")

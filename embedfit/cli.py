@@ -9,6 +9,7 @@ import importlib
 import sys
 
 from embedfit import __version__
+from embedfit.settings import install_hint
 
 #: subcommand -> (module whose `main(argv)` runs it, arguments put before the user's, one line of help)
 COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -25,16 +26,6 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
                                             "report (also: eval learning-curve, eval dims)"),
     "app": ("embedfit.app.cli", (), "serve the page that shows raw and customized retrieval side by side"),
 }
-
-
-#: optional libraries and the extra that installs each (pyproject.toml's optional-dependencies)
-EXTRAS = {"gradio": "app", "gradio_client": "app", "ray": "ray", "openai": "openai", "tiktoken": "openai",
-          "datasets": "hub"}
-
-
-def missing_extra(exc: ModuleNotFoundError) -> str | None:
-    """The extra that installs the module `exc` could not import, when it is one of ours to name."""
-    return EXTRAS.get((exc.name or "").split(".")[0])
 
 
 def usage() -> str:
@@ -59,11 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return importlib.import_module(module).main([*prefix, *argv[1:]])
     except ModuleNotFoundError as exc:
-        extra = missing_extra(exc)
-        if extra is None:
+        hint = install_hint(exc.name or "")
+        if hint is None:
             raise
-        print(f"error: embedfit {argv[0]} needs {exc.name}, which is not installed: pip install "
-              f"\"embedfit[{extra}]\"", file=sys.stderr)
+        print(f"error: embedfit {argv[0]} needs {exc.name}, which is not installed: {hint}", file=sys.stderr)
         return 2
 
 

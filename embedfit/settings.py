@@ -45,6 +45,10 @@ RENAMED_ENV = {"EMBEDFIT_DATA": "NQ_DATA", "EMBEDFIT_STORE": "NQ_STORE", "EMBEDF
                "EMBEDFIT_MODEL_CACHE": "NQ_MODEL_CACHE", "EMBEDFIT_PROGRESS": "NQ_PROGRESS"}
 
 
+#: the old names already warned about (once per process)
+_warned: set[str] = set()
+
+
 def env(var: str) -> str:
     """The stripped value of our environment variable `var` ("" when unset), warning once when only its old name
     is set: a shell profile from before the rename would otherwise be ignored without a word."""
@@ -56,7 +60,16 @@ def env(var: str) -> str:
     return value
 
 
-_warned: set[str] = set()
+
+#: optional libraries and the extra that installs each (pyproject.toml's optional-dependencies)
+EXTRAS = {"gradio": "app", "gradio_client": "app", "ray": "ray", "openai": "openai", "tiktoken": "openai",
+          "datasets": "hub"}
+
+
+def install_hint(module: str) -> str | None:
+    """`pip install "embedfit[EXTRA]"` for an optional library of ours (`ray.data` -> the `ray` extra), else None."""
+    extra = EXTRAS.get(module.split(".")[0])
+    return f'pip install "embedfit[{extra}]"' if extra else None
 
 
 def _env_path(var: str, default: Path) -> Path:

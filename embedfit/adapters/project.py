@@ -74,7 +74,9 @@ def save_and_project(store: Store, adapter: Adapter, out: Path, project: bool = 
     """
     previous = _collection_of(out)
     moves = project and adapter.moves_passages
-    wstore = Store(store.root, store.chroma_host, store.chroma_port, write=True) if moves or (project and previous) else None
+    wstore = None
+    if moves or (project and previous):  # the caller's store when it already writes: one client, one lock
+        wstore = store if store.write else Store(store.root, store.chroma_host, store.chroma_port, write=True)
     if wstore is not None:
         wstore.client  # noqa: B018 - the exclusive lock, now: refuse before anything is replaced
     counts: dict = {}

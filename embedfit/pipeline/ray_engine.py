@@ -53,6 +53,7 @@ import numpy as np
 from embedfit.embed import EmbeddingCache, embed_cached, load_embedder
 from embedfit.embed.base import Embedder, encoder_id
 from embedfit.errors import EmbeddingError, InputError, MismatchError
+from embedfit.settings import install_hint
 from embedfit.types import Kind
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
-INSTALL_HINT = 'pip install "embedfit[ray]" (Ray Data; requirements.txt pins ray[data]==2.60.0)'
+INSTALL_HINT = f"{install_hint('ray')} (Ray Data; requirements.txt pins ray[data]==2.60.0)"
 #: the CPUs each actor books with Ray's scheduler. A booking, not a limit: the model's own thread pool uses
 #: the node's cores. Half a CPU lets an actor start even on a small local Ray; Ray Data spreads actors
 #: over nodes by default, so one actor per node (the default count) uses the whole cluster

@@ -117,3 +117,18 @@ def shared_data(name: str) -> Path:
         return Path(own).resolve()
     root = _env_path("SHARED_DATA", REPO.parent / "shared" / "data")
     return (root / name).resolve()
+
+
+def with_options(base, options: dict, reserved: set[str], call: str):
+    """`dataclasses.replace(base, **options)` for a Python API call's `**options`, refusing (InputError) a name
+    that is no field of the config, or one the call's own arguments set (`reserved`): a typo costs one line
+    listing the names it accepts, not a silently ignored setting."""
+    import dataclasses
+
+    from embedfit.errors import InputError
+
+    known = {f.name for f in dataclasses.fields(base)} - reserved
+    wrong = sorted(set(options) - known)
+    if wrong:
+        raise InputError(f"unknown {call} option(s) {', '.join(wrong)}; known: {', '.join(sorted(known))}")
+    return dataclasses.replace(base, **options)

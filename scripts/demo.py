@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from embedfit.data.load_hub import looks_like_dataset_id
-from embedfit.errors import InputError, ProjectError
+from embedfit.errors import EmbedfitError, InputError
 from embedfit.procs import free_port, stop_process, wait_until_answering
 from embedfit.runcli import run_cli
 from embedfit.settings import default_adapters, default_data, default_report, default_store
@@ -45,7 +45,7 @@ FAST_MODEL = "paraphrase-MiniLM-L3-v2"
 MODELS = ("all-MiniLM-L6-v2", FAST_MODEL)
 
 
-class DemoError(ProjectError):
+class DemoError(EmbedfitError):
     """A step of the demo failed (its own error was printed above by that step)."""
 
 

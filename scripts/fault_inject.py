@@ -61,7 +61,7 @@ from embedfit.adapters.adapter import Adapter, AdapterConfig
 from embedfit.adapters.io import adapter_sha, load_adapter, save_adapter
 from embedfit.adapters.modules import build_module
 from embedfit.embed.cache import EmbeddingCache
-from embedfit.errors import OutputError, ProjectError
+from embedfit.errors import EmbedfitError, OutputError
 from embedfit.outputs import OutputKind, check_output, json_file_with
 from embedfit.search.retriever import check_adapter
 from embedfit.settings import shared_data
@@ -502,7 +502,7 @@ def served_check(store_root: Path, pref: ProjectionReference) -> str:
         dim = pref.ref.snapshot["manifest"]["models"][pref.ref.model]["dim"]
         check_adapter(store, pref.ref.model, dim, load_adapter(pref.adapter_dir), pref.sha)
         return "accepted"
-    except ProjectError as exc:
+    except EmbedfitError as exc:
         return f"refused: {type(exc).__name__}"
     finally:
         if store._client is not None:

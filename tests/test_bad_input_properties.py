@@ -1,7 +1,7 @@
 """Property tests (hypothesis) over everything that reads untrusted input: the text cleaner, the query validator,
 and the BEIR and pairs loaders, each through `load_source` and through the whole `run_ingest`.
 
-The property: any input either works or raises our own error (a `embedfit.errors.ProjectError` subclass, whose
+The property: any input either works or raises our own error (a `embedfit.errors.EmbedfitError` subclass, whose
 message the CLI prints); never another exception, and when ingest fails there is no store folder afterwards
 (nothing half-written). The generated files mix valid lines with truncated JSON lines, wrong types, missing
 fields, huge lines, deep nesting, invalid UTF-8, empty files, a BOM, CRLF or bare CR line ends, NUL and other
@@ -30,7 +30,7 @@ from embedfit.data.clean import clean_text
 from embedfit.data.html_text import html_to_text
 from embedfit.data.query_text import clean_query
 from embedfit.data.sources import load_source
-from embedfit.errors import InputError, ProjectError
+from embedfit.errors import EmbedfitError, InputError
 from embedfit.pipeline.config import IngestConfig
 from embedfit.pipeline.ingest import run_ingest
 from embedfit.types import Dataset
@@ -207,7 +207,7 @@ class Outcomes:
         self.counts["tried"] += 1
         try:
             ds = load_source(data, 4, 2000)
-        except ProjectError as exc:
+        except EmbedfitError as exc:
             assert str(exc).strip()
             self.counts["refused"] += 1
             self.errors[type(exc).__name__] = self.errors.get(type(exc).__name__, 0) + 1
@@ -224,7 +224,7 @@ class Outcomes:
         cfg = IngestConfig(data=data, store=store, cache_dir=None, model="hash")
         try:
             summary = run_ingest(cfg, embedder=HashEmbedder("hash", 8))
-        except ProjectError:
+        except EmbedfitError:
             assert not store.exists(), f"a failed ingest left {sorted(p.name for p in store.iterdir())}"
             self.counts["ingest_refused_nothing_written"] += 1
             return
@@ -368,7 +368,7 @@ def test_a_corpus_without_indexable_words_is_refused_before_the_store_is_touched
     (data / "queries.jsonl").write_text('{"_id": "q1", "text": "🙂 🎉 🚀"}\n', "utf-8")
     (data / "qrels.tsv").write_text("q1\tp1\t1\n", "utf-8")
     cfg = IngestConfig(data=str(data), store=tmp_path / "store", cache_dir=None, min_words=1)
-    with pytest.raises(ProjectError, match="none of the 2 passages has a word BM25 can index"):
+    with pytest.raises(EmbedfitError, match="none of the 2 passages has a word BM25 can index"):
         run_ingest(cfg, embedder=HashEmbedder("hash", 8))
     assert not (tmp_path / "store").exists()
 
@@ -384,6 +384,6 @@ def test_an_unusable_passage_id_is_refused_before_the_store_is_touched(tmp_path,
     (data / "queries.jsonl").write_text('{"_id": "q1", "text": "a question"}\n', "utf-8")
     (data / "qrels.tsv").write_text(f"q1\t{bad_id}\t1\n", "utf-8")
     cfg = IngestConfig(data=str(data), store=tmp_path / "store", cache_dir=None)
-    with pytest.raises(ProjectError, match=problem):
+    with pytest.raises(EmbedfitError, match=problem):
         run_ingest(cfg, embedder=HashEmbedder("hash", 8))
     assert not (tmp_path / "store").exists()

@@ -212,14 +212,14 @@ def proj(ref):
 def served_check(store_root: Path, proj: dict) -> str:
     """What the check the app and eval run says about the store's projection: 'accepted' or the refusal."""
     from embedfit.adapters.io import load_adapter
-    from embedfit.errors import ProjectError
+    from embedfit.errors import EmbedfitError
     from embedfit.search.retriever import check_adapter
 
     store = Store(store_root)
     try:
         check_adapter(store, MODEL, proj["dim"], load_adapter(proj["new"]), proj["sha"])
         return "accepted"
-    except ProjectError as exc:
+    except EmbedfitError as exc:
         return f"refused: {type(exc).__name__}"
     finally:
         if store._client is not None:

@@ -22,7 +22,7 @@ from test_output_safety import digest, user_folder
 from embedfit.adapters import cli as adapter_cli
 from embedfit.adapters import project as project_mod
 from embedfit.adapters.adapter import Adapter, AdapterConfig, PassageMemory
-from embedfit.adapters.export import EXPORT_OUTPUT, export_adapter
+from embedfit.adapters.export import EXPORT_OUTPUT, export
 from embedfit.adapters.io import adapter_sha, load_adapter
 from embedfit.adapters.modules import LinearAdapter
 from embedfit.adapters.project import projection_problem, save_and_project
@@ -83,7 +83,7 @@ def test_force_never_replaces_a_folder_holding_a_repository_a_store_or_an_adapte
             check_output(folder, EXPORT_OUTPUT, force=True)
     assert digest(tmp_path) == before
     plain = user_folder(tmp_path / "plain")  # a folder of plain files is still replaced when forced
-    export_adapter(adapter_dir, "numpy", plain, force=True)
+    export(adapter_dir, "numpy", plain, force=True)
     assert sorted(p.name for p in plain.iterdir()) == ["USAGE.md", "adapter.npz", "export.json"]
 
 
@@ -91,7 +91,7 @@ def test_force_never_replaces_a_folder_holding_a_repository_a_store_or_an_adapte
 
 def test_a_failing_export_leaves_the_previous_export_whole(adapter_dir, tmp_path, monkeypatch):
     out = tmp_path / "exp"
-    export_adapter(adapter_dir, "numpy", out)
+    export(adapter_dir, "numpy", out)
     before = digest(tmp_path)
 
     def broken(adapter, fmt, matrix, bias, base, folder, *rest):
@@ -100,13 +100,13 @@ def test_a_failing_export_leaves_the_previous_export_whole(adapter_dir, tmp_path
 
     monkeypatch.setattr("embedfit.adapters.export._write_export", broken)
     with pytest.raises(ValueError):
-        export_adapter(adapter_dir, "numpy", out)
+        export(adapter_dir, "numpy", out)
     assert digest(tmp_path) == before  # the previous export, and no temporary folder beside it
 
 
 def test_a_killed_export_leaves_the_previous_export_and_the_next_run_cleans_up(adapter_dir, tmp_path):
     out = tmp_path / "exp"
-    export_adapter(adapter_dir, "numpy", out)
+    export(adapter_dir, "numpy", out)
     before = digest(out)
     code = textwrap.dedent(f"""
         import sys, time
@@ -118,7 +118,7 @@ def test_a_killed_export_leaves_the_previous_export_and_the_next_run_cleans_up(a
             print("written", flush=True)
             time.sleep(120)
         ex._write_export = slow
-        ex.export_adapter({str(adapter_dir)!r}, "numpy", {str(out)!r})
+        ex.export({str(adapter_dir)!r}, "numpy", {str(out)!r})
     """)
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
@@ -129,7 +129,7 @@ def test_a_killed_export_leaves_the_previous_export_and_the_next_run_cleans_up(a
     assert digest(out) == before and (out / "export.json").exists()
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".exp.")]
     assert leftovers  # the killed run's temporary folder: the next run's to clean
-    export_adapter(adapter_dir, "numpy", out)
+    export(adapter_dir, "numpy", out)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".exp.")] == []
     assert digest(out) == before  # the same adapter exported again: the same files
 

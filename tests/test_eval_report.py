@@ -63,7 +63,7 @@ def _evaluation(model: str = "m", adapters: int = 1) -> ModelEvaluation:
 
 
 def _outcome(*evs: ModelEvaluation, out: Path = Path("/nonexistent")) -> EvalOutcome:
-    return EvalOutcome(config=EvalConfig(out=out), models=list(evs), out=out, seconds=1.0)
+    return EvalOutcome(config=EvalConfig(out=out), models=list(evs), seconds=1.0)
 
 
 def test_single_model_single_adapter_is_exactly_the_contract():
@@ -133,7 +133,7 @@ def test_nan_becomes_null_and_files_are_valid_json(tmp_path):
     ev = _evaluation()
     ev.systems["raw"] = replace(ev.systems["raw"], hnsw={"collection": "c", "metrics": {m: 0.5 for m in METRICS},
                                                          "recall@10_vs_exact": float("nan")})
-    write_reports(_outcome(ev, out=tmp_path))
+    write_reports(_outcome(ev, out=tmp_path), tmp_path)
     details = json.loads((tmp_path / "details.json").read_text())  # strict JSON has no NaN
     assert details["models"]["m"]["systems"]["raw"]["hnsw"]["recall@10_vs_exact"] is None
     assert json.loads((tmp_path / "metrics.json").read_text())["n_queries"] == 3

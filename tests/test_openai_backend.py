@@ -35,7 +35,7 @@ from embedfit.embed.openai_api import (
     truncate_to_tokens,
 )
 from embedfit.embed.registry import load_embedder
-from embedfit.errors import EmbeddingError, InputError, ProjectError, UnknownModelError
+from embedfit.errors import EmbeddingError, EmbedfitError, InputError, UnknownModelError
 
 KEY = "sk-test-SENTINEL-123"
 CL100K_PAT = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|"""
@@ -437,7 +437,7 @@ def test_missing_key_is_a_clear_user_error(monkeypatch, value):
         monkeypatch.setenv("OPENAI_API_KEY", value)
     with pytest.raises(InputError, match="set the OPENAI_API_KEY environment variable") as info:
         OpenAIEmbedder("text-embedding-3-small")
-    assert isinstance(info.value, ProjectError)
+    assert isinstance(info.value, EmbedfitError)
 
 
 def test_a_key_with_control_characters_is_rejected_without_echoing_it(monkeypatch):

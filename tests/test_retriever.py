@@ -179,9 +179,9 @@ def test_both_sides_adapter_searches_its_projected_collection(tmp_path, store, e
     with pytest.raises(MismatchError) as refused:
         Retriever(Store(root), MODEL, both, embedder=embedder, adapter_sha=adapter_sha(tmp_path / "both"),
                   adapter_dir=str(tmp_path / "both"))
-    outcome = run_eval(EvalConfig(store=root, out=tmp_path / "report", adapters=[tmp_path / "both"], models=[MODEL],
+    run_eval(EvalConfig(store=root, out=tmp_path / "report", adapters=[tmp_path / "both"], models=[MODEL],
                                   mse_baseline=False, bm25=False, plots=False, bootstrap_resamples=100))
-    details = json.loads((outcome.out / "details.json").read_text())
+    details = json.loads((tmp_path / "report" / "details.json").read_text())
     assert details["models"][MODEL]["systems"]["adapted"]["hnsw"] == {"skipped": str(refused.value)}
     assert details["models"][MODEL]["systems"]["raw"]["hnsw"]["collection"] == store.model_info(MODEL)["collection"]
 

@@ -86,6 +86,14 @@ class PassageMemory:
 
 
 class Adapter:
+    """A fitted customization of one model's frozen embeddings: a query-side module (the identity when nothing
+    beat raw), optionally applied to passages too (`sides="both"`), optionally with a query memory that moves
+    answered passages toward their training queries (by passage id).
+
+    Use `project_queries(x)` on query vectors and `project_passages(x, ids)` on passage vectors of the base model;
+    `embedfit.export` writes it for numpy, sentence-transformers, Chroma or LlamaIndex.
+    """
+
     def __init__(self, config: AdapterConfig, module: nn.Module, memory: PassageMemory | None = None):
         if (config.memory is None) != (memory is None):
             raise ValueError("an adapter's config.memory and its memory vectors go together")

@@ -5,30 +5,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
 from pathlib import Path
 
 from embedfit.adapters.config import LOSSES, METRICS, TrainConfig
-from embedfit.adapters.curves import curves_json, curves_png
-from embedfit.adapters.export import FORMATS, export_adapter
+from embedfit.adapters.export import FORMATS, export
+from embedfit.adapters.fit import FitResult, fit
 from embedfit.adapters.grid import grid_table, run_grid
 from embedfit.adapters.io import adapter_sha, check_adapter_out, load_adapter
 from embedfit.adapters.modules import KINDS
-from embedfit.adapters.project import project_collection, save_and_project
-from embedfit.adapters.select import select_adapter, table_markdown
-from embedfit.adapters.train import train_adapter
+from embedfit.adapters.project import project_collection
 from embedfit.errors import InputError
-from embedfit.runcli import run_cli
-from embedfit.settings import default_store
+from embedfit.runcli import parse_with_verbosity, run_cli, shared_options
 from embedfit.store.store import Store
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", type=Path, default=default_store(), help="store folder built by ingest (env EMBEDFIT_STORE)")
-    p.add_argument("--chroma-host", default=None, help="use a Chroma server (env CHROMA_HOST)")
-    p.add_argument("--chroma-port", type=int, default=None, help="(env CHROMA_PORT)")
-    p.add_argument("-v", "--verbose", action="store_true")
 
 
 def _train_options(p: argparse.ArgumentParser, d: TrainConfig) -> None:
@@ -62,13 +51,14 @@ def _config(a: argparse.Namespace, out: Path | None) -> TrainConfig:
         patience=a.patience, seed=a.seed, chroma_host=a.chroma_host, chroma_port=a.chroma_port)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parser() -> argparse.ArgumentParser:
+    """The subcommands and their options, each with its `TrainConfig` field's default (tests/test_cli_options.py)."""
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="embedfit", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train, select on dev, save (and project when --sides both)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _common(t)
+    shared_options(t, d.store)
     _train_options(t, d)
     t.add_argument("--out", type=Path, required=True,
                    help="adapter folder to write (an existing one is replaced only if it is an adapter folder)")
@@ -94,7 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     t.add_argument("--max-epochs", type=int, default=d.max_epochs,
                    help="selection: the longest schedule a still-improving run is extended to")
     pr = sub.add_parser("project", help="write the adapter-projected collection of a both-sides adapter")
-    _common(pr)
+    shared_options(pr, d.store)
     pr.add_argument("--adapter", type=Path, required=True)
     ex = sub.add_parser("export", help="write the adapter for another stack: numpy, sentence-transformers or chroma")
     ex.add_argument("--adapter", type=Path, required=True)
@@ -104,9 +94,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ex.add_argument("--query-side-only", action="store_true",
                     help="for an adapter with a query memory: export its query part alone (encoders cannot move "
                          "stored passages)")
-    ex.add_argument("-v", "--verbose", action="store_true")
+    shared_options(ex, None, chroma=False)
     g = sub.add_parser("grid", help="train a grid of settings, print a table, optionally save the best")
-    _common(g)
+    shared_options(g, d.store)
     _train_options(g, d)
     g.add_argument("--kinds", nargs="+", choices=KINDS, default=None)
     g.add_argument("--sides-list", nargs="+", choices=("query", "both"), default=None)
@@ -116,17 +106,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--weight-decays", nargs="+", type=float, default=None)
     g.add_argument("--out", type=Path, default=None, help="save the best run's adapter here")
     g.add_argument("--force", action="store_true", help="replace --out even if it is not an adapter folder")
-    a = p.parse_args(argv)
-    logging.getLogger().setLevel(logging.DEBUG if a.verbose else logging.INFO)
-    return a
+    return p
 
 
-def _save(store, result, out: Path, project: bool, force: bool) -> str:
-    cfg = result.adapter.config
-    counts = save_and_project(store, result.adapter, out, project=project, force=force, extra_files={
-        "curves.json": curves_json(result.curves),
-        "curves.png": curves_png(result.curves, cfg.dev_metrics["metric"], result.adapter.describe()),
-    })
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return parse_with_verbosity(parser(), argv)
+
+
+def train_config(a: argparse.Namespace) -> TrainConfig:
+    """`embedfit train`'s options as the `TrainConfig` that `fit` runs (selection settings included)."""
+    cfg = dataclasses.replace(_config(a, a.out), name=a.name)
+    if a.fixed:
+        return cfg
+    return dataclasses.replace(cfg, methods=tuple(a.methods), candidate_sets=tuple(a.candidate_sets),
+                               temperatures=tuple(a.temperatures), alphas=tuple(a.alphas), folds=a.folds,
+                               unseen_tolerance=None if a.unseen_tolerance < 0 else a.unseen_tolerance,
+                               max_epochs=max(a.max_epochs, a.epochs))
+
+
+def _saved(result: FitResult, out: Path, project: bool, force: bool) -> str:
+    counts = result.save(out, project=project, force=force)
     lines = [f"saved adapter to {out}"]
     if counts:
         lines.append(f"projected collection {counts['collection']}: {counts['projected']} written, "
@@ -134,33 +133,11 @@ def _save(store, result, out: Path, project: bool, force: bool) -> str:
     return "\n".join(lines)
 
 
-def _train_summary(result) -> str:
-    cfg = result.adapter.config
-    metric = cfg.dev_metrics["metric"]
-    sel, raw = cfg.dev_metrics["selected"], cfg.dev_metrics["identity"]
-    if cfg.selection is not None:
-        s = cfg.selection
-        verdict = ("nothing beat the raw embeddings: the saved adapter is the IDENTITY" if result.adapter.is_identity
-                   else f"chose {s['chosen']}")
-        where = (f"mean of {s['folds']} held-out folds ({s['decided_by']} queries)" if s["folds"] > 1
-                 else f"dev split ({s['decided_by']} queries)")
-    else:
-        verdict = ("no trained epoch beat the raw embeddings on dev: the saved adapter is the IDENTITY"
-                   if cfg.identity else f"selected epoch {result.best_epoch}")
-        where = f"dev split ({cfg.training['n_dev_queries']} queries)"
-    rows = [f"{result.adapter.describe()}", f"  {verdict}; in {result.seconds:.1f} s",
-            f"  {where}:   raw  -> adapted"]
-    for k in ("MRR@10", "Recall@1", "Recall@10", "nDCG@10", "Recall@100"):
-        mark = " *" if k == metric else ""
-        rows.append(f"    {k:10s} {raw[k]:.4f} -> {sel[k]:.4f} ({sel[k] - raw[k]:+.4f}){mark}")
-    return "\n".join(rows)
-
-
 def main(argv: list[str] | None = None) -> int:
     def job() -> None:
         a = parse_args(argv)
         if a.command == "export":
-            out = export_adapter(a.adapter, a.format, a.out, force=a.force, query_side_only=a.query_side_only)
+            out = export(a.adapter, a.format, a.out, force=a.force, query_side_only=a.query_side_only)
             print(f"exported {a.adapter} as {a.format} to {out}")
             return
         if a.command == "project":
@@ -182,26 +159,18 @@ def main(argv: list[str] | None = None) -> int:
         store = Store(a.store, a.chroma_host, a.chroma_port, write=may_project)
         store.require(a.model)
         if a.command == "train":
-            cfg = _config(a, a.out)
-            cfg.name = a.name
+            cfg = train_config(a)
             fixed_only = [f"--{k.replace('_', '-')}" for k in ("kind", "sides", "loss", "dim_out")
                           if getattr(a, k) != getattr(TrainConfig(), k)]
             if fixed_only and not a.fixed:
                 raise InputError(f"{', '.join(fixed_only)} choose one fixed setting: add --fixed to train exactly it "
                                  "(without --fixed, train selects among identity, query memory and a linear query "
                                  "adapter on held-out labelled queries)")
-            if a.fixed:
-                result = train_adapter(store, cfg)
-                print(_train_summary(result))
-            else:
-                cfg = dataclasses.replace(cfg, methods=tuple(a.methods), candidate_sets=tuple(a.candidate_sets),
-                                          temperatures=tuple(a.temperatures), alphas=tuple(a.alphas), folds=a.folds,
-                                          unseen_tolerance=None if a.unseen_tolerance < 0 else a.unseen_tolerance,
-                                          max_epochs=max(a.max_epochs, a.epochs))
-                result, sel, chosen = select_adapter(store, cfg)
-                print(table_markdown(sel, chosen))
-                print(_train_summary(result))
-            print(_save(store, result, a.out, project=not a.no_project, force=a.force))
+            result = fit(store, a.model, fixed=a.fixed, config=cfg)
+            if result.table:
+                print(result.table)
+            print(result.summary())
+            print(_saved(result, a.out, project=not a.no_project, force=a.force))
             return
         base = _config(a, a.out)
         grid = {k: v for k, v in {"kind": a.kinds, "sides": a.sides_list, "loss": a.losses, "lr": a.lrs,
@@ -209,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = run_grid(store, base, grid)
         print(grid_table(runs, base.metric))
         if a.out and runs:
-            print(_save(store, runs[0][1], a.out, project=True, force=a.force))
+            print(_saved(FitResult.of(runs[0][1], store), a.out, project=True, force=a.force))
 
     return run_cli(job)
 

@@ -126,13 +126,34 @@ def _base_path(adapter: Adapter) -> Path:
                      "use --format numpy")
 
 
-def export_adapter(adapter_dir: str | Path, fmt: str, out: str | Path, force: bool = False,
-                   query_side_only: bool = False) -> Path:
-    """Write the export (see the module docstring) into `out`, refusing an `out` that is not ours to replace."""
+def export(adapter: Adapter | str | Path, format: str, out: str | Path, force: bool = False,
+           query_side_only: bool = False) -> Path:
+    """Write `adapter` for another stack into the folder `out`; returns `out`.
+
+    Args:
+        adapter: an `Adapter` (e.g. `fit(...).adapter`) or an adapter folder.
+        format: "numpy" (matrix, bias and query memory, for any client), "sentence-transformers" (a model folder
+            whose encoder applies the adapter), "chroma" (an embedding function) or "llamaindex".
+        out: the export folder; an existing one is replaced only if it is an export of ours (or `force`).
+        query_side_only: for an adapter with a query memory, export its query part alone (encoders cannot move
+            stored passages); numpy then drops the memory and records that it did.
+
+    Returns:
+        `out`, holding the export, its `USAGE.md` (numpy, chroma) and `export.json` (what was exported, from where).
+
+    Raises:
+        InputError: the format cannot carry this adapter (the message names one that can). OutputError: `out`.
+
+    Example:
+        >>> ef.export("adapters/l6", "numpy", "exports/l6-numpy")   # doctest: +SKIP
+    """
+    fmt = format
     if fmt not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    out = check_output(out, EXPORT_OUTPUT, force, protect={"the adapter being exported": adapter_dir})
-    adapter = load_adapter(adapter_dir)
+    source = None if isinstance(adapter, Adapter) else Path(adapter)
+    out = check_output(out, EXPORT_OUTPUT, force, protect={"the adapter being exported": source} if source else None)
+    if source is not None:
+        adapter = load_adapter(source)
     matrix, bias = adapter_matrix(adapter)
     if fmt != "numpy":
         _check_memory(adapter, fmt, query_side_only)
@@ -147,7 +168,7 @@ def export_adapter(adapter_dir: str | Path, fmt: str, out: str | Path, force: bo
         log.info("removed the temporary folder of an interrupted export beside %s", out)
     tmp = atomic.make_temp_dir(out)
     try:
-        _write_export(adapter, fmt, matrix, bias, base, tmp, Path(adapter_dir), query_side_only)
+        _write_export(adapter, fmt, matrix, bias, base, tmp, source, query_side_only)
         atomic.fsync_tree(tmp)
         atomic.replace_dir(tmp, out)
     except BaseException:
@@ -157,7 +178,7 @@ def export_adapter(adapter_dir: str | Path, fmt: str, out: str | Path, force: bo
 
 
 def _write_export(adapter: Adapter, fmt: str, matrix: np.ndarray, bias: np.ndarray, base: Path | None, out: Path,
-                  adapter_dir: Path, query_side_only: bool = False) -> None:
+                  adapter_dir: Path | None, query_side_only: bool = False) -> None:
     c = adapter.config
     # the memory goes only where it is asked for and can be applied: numpy, unless --query-side-only
     with_memory = adapter.memory is not None and fmt == "numpy" and not query_side_only
@@ -184,7 +205,7 @@ def _write_export(adapter: Adapter, fmt: str, matrix: np.ndarray, bias: np.ndarr
                                                      "bias": has_bias}) + "\n", "utf-8")
     (out / MARKER).write_text(json.dumps({"format": fmt, "adapter": c.name, "base_model": c.base_model,
                                           "sides": c.sides, "query_side_only": adapter.memory is not None and not with_memory,
-                                          "source": str(adapter_dir.resolve())}, indent=2) + "\n", "utf-8")
+                                          "source": str(adapter_dir.resolve()) if adapter_dir else None}, indent=2) + "\n", "utf-8")
 
 
 def _write_sentence_transformer(base: Path, matrix: np.ndarray, bias: np.ndarray, sides: str, out: Path) -> None:

@@ -103,6 +103,22 @@ def _readable(path: Path) -> Path:
 
 
 def load_adapter(path: str | Path) -> Adapter:
+    """Read an adapter folder (written by `embedfit train` or `FitResult.save`), checked on the way in.
+
+    Args:
+        path: the adapter folder.
+
+    Returns:
+        The `Adapter`: `project_queries(x)`, `project_passages(x, ids)`, `describe()`, `.config`.
+
+    Raises:
+        StoreError: no adapter there, an older format (the message names the command that retrains it), a config
+            field of the wrong type or range, damaged weights, or NaN/inf in the weights or the query memory.
+
+    Example:
+        >>> adapter = ef.load_adapter("adapters/l6")                       # doctest: +SKIP
+        >>> q = adapter.project_queries(my_query_vectors)                  # doctest: +SKIP
+    """
     path = _readable(Path(path))
     cfg_path = path / "config.json"
     if not cfg_path.exists():

@@ -17,7 +17,7 @@ import numpy as np
 
 from embedfit.adapters.adapter import Adapter
 from embedfit.adapters.io import adapter_sha, check_compatible, is_adapter_dir, load_adapter, save_adapter
-from embedfit.errors import InputError, MismatchError, ProjectError, StoreError
+from embedfit.errors import EmbedfitError, InputError, MismatchError, StoreError
 from embedfit.store import chroma_store
 from embedfit.store.store import Store
 
@@ -103,7 +103,7 @@ def _collection_of(adapter_dir: Path) -> str | None:
         return None
     try:
         return load_adapter(adapter_dir).collection_name
-    except ProjectError:
+    except EmbedfitError:
         return None
 
 

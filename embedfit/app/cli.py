@@ -3,37 +3,38 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import logging
 import os
 import sys
 from pathlib import Path
 
 from embedfit.app.config import AppConfig
 from embedfit.errors import InputError
-from embedfit.runcli import run_cli
+from embedfit.runcli import parse_with_verbosity, run_cli, shared_options
 
 
-def parse_args(argv: list[str] | None = None) -> AppConfig:
+def parser() -> argparse.ArgumentParser:
+    """The options, each with its `AppConfig` field's default (tests/test_cli_options.py holds them to it)."""
     d = AppConfig()
     p = argparse.ArgumentParser(prog="embedfit app", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--store", type=Path, default=d.store, help="store folder (env EMBEDFIT_STORE)")
+    shared_options(p, d.store)
     p.add_argument("--model", default=d.model, help="embedding model whose collection to search")
     p.add_argument("--adapter", type=Path, default=None,
                    help="adapter folder (default: EMBEDFIT_ADAPTERS/MODEL, .data/adapters/MODEL unless set: where `make demo` puts it)")
     p.add_argument("--report", type=Path, default=d.report, help="eval report folder shown in the report tab (env EMBEDFIT_REPORT)")
     p.add_argument("--host", default=d.host, help="address to bind; 0.0.0.0 exposes the page to your network")
     p.add_argument("--port", type=int, default=d.port)
-    p.add_argument("--chroma-host", default=None, help="use a Chroma server (env CHROMA_HOST)")
-    p.add_argument("--chroma-port", type=int, default=None, help="(env CHROMA_PORT)")
     p.add_argument("--max-chars", type=int, default=d.max_chars, help="longer questions are cut to this many characters")
     p.add_argument("--concurrency", type=int, default=d.concurrency, help="searches running at once")
     p.add_argument("--queue-size", type=int, default=d.queue_size, help="searches allowed to wait; more are refused")
     p.add_argument("--torch-threads", type=int, default=d.torch_threads, help="threads for embedding a question")
     p.add_argument("--device", default=d.device, help="where a sentence-transformers model embeds: auto, cpu, cuda, cuda:N, mps")
-    p.add_argument("-v", "--verbose", action="store_true")
-    a = p.parse_args(argv)
-    logging.getLogger().setLevel(logging.DEBUG if a.verbose else logging.INFO)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> AppConfig:
+    p = parser()
+    a = parse_with_verbosity(p, argv)
     cfg = AppConfig(store=a.store, model=a.model, adapter=a.adapter, report=a.report, host=a.host, port=a.port,
                     chroma_host=a.chroma_host, chroma_port=a.chroma_port, max_chars=a.max_chars,
                     concurrency=a.concurrency, queue_size=a.queue_size, torch_threads=a.torch_threads,

@@ -16,7 +16,7 @@ from embedfit.app.config import AppConfig
 from embedfit.embed import load_embedder
 from embedfit.embed.base import Embedder
 from embedfit.embed.registry import DEFAULT_MODEL
-from embedfit.errors import ProjectError
+from embedfit.errors import EmbedfitError
 from embedfit.search.retriever import Retriever, check_adapter
 from embedfit.store.store import Store
 
@@ -63,7 +63,7 @@ def load_adapter_or_note(store: Store, cfg: AppConfig, dim: int) -> tuple[Adapte
         adapter = load_adapter(folder)
         sha = adapter_sha(folder)
         check_adapter(store, cfg.model, dim, adapter, sha, str(folder))
-    except ProjectError as exc:
+    except EmbedfitError as exc:
         log.warning("adapter at %s refused: %s", folder, exc)
         return None, None, f"Adapter at `{folder}` refused: {exc}"
     notes = []
@@ -81,7 +81,7 @@ def example_questions(store: Store, retriever: Retriever, n: int) -> list[str]:
     """`n` test-split questions with a known gold passage, spread evenly over the sorted ids (same every run)."""
     try:
         qids = [q for q in store.split_query_ids("test") if q in retriever.queries and _has_gold(retriever, retriever.queries[q])]
-    except ProjectError:
+    except EmbedfitError:
         qids = []
     if not qids:
         qids = sorted(retriever.queries)

@@ -17,7 +17,7 @@ import gradio as gr
 from embedfit.app import cards
 from embedfit.app.report import ReportView, load_report, plots_html
 from embedfit.app.startup import AppState
-from embedfit.errors import ProjectError
+from embedfit.errors import EmbedfitError
 from embedfit.search.retriever import SearchResult
 
 log = logging.getLogger(__name__)
@@ -33,11 +33,11 @@ HOW_TO_READ = (
 
 
 def run_search(state: AppState, question: str | None, k: float | None) -> SearchResult:
-    """The search behind both the page and the API; a ProjectError becomes the result's message."""
+    """The search behind both the page and the API; a EmbedfitError becomes the result's message."""
     r = state.retriever
     try:
         return r.search(question, state.cfg.default_k if k is None else k)
-    except ProjectError as exc:
+    except EmbedfitError as exc:
         log.warning("search failed: %s", exc)
         return SearchResult(question="", k=0, model=r.model_id, adapter=r.adapter.name if r.adapter else None,
                             adapter_note=r.adapter_note, message=f"Search failed: {exc}")

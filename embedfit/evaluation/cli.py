@@ -9,7 +9,6 @@ against the store's corpus instead.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -18,16 +17,16 @@ from embedfit.evaluation.config import SPLITS, EvalConfig
 from embedfit.evaluation.dims import DimsConfig, dims_table, run_dims
 from embedfit.evaluation.evaluate import run_eval
 from embedfit.evaluation.learning_curve import CurveConfig, run_learning_curve
-from embedfit.evaluation.report import main_table
-from embedfit.runcli import run_cli
+from embedfit.runcli import parse_with_verbosity, run_cli, shared_options
 from embedfit.settings import METRICS
 
 
-def parse_args(argv: list[str] | None = None) -> EvalConfig:
+def parser() -> argparse.ArgumentParser:
+    """The options, each with its `EvalConfig` field's default (tests/test_cli_options.py holds them to it)."""
     d = EvalConfig()
     p = argparse.ArgumentParser(prog="embedfit eval", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--store", type=Path, default=d.store, help="store folder (env EMBEDFIT_STORE)")
+    shared_options(p, d.store)
     p.add_argument("--out", type=Path, default=d.out, help="report folder (env EMBEDFIT_REPORT)")
     p.add_argument("--force", action="store_true",
                    help="write into --out even if it is a non-empty folder that is not an eval report")
@@ -56,13 +55,14 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     p.add_argument("--batch-size", type=int, default=None, help="embedding batch size for held-out queries")
     p.add_argument("--device", default=d.device, help="where a sentence-transformers model embeds held-out queries")
-    p.add_argument("--chroma-host", default=None, help="use a Chroma server (env CHROMA_HOST)")
-    p.add_argument("--chroma-port", type=int, default=None, help="(env CHROMA_PORT)")
-    p.add_argument("-v", "--verbose", action="store_true")
-    a = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> EvalConfig:
+    p = parser()
+    a = parse_with_verbosity(p, argv)
     if (a.queries is None) != (a.qrels is None):
         p.error("--queries and --qrels go together")
-    logging.getLogger().setLevel(logging.DEBUG if a.verbose else logging.INFO)
     return EvalConfig(
         store=a.store, out=a.out, adapters=a.adapters, models=a.models, queries=a.queries, qrels=a.qrels,
         split=a.split, bm25=not a.no_bm25, mse_baseline=not a.no_mse_baseline, mse_epochs=a.mse_epochs,
@@ -77,17 +77,10 @@ def _study_parser(command: str, doc: str | None, d: CurveConfig | DimsConfig, ou
     """The options every `embedfit eval <study>` shares: the store, the model, the output folder, -v."""
     p = argparse.ArgumentParser(prog=f"embedfit eval {command}", description=doc,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--store", type=Path, default=d.store, help="store folder (env EMBEDFIT_STORE)")
+    shared_options(p, d.store, chroma=False)
     p.add_argument("--model", default=d.model)
     p.add_argument("--out", type=Path, default=d.out, help=out_help)
-    p.add_argument("-v", "--verbose", action="store_true")
     return p
-
-
-def _parse_study(p: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
-    a = p.parse_args(argv)
-    logging.getLogger().setLevel(logging.DEBUG if a.verbose else logging.INFO)
-    return a
 
 
 def parse_curve_args(argv: list[str]) -> CurveConfig:
@@ -101,7 +94,7 @@ def parse_curve_args(argv: list[str]) -> CurveConfig:
     p.add_argument("--candidate-sets", nargs="+", choices=("mined", "corpus"), default=list(d.candidate_sets))
     p.add_argument("--temperatures", nargs="+", type=float, default=list(d.temperatures))
     p.add_argument("--folds", type=int, default=d.folds, help="cross-validation folds of each selection")
-    a = _parse_study(p, argv)
+    a = parse_with_verbosity(p, argv)
     return CurveConfig(store=a.store, model=a.model, out=a.out, sizes=tuple(a.sizes), seeds=a.seeds, metric=a.metric,
                        methods=tuple(a.methods), candidate_sets=tuple(a.candidate_sets),
                        temperatures=tuple(a.temperatures), folds=a.folds)
@@ -122,7 +115,7 @@ def parse_dims_args(argv: list[str]) -> DimsConfig:
     p = _study_parser("dims", dims.__doc__, d, "folder for dims.json and dims.png")
     p.add_argument("--sizes", type=int, nargs="+", default=list(d.sizes), help="output dimensions")
     p.add_argument("--epochs", type=int, default=d.epochs, help="epochs of each d-dim adapter")
-    a = _parse_study(p, argv)
+    a = parse_with_verbosity(p, argv)
     return DimsConfig(store=a.store, model=a.model, out=a.out, sizes=tuple(a.sizes), epochs=a.epochs)
 
 
@@ -144,11 +137,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def job() -> None:
         cfg = parse_args(args)
-        outcome = run_eval(cfg)
-        for ev in outcome.models:
-            print(main_table(ev))
-            print()
-        print(f"report: {outcome.out / 'report.md'}  (metrics: {outcome.out / 'metrics.json'})")
+        print(run_eval(cfg).summary())
+        print()
+        print(f"report: {cfg.out / 'report.md'}  (metrics: {cfg.out / 'metrics.json'})")
 
     return run_cli(job)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,12 +28,13 @@ import numpy as np
 
 from embedfit.adapters.adapter import Adapter
 from embedfit.adapters.config import TrainConfig
+from embedfit.adapters.curves import curves_png
 from embedfit.adapters.io import adapter_sha, check_compatible, load_adapter
 from embedfit.adapters.project import projection_problem
 from embedfit.adapters.train import train_adapter
 from embedfit.embed import EmbeddingCache, embed_cached, load_embedder
 from embedfit.embed.base import l2_normalise
-from embedfit.errors import InputError, MismatchError, ProjectError, StoreError
+from embedfit.errors import EmbedfitError, InputError, MismatchError, StoreError
 from embedfit.evaluation import plots, report
 from embedfit.evaluation.config import CI_METRICS, PRIMARY_METRIC, REPORT_OUTPUT, EvalConfig
 from embedfit.evaluation.heldout import HeldOut, load_heldout, require_enough
@@ -48,7 +49,7 @@ from embedfit.retrieval.fusion import DEFAULT_N, RRF_DEFAULT, FusionSpec, dev_si
 from embedfit.retrieval.fusion_choice import choose_dev_fusion
 from embedfit.retrieval.lexical import LexicalIndex, build_index
 from embedfit.search.chroma_ann import chroma_search, recall_against_exact
-from embedfit.settings import K_VALUES, METRICS, TOP_K
+from embedfit.settings import K_VALUES, METRICS, TOP_K, with_options
 from embedfit.store import chroma_store, query_vectors
 from embedfit.store.store import Store
 from embedfit.types import Corpus, Qrels, Queries, Results, corpus_fingerprint, slug
@@ -63,7 +64,7 @@ PAIR_KINDS = ("weak", "hard")
 
 # -- inputs ------------------------------------------------------------------------------------------
 
-def _models_to_run(store: Store, cfg: EvalConfig, adapters: list[tuple[Path, Adapter]]) -> list[str]:
+def _models_to_run(store: Store, cfg: EvalConfig, adapters: list[tuple[Path | None, Adapter]]) -> list[str]:
     manifest = store.require()
     if cfg.models:
         for m in cfg.models:
@@ -77,7 +78,7 @@ def _models_to_run(store: Store, cfg: EvalConfig, adapters: list[tuple[Path, Ada
         if ad.config.base_model not in models:
             hint = (f"add --model {ad.config.base_model}" if ad.config.base_model in manifest.get("models", {})
                     else f"the store has no {ad.config.base_model!r} embeddings")
-            raise MismatchError(f"adapter {path} was trained on {ad.config.base_model!r}, which is not among the "
+            raise MismatchError(f"adapter {path or ad.name} was trained on {ad.config.base_model!r}, which is not among the "
                                 f"models evaluated ({', '.join(models)}); {hint}")
     return models
 
@@ -148,7 +149,7 @@ def _mse_baseline(store: Store, model: str, cfg: EvalConfig, q: np.ndarray, qids
                        chroma_host=cfg.chroma_host, chroma_port=cfg.chroma_port)
     try:
         res = train_adapter(store, tcfg)
-    except ProjectError as exc:
+    except EmbedfitError as exc:
         notes.append(f"MSE cookbook baseline skipped: {exc}")
         log.warning("MSE baseline skipped: %s", exc)
         return None
@@ -399,24 +400,27 @@ def _threshold_all(systems: list[SystemRun], store: Store, model: str, pids: lis
 # -- figures -----------------------------------------------------------------------------------------
 
 def _figures(ev: ModelEvaluation, cfg: EvalConfig, q: np.ndarray, qrels: Qrels, queries: Queries,
-             corpus: Corpus, pids: list[str], hist: dict) -> dict[str, str]:
-    """Draw the model's figures into `figures/MODEL/` of the report; returns name -> path inside the report."""
+             corpus: Corpus, pids: list[str], hist: dict) -> tuple[dict[str, str], dict[str, bytes | str]]:
+    """Draw the model's figures, in memory: (name -> path inside the report, that path -> the file's content).
+    Nothing is written here; `embedfit.evaluation.report.write_reports` writes the files."""
     rel = Path("figures") / slug(ev.model)
-    folder = cfg.out / rel
-    folder.mkdir(parents=True, exist_ok=True)
     qids = ev.query_ids
     figures: dict[str, str] = {}
-    dense = [s for s in ev.systems.values() if s.dense]
+    files: dict[str, bytes | str] = {}
 
+    def add(key: str, name: str, content: bytes | str) -> None:
+        figures[key] = str(rel / name)
+        files[str(rel / name)] = content
+
+    dense = [s for s in ev.systems.values() if s.dense]
     rows = [(s.label, {k: (*hist[s.key][k], s.threshold.get(k, {}).get("threshold"), s.threshold.get(k, {}).get("accuracy"))
                        for k in PAIR_KINDS if k in hist.get(s.key, {})}) for s in dense if s.key in hist]
     if rows:
-        plots.similarity_histograms(folder / "similarity_hist.png", rows, title=f"{ev.model}: cosine of test pairs")
-        figures["similarity_hist"] = str(rel / "similarity_hist.png")
+        add("similarity_hist", "similarity_hist.png",
+            plots.similarity_histograms(rows, title=f"{ev.model}: cosine of test pairs"))
 
     curves = {s.label: recall_at_k_curve(qrels, s.results, RECALL_CURVE_KS) for s in ev.systems.values()}
-    plots.recall_curves(folder / "recall_at_k.png", curves, title=f"{ev.model}: Recall@k, {ev.scope}")
-    figures["recall_at_k"] = str(rel / "recall_at_k.png")
+    add("recall_at_k", "recall_at_k.png", plots.recall_curves(curves, title=f"{ev.model}: Recall@k, {ev.scope}"))
 
     if cfg.plot_queries > 0:
         rng = np.random.default_rng(cfg.seed)
@@ -432,22 +436,20 @@ def _figures(ev: ModelEvaluation, cfg: EvalConfig, q: np.ndarray, qrels: Qrels, 
                  for p, r in qrels[qids[i]].items() if r > 0 and p in prow]
         spaces = [(s.label, s.project_queries(q[sample]), s.passages[p_rows])
                   for s in dense if s.key == "raw" or s.key in ev.adapter_keys][:4]
-        plots.latent_space(
-            folder / "latent_space.png", folder / "latent_space.html", spaces, lines,
-            n_positive=len(pos_rows),
+        png, html = plots.latent_space(
+            spaces, lines, n_positive=len(pos_rows),
             query_text=[queries[qids[i]] for i in sample],
             passage_text=[f"{corpus[pids[r]].title}: {corpus[pids[r]].text[:120]}" for r in p_rows],
             title=f"{ev.model}: {n} queries, their positives and {len(extra)} random passages (PCA 2-D)")
-        figures["latent_space"] = str(rel / "latent_space.png")
-        figures["latent_space_html"] = str(rel / "latent_space.html")
+        add("latent_space", "latent_space.png", png)
+        add("latent_space_html", "latent_space.html", html)
 
     for s in ev.systems.values():
         if s.curves:
-            name = f"training_{slug(s.key)}.png"
             metric = (s.adapter.config.dev_metrics or {}).get("metric", "MRR@10") if s.adapter is not None else "MRR@10"
-            plots.training_curves(folder / name, s.curves, metric, title=f"{ev.model}: training curves of {s.label}")
-            figures[f"training:{s.key}"] = str(rel / name)
-    return figures
+            add(f"training:{s.key}", f"training_{slug(s.key)}.png",
+                curves_png(s.curves, metric, f"{ev.model}: training curves of {s.label}"))
+    return figures, files
 
 
 # -- the run -----------------------------------------------------------------------------------------
@@ -482,7 +484,7 @@ def _scope(store: Store, cfg: EvalConfig, store_queries: Queries, heldout: HeldO
                  split=cfg.split)
 
 
-def _adapter_systems(adapters: list[tuple[Path, Adapter]], model: str, info: dict, q: np.ndarray, qids: list[str],
+def _adapter_systems(adapters: list[tuple[Path | None, Adapter]], model: str, info: dict, q: np.ndarray, qids: list[str],
                      p_raw: np.ndarray, pids: list[str], taken: set[str]) -> tuple[dict[str, SystemRun], list[str]]:
     """One dense system per adapter (refusing an incompatible one), and what the report should say about them."""
     systems: dict[str, SystemRun] = {}
@@ -497,7 +499,8 @@ def _adapter_systems(adapters: list[tuple[Path, Adapter]], model: str, info: dic
                          "on dev, so its rows equal raw by construction.")
         key = _adapter_key(i, ad, taken | set(systems))
         systems[key] = _dense_system(key, _adapter_label(ad), q, qids, p_raw, pids, ad.project_queries,
-                                     ad.project_passages, adapter=ad, adapter_dir=str(path), curves=plots.read_curves(path))
+                                     ad.project_passages, adapter=ad, adapter_dir=str(path) if path else None,
+                                     curves=plots.read_curves(path) if path else None)
     return systems, notes
 
 
@@ -508,7 +511,7 @@ def _timed(timings: dict[str, float], step: str):
     timings[step] = round(time.perf_counter() - t, 2)
 
 
-def evaluate_model(store: Store, model: str, cfg: EvalConfig, adapters: list[tuple[Path, Adapter]],
+def evaluate_model(store: Store, model: str, cfg: EvalConfig, adapters: list[tuple[Path | None, Adapter]],
                    corpus: Corpus, store_queries: Queries, heldout: HeldOut | None,
                    bm25_cache: dict) -> ModelEvaluation:
     """Every system of one model on the same queries: rank, score, check HNSW, threshold accuracy, figures."""
@@ -576,7 +579,8 @@ def evaluate_model(store: Store, model: str, cfg: EvalConfig, adapters: list[tup
                          subset_sizes=subset_sizes)
     if cfg.plots:
         with _timed(timings, "plots"):
-            ev = replace(ev, figures=_figures(ev, cfg, q, scope.qrels, scope.queries, corpus, pids, thresholds.hist))
+            figures, files = _figures(ev, cfg, q, scope.qrels, scope.queries, corpus, pids, thresholds.hist)
+            ev = replace(ev, figures=figures, figure_files=files)
     return replace(ev, seconds=timings)
 
 
@@ -594,14 +598,19 @@ def _require_scored_split(scope: Scope, store: Store) -> None:
                          f"0.6 0.2 0.2 ...")
 
 
-def run_eval(cfg: EvalConfig) -> EvalOutcome:
-    """Evaluate every requested model and write the report files into `cfg.out`."""
+def compute_eval(cfg: EvalConfig, store: Store | None = None,
+                 adapters: list[tuple[Path | None, Adapter]] | None = None) -> EvalOutcome:
+    """Evaluate every requested model, in memory: nothing is written (`EvalOutcome.write` writes the report).
+
+    `store` and `adapters` (folder or None, adapter) default to `cfg.store` and the folders of `cfg.adapters`;
+    the Python API passes adapters it holds in memory.
+    """
     cfg.validate()
-    check_output(cfg.out, REPORT_OUTPUT, cfg.force)  # refuse a wrong --out before the work, not after it
     t0 = time.perf_counter()
-    store = Store(cfg.store, cfg.chroma_host, cfg.chroma_port, write=False)
+    store = store or Store(cfg.store, cfg.chroma_host, cfg.chroma_port, write=False)
     store.require()
-    adapters = [(Path(p), load_adapter(p)) for p in cfg.adapters]
+    if adapters is None:
+        adapters = [(Path(p), load_adapter(p)) for p in cfg.adapters]
     models = _models_to_run(store, cfg, adapters)
     corpus = store.load_corpus()
     store_queries = store.load_queries()
@@ -611,13 +620,91 @@ def run_eval(cfg: EvalConfig) -> EvalOutcome:
         require_enough(heldout, cfg.min_queries, cfg.min_usable)
     else:
         _require_scored_split(_scope(store, cfg, store_queries, None, bool(adapters)), store)
-    cfg.out.mkdir(parents=True, exist_ok=True)
     bm25_cache: dict = {}
     evaluations = []
     for model in models:
         log.info("evaluating %s (%s)", model, "held-out queries" if heldout else f"{cfg.split} split")
         mine = [(p, a) for p, a in adapters if a.config.base_model == model]
         evaluations.append(evaluate_model(store, model, cfg, mine, corpus, store_queries, heldout, bm25_cache))
-    outcome = EvalOutcome(config=cfg, models=evaluations, out=cfg.out, seconds=time.perf_counter() - t0)
-    report.write_reports(outcome)
-    return outcome
+    return EvalOutcome(config=cfg, models=evaluations, seconds=time.perf_counter() - t0)
+
+
+def run_eval(cfg: EvalConfig) -> Evaluation:
+    """`embedfit eval`: refuse a wrong `cfg.out` first (before the work), then `evaluate`, then write the report."""
+    cfg.validate()
+    check_output(cfg.out, REPORT_OUTPUT, cfg.force)
+    ev = evaluate(cfg.store, cfg.adapters, config=cfg)
+    ev.write(cfg.out, force=cfg.force)
+    return ev
+
+
+# -- the Python API -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What `evaluate` computed, in memory: every system's scores, intervals, paired tests, seen/unseen split and
+    figures. Nothing is on disk until `write`.
+
+    Attributes:
+        outcome: the full result (`embedfit.evaluation.results.EvalOutcome`): `.models[i].systems[key]` holds each
+            system's per-query scores, means, 95% intervals and its paired comparison with raw.
+    """
+
+    outcome: EvalOutcome
+
+    @property
+    def metrics(self) -> dict:
+        """The `metrics.json` object: the contract other tools read."""
+        return report.metrics_json(self.outcome)
+
+    def summary(self) -> str:
+        """Per model: every system's metrics and change against raw, the best system and the steps to it, and
+        the seen / unseen split (markdown)."""
+        return "\n\n".join("\n".join([report.main_table(ev), "", report.best_and_steps(ev),
+                                       *report.seen_unseen_table(ev)]) for ev in self.outcome.models)
+
+    def report(self) -> str:
+        """The whole `report.md` text (its figure links resolve once `write` has put the figures beside it)."""
+        return report.report_md(self.outcome)
+
+    def write(self, out: str | Path, force: bool = False) -> Path:
+        """Write metrics.json, details.json, report.md and figures/ into `out`; returns `out`.
+
+        Raises:
+            OutputError: `out` exists and is not an eval report of ours (and not `force`), or must never be one.
+        """
+        out = check_output(out, REPORT_OUTPUT, force)
+        report.write_reports(self.outcome, out)
+        return out
+
+
+def evaluate(store: str | Path | Store, adapters: Sequence[Adapter | str | Path] = (), *,
+             config: EvalConfig | None = None, **options) -> Evaluation:
+    """Score the raw embeddings, each adapter, and the baselines (BM25, raw + BM25, the MSE cookbook adapter) on
+    the same held-out queries: means with 95% bootstrap intervals, paired tests against raw, seen and unseen
+    queries apart, threshold accuracy, HNSW check and figures. Computes only: `Evaluation.write` writes.
+
+    Args:
+        store: the store folder (or a `Store`).
+        adapters: adapters (`Adapter` objects, e.g. `fit(...).adapter`, or adapter folders); each is scored with
+            the model it was trained on. The first of a model is "adapted" in the metrics.
+        config: an `EvalConfig` to start from; `options` override its fields.
+        **options: any `EvalConfig` field, e.g. `split="dev"`, `models=["all-MiniLM-L6-v2"]`, `bm25=False`,
+            `mse_baseline=False`, `plots=False`, `queries=..., qrels=...` (held-out BEIR files).
+
+    Returns:
+        An `Evaluation`: `.summary()`, `.metrics`, `.write(folder)`.
+
+    Raises:
+        StoreError: no store or no embeddings. MismatchError: an adapter of another model or data.
+        InputError: a bad option, or fewer than 2 scored queries.
+
+    Example:
+        >>> ev = ef.evaluate(".data/scifact", [result.adapter])   # doctest: +SKIP
+        >>> print(ev.summary()); ev.write("report/")              # doctest: +SKIP
+    """
+    base = with_options(config or EvalConfig(), options, {"store", "adapters", "out", "force"}, "evaluate")
+    st = store if isinstance(store, Store) else Store(Path(store), base.chroma_host, base.chroma_port)
+    loaded = [(None, a) if isinstance(a, Adapter) else (Path(a), load_adapter(a)) for a in adapters]
+    cfg = replace(base, store=st.root, adapters=[p for p, _ in loaded if p is not None])
+    return Evaluation(compute_eval(cfg, st, loaded))

@@ -9,8 +9,11 @@
   The HTML version adds hover text (the question, the passage title and opening words).
 - `recall_curves`: Recall@k against k for every system.
 - `learning_curve_png`, `dims_png`: the figures of `embedfit eval learning-curve` and `embedfit eval dims`.
-- `training_curves`: train loss and dev metrics per epoch, from the adapter's `curves.json`, drawn by
-  training's own `embedfit.adapters.curves.curves_png` so the figure is the same one training saves.
+- the training curves of an adapter (train loss and dev metrics per epoch, from its `curves.json`) are drawn by
+  training's own `embedfit.adapters.curves.curves_png`, so the figure is the same one training saves.
+
+Every function returns the figure's bytes (or text) and writes nothing: an evaluation is computed in memory and
+`embedfit.evaluation.report.write_reports` writes it, figures included.
 """
 from __future__ import annotations
 
@@ -24,9 +27,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-
-from embedfit import atomic  # noqa: E402
-from embedfit.adapters.curves import curves_png  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,11 @@ def _png_bytes(fig) -> bytes:
     return buf.getvalue()
 
 
-def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+def _tight_png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
-    log.info("figure: %s", path)
+    return buf.getvalue()
 
 
 def read_curves(adapter_dir: str | Path) -> list[dict] | None:
@@ -67,8 +67,9 @@ def read_curves(adapter_dir: str | Path) -> list[dict] | None:
     return curves
 
 
-def similarity_histograms(path: Path, rows: list[tuple[str, dict]], title: str) -> None:
-    """`rows`: (system label, {pair kind: (pos scores, neg scores, threshold or None, test accuracy or None)})."""
+def similarity_histograms(rows: list[tuple[str, dict]], title: str) -> bytes:
+    """The PNG of one histogram per (system, pair kind). `rows`: (system label, {pair kind: (pos scores,
+    neg scores, threshold or None, test accuracy or None)})."""
     kinds = sorted({k for _, d in rows for k in d}, key=lambda k: ("weak", "hard").index(k) if k in ("weak", "hard") else 9)
     fig, axes = plt.subplots(len(rows), len(kinds), figsize=(5.2 * len(kinds), 2.8 * len(rows)), squeeze=False)
     bins = np.linspace(-0.4, 1.0, 57)
@@ -91,7 +92,7 @@ def similarity_histograms(path: Path, rows: list[tuple[str, dict]], title: str) 
             ax.legend(fontsize=7, loc="upper left")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    _save(fig, path)
+    return _tight_png(fig)
 
 
 def _pca_2d(x: np.ndarray) -> np.ndarray:
@@ -100,10 +101,11 @@ def _pca_2d(x: np.ndarray) -> np.ndarray:
     return PCA(n_components=2, random_state=0).fit_transform(x)
 
 
-def latent_space(png: Path, html: Path | None, spaces: list[tuple[str, np.ndarray, np.ndarray]],
-                 lines: list[tuple[int, int]], n_positive: int, query_text: list[str], passage_text: list[str],
-                 title: str) -> None:
-    """`spaces`: (label, query vectors, passage vectors), the same sample in each space. Passage rows
+def latent_space(spaces: list[tuple[str, np.ndarray, np.ndarray]], lines: list[tuple[int, int]], n_positive: int,
+                 query_text: list[str], passage_text: list[str], title: str,
+                 html: bool = True) -> tuple[bytes, str | None]:
+    """The PNG and (with `html`) the interactive page's HTML of a PCA view. `spaces`: (label, query vectors,
+    passage vectors), the same sample in each space. Passage rows
     `[:n_positive]` are positives of the sampled queries, the rest random passages; `lines` are
     (query row, passage row) pairs to connect."""
     projected = []
@@ -123,12 +125,23 @@ def latent_space(png: Path, html: Path | None, spaces: list[tuple[str, np.ndarra
     axes[0][0].legend(fontsize=7, loc="best")
     fig.suptitle(title + f"\nlines: {len(lines)} query -> positive pairs", fontsize=10)
     fig.tight_layout()
-    _save(fig, png)
-    if html is not None:
-        _latent_space_html(html, projected, lines, n_positive, query_text, passage_text, title)
+    png = _tight_png(fig)
+    return png, (_latent_space_html(projected, lines, n_positive, query_text, passage_text, title) if html else None)
 
 
-def _latent_space_html(path: Path, projected, lines, n_positive, query_text, passage_text, title) -> None:
+#: the plotly library the interactive pages load: one copy per report, `figures/plotly.min.js` (works offline,
+#: unlike a CDN link); `plotly_js()` is its text
+PLOTLY_JS = "plotly.min.js"
+
+
+def plotly_js() -> str:
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def _latent_space_html(projected, lines, n_positive, query_text, passage_text, title) -> str:
+    """The page's HTML, kept in `figures/MODEL/`; it loads `figures/PLOTLY_JS`, written once per report."""
     import plotly.graph_objects as go  # lazy: plotly is heavy and only the interactive page uses it
     from plotly.subplots import make_subplots
 
@@ -156,18 +169,11 @@ def _latent_space_html(path: Path, projected, lines, n_positive, query_text, pas
     fig.update_layout(title=title, height=650, width=620 * len(projected), template="plotly_white")
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    js = path.parent.parent / "plotly.min.js"  # one copy for every model's page (works offline, unlike a CDN link)
-    if not js.exists():
-        from plotly.offline import get_plotlyjs
-
-        atomic.write_text(js, get_plotlyjs())
-    fig.write_html(str(path), include_plotlyjs=f"../{js.name}", full_html=True)
-    log.info("figure: %s", path)
+    return fig.to_html(include_plotlyjs=f"../{PLOTLY_JS}", full_html=True)
 
 
-def recall_curves(path: Path, curves: dict[str, dict[int, float]], title: str) -> None:
-    """`curves`: system label -> {k: mean Recall@k}."""
+def recall_curves(curves: dict[str, dict[int, float]], title: str) -> bytes:
+    """The PNG of Recall@k per system. `curves`: system label -> {k: mean Recall@k}."""
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for label, curve in curves.items():
         ks = sorted(curve)
@@ -181,13 +187,7 @@ def recall_curves(path: Path, curves: dict[str, dict[int, float]], title: str) -
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
-
-
-def training_curves(path: Path, curves: list[dict], metric: str, title: str) -> None:
-    """Train loss and dev metrics per epoch (epoch 0 = raw embeddings), as `embedfit train` draws them."""
-    atomic.write_bytes(path, curves_png(curves, metric, title))
-    log.info("figure: %s", path)
+    return _tight_png(fig)
 
 
 def learning_curve_png(curve: dict) -> bytes:

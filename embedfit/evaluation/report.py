@@ -42,8 +42,10 @@ from __future__ import annotations
 import logging
 import math
 from datetime import datetime, timezone
+from pathlib import Path
 
 from embedfit import __version__, atomic
+from embedfit.evaluation import plots
 from embedfit.evaluation.config import CI_METRICS, P_METRICS, PRIMARY_METRIC, REPORT_GENERATOR
 from embedfit.evaluation.results import HYBRID_SUFFIXES, EvalOutcome, ModelEvaluation, SystemRun
 from embedfit.settings import METRICS
@@ -265,7 +267,7 @@ def seen_unseen_verdict(ev: ModelEvaluation, key: str, metric: str = PRIMARY_MET
     return f"**For whom, {s.label}:** " + "; ".join(parts) + note + "."
 
 
-def _seen_unseen_table(ev: ModelEvaluation, metric: str = PRIMARY_METRIC) -> list[str]:
+def seen_unseen_table(ev: ModelEvaluation, metric: str = PRIMARY_METRIC) -> list[str]:
     n = ev.subset_sizes
     if not n:
         return []
@@ -329,7 +331,7 @@ def _model_section(ev: ModelEvaluation) -> list[str]:
             out.append(f"Against raw, {what} {verdict(ev.systems[key])}.")
     out += ["", "### Retrieval (exact search over the stored vectors; change against raw in brackets)", ""]
     out += _retrieval_table(ev)
-    out += _seen_unseen_table(ev)
+    out += seen_unseen_table(ev)
     hybrids = [s for s in ev.systems.values() if s.fusion is not None]
     if hybrids:
         out += ["", "### Hybrid search: dense + BM25", "",
@@ -431,8 +433,17 @@ def report_md(outcome: EvalOutcome) -> str:
     return "\n".join(out)
 
 
-def write_reports(outcome: EvalOutcome) -> None:
-    out = outcome.out
+def write_reports(outcome: EvalOutcome, out: Path) -> None:
+    """Write metrics.json, details.json, report.md and the figures into `out` (checked by the caller)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for ev in outcome.models:
+        for rel, content in ev.figure_files.items():
+            write = atomic.write_bytes if isinstance(content, bytes) else atomic.write_text
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            write(out / rel, content)
+    if any(rel.endswith(".html") for ev in outcome.models for rel in ev.figure_files):
+        atomic.write_text(out / "figures" / plots.PLOTLY_JS, plots.plotly_js())
     atomic.write_json(out / "metrics.json", metrics_json(outcome))  # undefined numbers (NaN) are written as null
     atomic.write_json(out / "details.json", details_json(outcome))
     atomic.write_text(out / "report.md", report_md(outcome))

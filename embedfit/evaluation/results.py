@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -62,7 +61,10 @@ class ModelEvaluation:
     query_ids: list[str]
     systems: dict[str, SystemRun]
     notes: list[str] = field(default_factory=list)
+    #: figure name -> its path inside the report ("figures/MODEL/NAME.png")
     figures: dict[str, str] = field(default_factory=dict)
+    #: that path -> the file's content (PNG bytes, or the interactive page's HTML text), written by the report
+    figure_files: dict[str, bytes | str] = field(default_factory=dict)
     pair_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     #: how many scored queries are seen / unseen (`embedfit.metrics.seen`)
@@ -94,5 +96,4 @@ def is_adapter_key(key: str) -> bool:
 class EvalOutcome:
     config: EvalConfig
     models: list[ModelEvaluation]
-    out: Path
     seconds: float

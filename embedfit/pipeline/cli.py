@@ -2,22 +2,22 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 from embedfit.pipeline.config import IngestConfig
-from embedfit.pipeline.ingest import format_summary, run_ingest
+from embedfit.pipeline.ingest import format_summary, ingest
 from embedfit.pipeline.ray_engine import ENGINES
-from embedfit.runcli import run_cli
+from embedfit.runcli import parse_with_verbosity, run_cli, shared_options
 
 
-def parse_args(argv: list[str] | None = None) -> IngestConfig:
+def parser() -> argparse.ArgumentParser:
+    """The options, each with its `IngestConfig` field's default (tests/test_cli_options.py holds them to it)."""
     d = IngestConfig()
     p = argparse.ArgumentParser(prog="embedfit ingest", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default=d.data, help="BEIR folder, pairs .jsonl, NQ simplified .jsonl(.gz), or a dataset id (env EMBEDFIT_DATA)")
-    p.add_argument("--store", type=Path, default=d.store, help="store folder (env EMBEDFIT_STORE)")
+    shared_options(p, d.store)
     p.add_argument("--force", action="store_true",
                    help="write into --store even if it is a non-empty folder that is not a store")
     p.add_argument("--lexical-only", action="store_true",
@@ -51,11 +51,12 @@ def parse_args(argv: list[str] | None = None) -> IngestConfig:
                         "default: RAY_ADDRESS, else Ray is started on this machine")
     p.add_argument("--ray-actors", type=int, default=None,
                    help="with --engine ray: actors embedding at once (default: one per node with CPUs)")
-    p.add_argument("--chroma-host", default=None, help="use a Chroma server (env CHROMA_HOST)")
-    p.add_argument("--chroma-port", type=int, default=None, help="(env CHROMA_PORT)")
-    p.add_argument("-v", "--verbose", action="store_true")
-    a = p.parse_args(argv)
-    logging.getLogger().setLevel(logging.DEBUG if a.verbose else logging.INFO)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> IngestConfig:
+    p = parser()
+    a = parse_with_verbosity(p, argv)
     return IngestConfig(
         data=a.data, store=a.store, model=a.model, limit=a.limit, k_hard=a.k_hard, k_weak=a.k_weak,
         hard_depth=a.hard_depth, hard_margin=a.hard_margin, near_dup=a.near_dup, seed=a.seed,
@@ -68,8 +69,8 @@ def parse_args(argv: list[str] | None = None) -> IngestConfig:
 def main(argv: list[str] | None = None) -> int:
     def job() -> None:
         cfg = parse_args(argv)
-        summary = run_ingest(cfg)
-        print(format_summary(summary))
+        store = ingest(cfg.data, cfg.store, cfg.model, config=cfg)
+        print(format_summary(store.last_ingest))
 
     return run_cli(job)
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from embedfit.data.sources import SourceKind, detect_source, load_source
 from embedfit.data.split import split_queries
 from embedfit.embed import EmbeddingCache, embed_cached, load_embedder
 from embedfit.embed.base import Embedder, encoder_id
+from embedfit.embed.registry import DEFAULT_MODEL
 from embedfit.errors import DataError, StoreError
 from embedfit.outputs import check_output
 from embedfit.pipeline.config import IngestConfig
@@ -35,6 +36,7 @@ from embedfit.pipeline.ray_engine import RayEngine, ray_session
 from embedfit.retrieval.fusion import dev_signature, load_raw_fusion, save_raw_fusion
 from embedfit.retrieval.fusion_choice import choose_dev_fusion
 from embedfit.retrieval.lexical import build_index, load_index, require_indexable, save_index
+from embedfit.settings import with_options
 from embedfit.store import chroma_store, query_vectors
 from embedfit.store.store import FORMAT_VERSION as STORE_FORMAT_VERSION
 from embedfit.store.store import STORE_OUTPUT, Store, check_collection_encoder, is_store_dir, raw_collection_name
@@ -97,6 +99,41 @@ def run_ingest(cfg: IngestConfig, embedder: Embedder | None = None) -> dict:
             embedder = embedder or model_future.result()
         run = _open_store(cfg, ds, kind, splits, embedder, ray)
         return _write_store(run, timer, t_start, pool)
+
+
+def ingest(data: str | Path, store: str | Path | None = None, model: str = DEFAULT_MODEL, *,
+           embedder: Embedder | None = None, config: IngestConfig | None = None, **options) -> Store:
+    """Load a dataset, embed it (cached), store it in Chroma, build its BM25 index and mine negatives.
+
+    Rerunning with the same arguments finishes an interrupted run and re-embeds nothing already cached; another
+    `model` adds its collection beside the first.
+
+    Args:
+        data: a BEIR folder, a pairs `.jsonl`, an NQ simplified `.jsonl(.gz)`, or a hub dataset id.
+        store: the store folder to write (default: env EMBEDFIT_STORE, else `.data/store`).
+        model: "all-MiniLM-L6-v2", "paraphrase-MiniLM-L3-v2", "openai:text-embedding-3-small", or a local
+            sentence-transformers folder.
+        embedder: an `Embedder` to use instead of loading `model` (its `model_id` must be `model`).
+        config: an `IngestConfig` to start from; `options` override its fields.
+        **options: any `IngestConfig` field, e.g. `limit=500`, `split=(0.8, 0.1, 0.1)`, `k_hard=4`, `force=True`.
+
+    Returns:
+        The `Store` (read-only); `store.last_ingest` holds the run's summary (counts, timings).
+
+    Raises:
+        DataError: the data cannot be read. OutputError: `store` is a folder that is not a store. OfflineError:
+        the model or dataset must be downloaded and there is no network.
+
+    Example:
+        >>> import embedfit as ef
+        >>> store = ef.ingest("data/scifact", ".data/scifact", "all-MiniLM-L6-v2")   # doctest: +SKIP
+    """
+    base = with_options(config or IngestConfig(), options, {"data", "store", "model"}, "ingest")
+    cfg = replace(base, data=str(data), store=Path(store) if store is not None else base.store, model=model)
+    summary = run_ingest(cfg, embedder)
+    out = Store(cfg.store, cfg.chroma_host, cfg.chroma_port)
+    out.last_ingest = summary
+    return out
 
 
 @dataclass(frozen=True)

@@ -66,13 +66,14 @@ def top_candidates(scores: np.ndarray, depth: int, passage_ids: Sequence[str]) -
 @dataclass(frozen=True)
 class MiningInput:
     """What negatives are mined from: the embedded queries and passages (rows in id order), the passages'
-    texts (for the near-duplicate rule), the labels, and each query's same-document passages."""
+    texts (for the near-duplicate rule; None when only vectors are known, `embedfit.fit_vectors`: the rule is
+    then skipped), the labels, and each query's same-document passages."""
 
     query_ids: Sequence[str]
     query_vecs: np.ndarray
     passage_ids: Sequence[str]
     passage_vecs: np.ndarray
-    passage_texts: Mapping[str, str]
+    passage_texts: Mapping[str, str] | None
     qrels: Qrels
     splits: Mapping[str, SplitName]
     same_doc: Mapping[str, Sequence[str]] = field(default_factory=dict)
@@ -87,7 +88,7 @@ def mine_negatives(data: MiningInput, cfg: MiningConfig = MiningConfig(),
     query_ids, query_vecs, passage_ids, passage_vecs = data.query_ids, data.query_vecs, data.passage_ids, data.passage_vecs
     passage_texts, qrels, splits, same_doc = data.passage_texts, data.qrels, data.splits, data.same_doc or {}
     pindex = {pid: i for i, pid in enumerate(passage_ids)}
-    words = _WordSets(passage_texts)
+    words = _WordSets(passage_texts) if passage_texts is not None else None
     stats: Counter[str] = Counter()  # one counter in rule order: its key order is the summary's order
     examples: list[TrainingExample] = []
     for start in progress(range(0, len(query_ids), block), desc="mine negatives", unit="block"):
@@ -122,7 +123,7 @@ class _WordSets:
 
 
 def _hard_negatives(scores: np.ndarray, positives: list[str], pindex: Mapping[str, int],
-                    passage_ids: Sequence[str], words: _WordSets, cfg: MiningConfig,
+                    passage_ids: Sequence[str], words: _WordSets | None, cfg: MiningConfig,
                     stats: Counter[str]) -> list[str]:
     """Walk down the ranking applying the rules of the module docstring, counting each rejection.
 
@@ -139,7 +140,7 @@ def _hard_negatives(scores: np.ndarray, positives: list[str], pindex: Mapping[st
         stats["hard_candidates_seen"] += 1
         if pid in pos_set:
             stats["removed_positive"] += 1
-        elif any(containment(words[pid], words[p]) >= cfg.near_dup for p in positives):
+        elif words is not None and any(containment(words[pid], words[p]) >= cfg.near_dup for p in positives):
             stats["removed_near_duplicate"] += 1
         elif best_pos > 0 and float(scores[i]) > cfg.margin * best_pos:
             stats["removed_above_margin"] += 1

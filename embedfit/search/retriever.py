@@ -36,12 +36,14 @@ import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from embedfit.adapters.adapter import Adapter
-from embedfit.adapters.io import check_compatible
+from embedfit.adapters.io import adapter_sha as sha_of
+from embedfit.adapters.io import check_compatible, load_adapter
 from embedfit.adapters.project import projection_problem
 from embedfit.data.query_text import clean_query
 from embedfit.embed import load_embedder
@@ -174,10 +176,32 @@ class Retriever:
     queries, qrels and BM25 index once.
     """
 
-    def __init__(self, store: Store, model_id: str, adapter: Adapter | None = None, *,
-                 embedder: Embedder | None = None, adapter_note: str | None = None, adapter_sha: str | None = None,
+    def __init__(self, store: Store | str | Path, model_id: str | None = None, adapter: Adapter | str | Path | None = None,
+                 *, embedder: Embedder | None = None, adapter_note: str | None = None, adapter_sha: str | None = None,
                  adapter_dir: str | None = None,
                  max_chars: int = DEFAULT_MAX_CHARS, max_k: int = DEFAULT_MAX_K, depth: int = DEFAULT_DEPTH):
+        """Open `store` for `model_id` (default: the adapter's base model, else all-MiniLM-L6-v2).
+
+        Args:
+            store: the store folder (or a `Store`).
+            model_id: the model whose raw collection is searched; questions are embedded with it.
+            adapter: an `Adapter` or an adapter folder (a folder is checked against the projection it wrote); an
+                adapter that moves passages needs its projected collection (`FitResult.save` writes it).
+            embedder: an `Embedder` to use instead of loading `model_id`.
+
+        Raises:
+            StoreError: no store, no collection, or no projected collection. MismatchError: another model's adapter.
+
+        Example:
+            >>> hits = ef.Retriever(".data/scifact", adapter="adapters/l6").search("a question", k=10)   # doctest: +SKIP
+            >>> [h.title for h in hits.adapted.hits]                                                      # doctest: +SKIP
+        """
+        if isinstance(adapter, (str, Path)):
+            adapter_dir = str(adapter)
+            adapter_sha = adapter_sha or sha_of(adapter)
+            adapter = load_adapter(adapter)
+        store = store if isinstance(store, Store) else Store(Path(store))
+        model_id = model_id or (adapter.config.base_model if adapter is not None else DEFAULT_MODEL)
         self.store = store
         self.model_id = model_id
         info = store.model_info(model_id)  # StoreError with the ingest command when missing

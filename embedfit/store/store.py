@@ -100,6 +100,8 @@ class Store:
     write: bool = False
     _client: Any = field(default=None, init=False, repr=False)
     _lexical: LexicalIndex | None = field(default=None, init=False, repr=False)
+    #: the summary of the ingest run that returned this store (`embedfit.ingest`), else None
+    last_ingest: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)

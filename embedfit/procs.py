@@ -1,5 +1,5 @@
-"""Child-process helpers: a free local port to start a server on, a wait until it answers, and a stop that always
-ends the child.
+"""Child-process helpers: a free local port to start a server on, a wait until it answers, a stop that always
+ends the child, and a child that dies with its parent (so a kill -9 of the parent leaves no orphan serving).
 
 They live in `core` because two kinds of callers start child processes: the load script
 (`scripts/load_test.py` starts the app) and the tests (which start the app, `chroma run` and other
@@ -8,10 +8,17 @@ not a library, so what both need is here, at the bottom, and imported by both.
 """
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
 import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
+
+#: prctl option: the signal a process gets when its parent dies (linux/prctl.h)
+_PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -19,6 +26,38 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when nothing listens on (host, port): a server we start there will be the one that answers."""
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def die_with_parent() -> Callable[[], None]:
+    """A `preexec_fn` for `subprocess.Popen`: the child is sent SIGKILL when the process that started it dies,
+    however it dies (kill -9 included), so no orphan keeps serving a port or holding a store (Linux
+    `PR_SET_PDEATHSIG`; elsewhere a no-op). If the parent died before the child got here, the child exits at once.
+
+    SIGKILL, not SIGTERM: a child that ignores or is slow on SIGTERM must not outlive its parent, and every writer
+    here is crash-safe (rerunning resumes).
+    """
+    parent = os.getpid()
+
+    def preexec() -> None:
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        except OSError:
+            return
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent is already gone: we would never be signalled
+            os._exit(1)
+
+    return preexec
 
 
 def wait_until_answering(url: str, proc: subprocess.Popen, timeout: float) -> None:
@@ -46,3 +85,33 @@ def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` now, read from /proc (Linux): what a parent's death must not leave running."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+def running(pid: int) -> bool:
+    """True while `pid` runs (a zombie has exited: only its status waits to be read)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -31,9 +31,10 @@ from pathlib import Path
 
 from embedfit.data.load_hub import looks_like_dataset_id
 from embedfit.errors import EmbedfitError, InputError
-from embedfit.procs import free_port, stop_process, wait_until_answering
+from embedfit.procs import die_with_parent, free_port, port_is_free, stop_process, wait_until_answering
 from embedfit.runcli import run_cli
 from embedfit.settings import default_adapters, default_data, default_report, default_store
+from embedfit.store import chroma_store
 
 log = logging.getLogger("demo")
 
@@ -90,7 +91,7 @@ def _py(*args: str) -> list[str]:
 
 def _run(step: str, cmd: list[str], env: dict[str, str]) -> None:
     log.info("%s: %s", step, " ".join(cmd[1:]))
-    rc = subprocess.call(cmd, env=env)
+    rc = subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent()).wait()
     if rc != 0:
         raise DemoError(f"{step} failed (exit {rc}); the command was: {' '.join(cmd)}")
 
@@ -106,6 +107,14 @@ def _wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float) -> N
 def _stop(proc: subprocess.Popen | None) -> None:
     if proc is not None and proc.poll() is None:
         stop_process(proc, timeout=15)
+
+
+def _require_alive(server: subprocess.Popen | None) -> None:
+    """DemoError when the demo's Chroma server has exited: the page cannot search without it, so the demo stops
+    (and with it the page) rather than serve errors."""
+    if server is not None and server.poll() is not None:
+        raise DemoError(f"the Chroma server exited (code {server.returncode}): the page cannot search without it, "
+                        "so the demo stops. Run `make demo` again (it resumes)")
 
 
 def _model_steps(cfg: DemoConfig, model: str) -> list[tuple[str, list[str]]]:
@@ -140,17 +149,22 @@ def run_demo(cfg: DemoConfig) -> int:
     server = app = None
     try:
         if not cfg.page_only:  # phase 2 writes while the app reads: both go through one Chroma server
+            chroma_store.hold_for_server(cfg.store)  # ... which holds the store: embedded openers are refused
             port = free_port()
             server = subprocess.Popen(["chroma", "run", "--path", str(cfg.store / "chroma"), "--host", "127.0.0.1",
                                        "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                      executable=str(Path(sys.executable).with_name("chroma")))
+                                      executable=str(Path(sys.executable).with_name("chroma")),
+                                      preexec_fn=die_with_parent())
             _wait_http(f"http://127.0.0.1:{port}/api/v2/heartbeat", server, "the Chroma server", 60)
             env = {**env, "CHROMA_HOST": "127.0.0.1", "CHROMA_PORT": str(port)}
             log.info("Chroma server on 127.0.0.1:%d for the store %s (stopped with the demo)", port, cfg.store)
         app_cmd = _py("embedfit", "app", "--store", str(cfg.store), "--model", cfg.app_model, "--adapter",
                       str(cfg.adapters / cfg.app_model), "--report", str(cfg.report), "--port", str(cfg.port))
         log.info("app: %s", " ".join(app_cmd[1:]))
-        app = subprocess.Popen(app_cmd, env=env)
+        if not port_is_free(cfg.port):  # else the readiness check could be answered by someone else's server
+            raise DemoError(f"port {cfg.port} is in use (an earlier demo still running?); stop that process or pass "
+                            "another port: make demo PORT=...")
+        app = subprocess.Popen(app_cmd, env=env, preexec_fn=die_with_parent())
         url = f"http://127.0.0.1:{cfg.port}/"
         _wait_http(url, app, "the app", 300)
         log.info("PAGE READY after %.0f s: %s (%s)", time.monotonic() - t0, url, cfg.app_model)
@@ -164,10 +178,14 @@ def run_demo(cfg: DemoConfig) -> int:
                                      "--out", str(cfg.report)), env)
                 log.info("FULL REPORT after %.0f s: %s (press 'Reload report' on the page's Eval report tab)",
                          time.monotonic() - t0, cfg.report / "report.md")
-            except DemoError as exc:  # the page keeps serving what phase 1 made; say what is missing
+            except DemoError as exc:  # the page keeps serving what phase 1 made, unless its server is gone
+                _require_alive(server)
                 log.error("%s. The page still serves %s; run `make demo` again to finish the rest.", exc, cfg.app_model)
         log.info("serving %s until Ctrl-C", url)
-        return app.wait()
+        while app.poll() is None:  # the page is only as alive as the Chroma server it searches through
+            _require_alive(server)
+            time.sleep(1)
+        return app.returncode
     finally:
         _stop(app)
         _stop(server)

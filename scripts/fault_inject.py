@@ -547,7 +547,99 @@ def project_trial(pref: ProjectionReference, n: int, rng: random.Random, over_ol
 
 # -- the whole run ---------------------------------------------------------------------------------------------
 
-def summarise(ingest: list[dict], saves: list[dict], projections: list[dict]) -> dict:
+# -- export ---------------------------------------------------------------------------------------------------
+
+EXPORT_SEEDS = {"A": 3, "B": 4}
+#: the export trials need a base model with sentence-transformers modules (the ONNX-only L3 has none)
+ST_BASE = "all-MiniLM-L6-v2"
+
+
+def export_state(out: Path) -> str:
+    """Which adapter the export folder holds, "A" or "B", when it is complete (its export.json, USAGE.md and every
+    module sentence-transformers loads); otherwise what is wrong."""
+    try:
+        marker = json.loads((out / "export.json").read_text("utf-8"))
+        modules = json.loads((out / "modules.json").read_text("utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        return f"broken: {type(exc).__name__}"
+    missing = [m["path"] for m in modules if m.get("path") and not (out / m["path"]).exists()]
+    if missing or not (out / "USAGE.md").exists():
+        return f"broken: missing {missing or ['USAGE.md']}"
+    return str(marker.get("adapter", "?")).removeprefix("export-")
+
+
+def export_args(adapter_dir: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "embedfit", "export", "--adapter", str(adapter_dir), "--format",
+            "sentence-transformers", "--out", str(out)]
+
+
+def export_trial(work: Path, n: int, rng: random.Random, seconds: float) -> dict:
+    """Export A (the previous export), then kill -9 the export of B over it at a random instant within its
+    measured duration: the folder must hold A or B whole, and the next export must finish with nothing left over."""
+    folder = work / f"export-{n:02d}"
+    for name, seed in EXPORT_SEEDS.items():
+        save_adapter(demo_adapter(seed, name=f"export-{name}", sides="query", base_model=ST_BASE), folder / name)
+    out = folder / "out"
+    run_to_end(export_args(folder / "A", out))
+    child = Child(export_args(folder / "B", out), {})
+    delay = rng.uniform(0.0, seconds)
+    time.sleep(delay)
+    _, killed = child.kill()
+    state = export_state(out)
+    leftovers = sum(1 for _ in folder.glob(".out.*"))
+    run_to_end(export_args(folder / "A", out))  # the next run finishes or undoes what the killed one left
+    after, leftovers_after = export_state(out), sum(1 for _ in folder.glob(".out.*"))
+    result = {"trial": n, "killed": killed, "delay_s": round(delay, 3), "state_after_kill": state,
+              "leftovers_after_kill": leftovers, "state_after_rerun": after, "leftovers_after_rerun": leftovers_after}
+    result["ok"] = state in ("A", "B") and after == "A" and leftovers_after == 0
+    shutil.rmtree(folder, ignore_errors=True)
+    return result
+
+
+def export_seconds(work: Path) -> float:
+    """How long one sentence-transformers export takes here (the window the export kills aim at)."""
+    folder = work / "export-ref"
+    save_adapter(demo_adapter(EXPORT_SEEDS["A"], name="export-A", sides="query", base_model=ST_BASE), folder / "A")
+    t0 = time.perf_counter()
+    run_to_end(export_args(folder / "A", folder / "out"))
+    seconds = time.perf_counter() - t0
+    shutil.rmtree(folder, ignore_errors=True)
+    return seconds
+
+
+# -- the demo -------------------------------------------------------------------------------------------------
+
+def demo_trial(work: Path, data: Path, n: int, rng: random.Random, seconds: float) -> dict:
+    """kill -9 the demo (`--page-only`, a small slice) at a random instant: every process it started must be gone
+    within 10 s (they die with it), whatever it was doing."""
+    from embedfit.procs import descendants, free_port, running
+
+    folder = work / f"demo-{n:02d}"
+    args = [sys.executable, "-m", "scripts.demo", "--data", str(data), "--limit", "40", "--page-only",
+            "--store", str(folder / "store"), "--adapters", str(folder / "adapters"), "--report",
+            str(folder / "report"), "--port", str(free_port())]
+    child = Child(args, {r"PAGE READY": "page", r"ingest ": "ingest", r"select and fit": "fit", r"app: ": "app"})
+    delay = rng.uniform(0.0, 1.3 * seconds)  # some kills land after the page is up
+    seen: set[int] = set()
+    deadline = time.monotonic() + delay
+    while time.monotonic() < deadline and child.proc.poll() is None:
+        seen |= descendants(child.proc.pid)  # every child it had, until the kill
+        time.sleep(0.05)
+    seen |= descendants(child.proc.pid)
+    last, killed = child.kill()
+    end = time.monotonic() + 10
+    while any(running(p) for p in seen) and time.monotonic() < end:
+        time.sleep(0.2)
+    orphans = sorted(p for p in seen if running(p))
+    for p in orphans:  # leave nothing behind even when the check failed
+        os.kill(p, signal.SIGKILL)
+    shutil.rmtree(folder, ignore_errors=True)
+    return {"trial": n, "killed": killed, "delay_s": round(delay, 2), "landed": last, "children_seen": len(seen),
+            "orphans": len(orphans), "ok": not orphans}
+
+
+def summarise(ingest: list[dict], saves: list[dict], projections: list[dict], exports: list[dict] | None = None,
+              demos: list[dict] | None = None) -> dict:
     def by(rows: list[dict], key: str) -> dict:
         out: dict[str, dict[str, int]] = {}
         for r in rows:
@@ -577,6 +669,10 @@ def summarise(ingest: list[dict], saves: list[dict], projections: list[dict]) ->
                              "by_phase_landed": by(projections, "landed"),
                              "partial_refused_after_kill": sum(r["check_after_kill"].startswith("refused") for r in projections),
                              "over_old_projection": sum(r["over_old_projection"] for r in projections)},
+        "export_kills": {**counts(exports or []),
+                         "previous_or_new_whole": sum(r["state_after_kill"] in ("A", "B") for r in exports or [])},
+        "demo_kills": {**counts(demos or []), "by_phase_landed": by(demos or [], "landed"),
+                       "orphans": sum(r["orphans"] for r in demos or [])},
     }
 
 
@@ -593,6 +689,11 @@ def table(figures: dict) -> str:
     pk = figures["projection_kills"]
     rows.append(("projection kill -9", pk["injected"], pk["survived"],
                  ", ".join(f"{k} {v['survived']}/{v['injected']}" for k, v in pk["by_phase_landed"].items())))
+    ek, dk = figures["export_kills"], figures["demo_kills"]
+    rows.append(("export kill -9", ek["injected"], ek["survived"], f"previous or new export whole: {ek['previous_or_new_whole']}"))
+    rows.append(("demo kill -9", dk["injected"], dk["survived"],
+                 ", ".join(f"{k} {v['survived']}/{v['injected']}" for k, v in dk["by_phase_landed"].items())
+                 + f"; orphans {dk['orphans']}"))
     widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
     lines = [" | ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
@@ -604,7 +705,7 @@ def all_ok(figures: dict) -> bool:
 
 
 def run(ingest_kills: int, save_kills: int, project_kills: int, limit: int | None, model: str, seed: int,
-        work: Path, data: Path, truncate_every: int = 4, log=print) -> dict:
+        work: Path, data: Path, truncate_every: int = 4, log=print, export_kills: int = 0, demo_kills: int = 0) -> dict:
     rng = random.Random(seed)
     t0 = time.perf_counter()
     log(f"reference ingest ({model}, limit {limit}) ...")
@@ -630,12 +731,40 @@ def run(ingest_kills: int, save_kills: int, project_kills: int, limit: int | Non
             projections.append(r)
             log(f"  project {i:2d}: landed in {r['landed']:6s} over_old={r['over_old_projection']!s:5s} "
                 f"after kill: {r['check_after_kill']} -> {'ok' if r['ok'] else 'FAILED ' + str(r['diff'])}")
-    figures = summarise(ingest, saves, projections)
+    exports = []
+    if export_kills:
+        seconds = export_seconds(work)
+        log(f"  one sentence-transformers export: {seconds:.1f} s")
+        for i in range(export_kills):
+            r = export_trial(work, i, rng, seconds)
+            exports.append(r)
+            log(f"  export {i:2d}: killed after {r['delay_s']} s, held {r['state_after_kill']}, after rerun "
+                f"{r['state_after_rerun']} -> {'ok' if r['ok'] else 'FAILED'}")
+    demos = []
+    if demo_kills:
+        from embedfit.procs import free_port
+
+        t0_demo = time.perf_counter()
+        probe = Child([sys.executable, "-m", "scripts.demo", "--data", str(data), "--limit", "40", "--page-only",
+                       "--store", str(work / "demo-ref" / "store"), "--adapters", str(work / "demo-ref" / "adapters"),
+                       "--report", str(work / "demo-ref" / "report"), "--port", str(free_port())],
+                      {r"PAGE READY": "page"})
+        probe.wait_for("page", timeout=600)
+        demo_seconds = time.perf_counter() - t0_demo
+        probe.kill()
+        log(f"  the demo's page after {demo_seconds:.0f} s")
+        for i in range(demo_kills):
+            r = demo_trial(work, data, i, rng, demo_seconds)
+            demos.append(r)
+            log(f"  demo {i:2d}: killed after {r['delay_s']} s in {r['landed']}, {r['children_seen']} children seen, "
+                f"{r['orphans']} left -> {'ok' if r['ok'] else 'FAILED'}")
+    figures = summarise(ingest, saves, projections, exports, demos)
     figures["settings"] = {"model": model, "limit": limit, "seed": seed, "reference_step_seconds": ref.step_seconds,
                            "passages": ref.snapshot["manifest"].get("n_passages"),
                            "queries": ref.snapshot["manifest"].get("n_queries")}
     figures["seconds"] = round(time.perf_counter() - t0, 1)
-    figures["trials"] = {"ingest": ingest, "adapter_save": saves, "projection": projections}
+    figures["trials"] = {"ingest": ingest, "adapter_save": saves, "projection": projections, "export": exports,
+                         "demo": demos}
     return figures
 
 
@@ -649,6 +778,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ingest-kills", type=int, default=24, help="kill points in ingest (spread over embedding, upsert, mining)")
     p.add_argument("--save-kills", type=int, default=10, help="kill points in adapter saving")
     p.add_argument("--project-kills", type=int, default=8, help="kill points in projection")
+    p.add_argument("--export-kills", type=int, default=6, help="kill points in a sentence-transformers export")
+    p.add_argument("--demo-kills", type=int, default=4, help="kill points in `make demo` (children must die with it)")
     p.add_argument("--limit", type=int, default=400, help="queries ingested per run")
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--data", type=Path, default=shared_data("nq"))
@@ -668,7 +799,8 @@ def main(argv: list[str] | None = None) -> int:
     work = a.work or Path(tempfile.mkdtemp(prefix="faults-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        figures = run(a.ingest_kills, a.save_kills, a.project_kills, a.limit, a.model, a.seed, work, a.data)
+        figures = run(a.ingest_kills, a.save_kills, a.project_kills, a.limit, a.model, a.seed, work, a.data,
+                      export_kills=a.export_kills, demo_kills=a.demo_kills)
     finally:
         if a.work is None:
             shutil.rmtree(work, ignore_errors=True)

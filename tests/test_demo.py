@@ -21,7 +21,7 @@ import pytest
 from conftest import REPO, nq_data_dir
 
 from embedfit.errors import InputError
-from embedfit.procs import free_port
+from embedfit.procs import descendants, free_port, running
 from scripts.demo import DEFAULT_HUB_LIMIT, DemoConfig, parse_args
 
 
@@ -97,3 +97,58 @@ def test_page_first_then_the_rest_through_a_server(tmp_path):
     store = Store(tmp_path / "store")
     assert set(store.manifest()["models"]) == {"all-MiniLM-L6-v2", "paraphrase-MiniLM-L3-v2"}
     assert store.raw_collection("all-MiniLM-L6-v2").count() > 0  # the server's writes, read embedded
+
+
+def test_kill_9_of_the_demo_leaves_no_process_and_its_server_holds_the_store(tmp_path):
+    """Issue 22, cases 12-13: kill -9 of the demo left its Chroma server, the app and the ingest child running as
+    orphans (a rerun then reported PAGE READY from the orphan); an embedded writer was let into the store the demo's
+    server serves. Now every child dies with the demo, and the store is locked while the server holds it."""
+    port = free_port()
+    out = tmp_path / "demo.log"
+    env = {**os.environ, "EMBEDFIT_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "scripts.demo", "--data", str(nq_data_dir()), "--limit", "60",
+           "--store", str(tmp_path / "store"), "--adapters", str(tmp_path / "adapters"), "--report", str(tmp_path / "report"),
+           "--port", str(port)]
+    with out.open("w") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while "PAGE READY" not in out.read_text():
+            assert proc.poll() is None, out.read_text()[-3000:]
+            assert time.monotonic() < deadline, out.read_text()[-3000:]
+            time.sleep(1)
+        children = descendants(proc.pid)
+        assert len(children) >= 2, children  # the Chroma server and the app at least
+        # an embedded writer is refused while the demo's server holds the store
+        clean_env = {k: v for k, v in env.items() if k not in ("CHROMA_HOST", "CHROMA_PORT")}
+        r = subprocess.run([sys.executable, "-m", "embedfit", "ingest", "--data", str(nq_data_dir()), "--limit", "5",
+                            "--store", str(tmp_path / "store"), "--model", "paraphrase-MiniLM-L3-v2"],
+                           cwd=REPO, env=clean_env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and "another process is" in r.stderr, r.stderr[-2000:]
+        children |= descendants(proc.pid)
+    finally:
+        proc.kill()  # kill -9: no handler runs in the demo
+        proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while any(running(p) for p in children) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert [p for p in children if running(p)] == [], out.read_text()[-2000:]
+    with pytest.raises(OSError):  # nothing answers on the page's port any more
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+
+
+def test_the_demo_refuses_a_port_someone_else_answers_on(tmp_path):
+    """Issue 22, case 12: with an orphan answering on the page's port, the demo reported PAGE READY from it."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "scripts.demo", "--data", str(nq_data_dir()), "--limit", "30",
+                            "--store", str(tmp_path / "store"), "--adapters", str(tmp_path / "adapters"),
+                            "--report", str(tmp_path / "report"), "--port", str(port), "--page-only"],
+                           cwd=REPO, env={**os.environ, "EMBEDFIT_CACHE": str(tmp_path / "cache")},
+                           capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and f"port {port} is in use" in r.stdout + r.stderr
+    assert "PAGE READY" not in r.stdout + r.stderr

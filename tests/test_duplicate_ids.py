@@ -157,3 +157,18 @@ def test_the_ingest_summary_prints_the_count(beir, tmp_path):
                                       cache_dir=None, k_hard=1, k_weak=1))
     assert "duplicate_passage_identical 1" in format_summary(summary)
     assert summary["passages"] == len(corpus)
+
+
+def test_beir_qrels_that_disagree_on_a_pair_are_refused_and_repeats_counted(beir):
+    """Issue 22, case 21: qrels rows that disagree for the same (query, passage) were last-wins, uncounted."""
+    folder, _, _ = beir
+    rows = (folder / "qrels.tsv").read_text().splitlines()
+    header, first = rows[0], rows[1]
+    q, p, _ = first.split("\t")
+    (folder / "qrels.tsv").write_text("\n".join([header, *rows[1:], first]) + "\n")  # the same judgement again
+    ds = load_beir(folder)
+    assert ds.skipped.get("qrel_repeated_row") == 1 and ds.qrels[q][p] >= 1
+    (folder / "qrels.tsv").write_text("\n".join([header, *rows[1:], f"{q}\t{p}\t0"]) + "\n")  # and now another one
+    with pytest.raises(DataError, match=rf"qrels.tsv:{len(rows) + 1}: query '{q}' and passage '{p}' are judged 0 here "
+                                        rf"but 1 at .*qrels.tsv:2"):
+        load_beir(folder)

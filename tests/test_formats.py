@@ -51,3 +51,26 @@ def test_an_adapter_says_its_format_and_one_of_an_earlier_format_is_refused(smal
         assert "\n" not in msg and f"embedfit train --store STORE --model {MODEL} --out {folder}" in msg
     (folder / "config.json").write_text(json.dumps({**cfg, "format": "nq-adapter.adapter", "format_version": 1}))
     assert is_adapter_dir(folder)  # an older adapter of ours may be replaced by a new one without --force
+
+
+class _Collection:
+    def __init__(self, metadata):
+        self.name, self.metadata = "raw-x", metadata
+
+
+@pytest.mark.parametrize("metadata", [None, {}, {"model_id": "all-MiniLM-L6-v2"}, {"dim": 384}])
+def test_a_collection_that_does_not_say_its_model_is_refused_not_let_through(metadata):
+    """Issue 19: no branch reads an artifact from before the format; a raw collection without the model metadata
+    ingest writes used to be let through unchecked."""
+    from embedfit.errors import MismatchError
+    from embedfit.store.store import check_collection_encoder
+
+    with pytest.raises(MismatchError, match="embedfit ingest --model all-MiniLM-L6-v2 --store NEW_STORE"):
+        check_collection_encoder(_Collection(metadata), "all-MiniLM-L6-v2", 384)
+    check_collection_encoder(_Collection({"model_id": "all-MiniLM-L6-v2", "dim": 384}), "all-MiniLM-L6-v2", 384)
+
+
+def test_the_split_policy_is_what_ingest_wrote_never_a_guessed_default(small_store):
+    cfg, _ = small_store
+    policy = Store(cfg.store).split_policy()
+    assert policy["by"] == cfg.split_by == "random" and policy["seed"] == cfg.seed

@@ -294,3 +294,44 @@ def test_another_build_of_the_same_int8_model_is_refused(model_cache, tmp_path):
     check_encoder_build({"dim": 384}, other)  # an entry from before builds were recorded: let through
     fp32 = load_embedder("paraphrase-MiniLM-L3-v2")
     check_encoder_build({"encoder": "paraphrase-MiniLM-L3-v2"}, fp32)  # fp32 models: the build is the name
+
+
+def test_two_processes_building_one_graph_both_succeed_and_it_is_built_once(tmp_path):
+    """Issue 22, case 19: two ingests with an int8 model on a fresh cache: the second deleted the first's build
+    folder as a crashed write's, and the first died with FileNotFoundError. Now the second waits and reuses."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from embedfit.embed.build_cache import cached_build
+        def build(out: Path) -> None:
+            out.write_bytes(b"part one ")
+            time.sleep(2)                     # the other process arrives while this build is under way
+            with out.open("ab") as f:
+                f.write(b"part two")
+            with open({str(tmp_path / 'builds.log')!r}, "a") as log:
+                log.write("built\\n")
+        print(cached_build("graph", {{"v": 1}}, build, Path({str(tmp_path / 'cache')!r})))
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outs]
+    paths = {o.strip() for o, _ in outs}
+    assert len(paths) == 1 and open(paths.pop(), "rb").read() == b"part one part two"
+    assert (tmp_path / "builds.log").read_text() == "built\n"
+
+
+@pytest.mark.parametrize("where", ["a file", "/proc"])
+def test_a_model_cache_that_is_no_writable_folder_is_one_line(tmp_path, where):
+    from embedfit.embed.build_cache import cached_build
+    from embedfit.errors import InputError
+
+    cache = tmp_path / "file" if where == "a file" else Path("/proc/embedfit-cache")
+    if where == "a file":
+        cache.write_text("not a folder")
+    with pytest.raises(InputError, match="EMBEDFIT_MODEL_CACHE"):
+        cached_build("graph", {"v": 1}, lambda out: out.write_bytes(b"x"), cache)

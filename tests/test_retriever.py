@@ -25,7 +25,7 @@ from embedfit.errors import MismatchError, StoreError
 from embedfit.evaluation.config import EvalConfig
 from embedfit.evaluation.evaluate import run_eval
 from embedfit.retrieval.fusion import FusionChoice, fusion_path, save_raw_fusion
-from embedfit.search.retriever import EMPTY_MESSAGE, Retriever, movement
+from embedfit.search.retriever import EMPTY_QUESTION, Retriever, movement
 from embedfit.store import chroma_store
 from embedfit.store.store import Store
 
@@ -194,7 +194,7 @@ def test_both_sides_adapter_searches_its_projected_collection(tmp_path, store, e
 @pytest.mark.parametrize("question", [None, "", "   ", "\t\n", "\x00\x01"])
 def test_empty_questions_get_a_message_and_no_search(retriever, question):
     res = retriever.search(question, 10)
-    assert res.message == EMPTY_MESSAGE
+    assert res.message == EMPTY_QUESTION
     assert res.raw is None and res.adapted is None and res.hybrid is None and "embed" not in res.timings_ms
 
 
@@ -347,7 +347,7 @@ def test_missing_lexical_index_is_said(tmp_path, fused_store, embedder, query_ad
 
 
 def test_adapter_without_fusion_is_said(tmp_path, fused_store, embedder):
-    """An adapter trained before hybrid search has no fusion: no hybrid side (the raw fusion is not its fusion)."""
+    """An adapter fitted without a fusion has no hybrid side (the raw fusion is not its fusion)."""
     old = make_adapter(tmp_path / "old", fused_store.root, sides="query", seed=4, name="old", fusion=None)
     r = Retriever(fused_store, MODEL, old, embedder=embedder, adapter_dir=str(tmp_path / "old"))
     assert len(r.warnings) == 1 and "'old' has no BM25 fusion" in r.warnings[0]
@@ -433,3 +433,36 @@ def test_seen_documents_are_flagged_from_the_store_files(retriever, store):
         assert "Seen document" in status and "nq question" in status
     unseen = [q for q, f in flags.items() if not f]
     assert "Seen document" not in render_status(retriever.search(queries[unseen[0]], 5))
+
+
+def test_a_store_re_ingested_under_the_page_is_said_not_served_stale(store, embedder, tmp_path):
+    """Issue 22, case 13: the app kept serving a store re-ingested under it (new passages with empty text, gold
+    marks from the old qrels) without a word. The manifest's data fingerprint is checked on each search."""
+    root = copy_store(store.root, tmp_path / "s")
+    r = Retriever(Store(root), MODEL, embedder=embedder)
+    question = next(iter(r.queries.values()))
+    assert not any("re-ingested" in n for n in r.search(question, 3).notices)
+    manifest = json.loads((root / "manifest.json").read_text())
+    # rewritten with the same data (another model added): still current, no notice
+    (root / "manifest.json").write_text(json.dumps({**manifest, "note": "another model"}))
+    assert not any("re-ingested" in n for n in r.search(question, 3).notices)
+    (root / "manifest.json").write_text(json.dumps({**manifest, "data_fingerprint": "other-data"}))
+    assert any("re-ingested with other data" in n for n in r.search(question, 3).notices)
+    (root / "manifest.json").unlink()
+    assert any("manifest" in n and "gone" in n for n in r.search(question, 3).notices)
+
+
+def test_a_chroma_that_went_away_is_one_message_not_a_traceback(retriever):
+    """Issue 22, case 12: with the demo's Chroma server dead, every search was a traceback in the app log."""
+    import httpx
+
+    from embedfit.errors import StoreError
+
+    class Gone:
+        name = "raw-x"
+
+        def query(self, **_):
+            raise httpx.ConnectError("[Errno 111] Connection refused")
+
+    with pytest.raises(StoreError, match="searching 'raw-x' failed \\(ConnectError\\): is the local store .* still there"):
+        retriever._query(Gone(), np.zeros((1, 384), np.float32))

@@ -182,3 +182,35 @@ def test_an_unreachable_server_is_one_clear_error(tmp_path, capsys):
     assert f"cannot reach the Chroma server at 127.0.0.1:{port}" in err and "chroma run" in err
     assert "Traceback" not in err
     assert not (tmp_path / "s").exists()  # refused before anything was written
+
+
+def test_a_server_killed_during_an_upsert_is_one_message(tmp_path):
+    """Issue 22, case 20: killing the Chroma server during a server-mode upsert gave an httpx traceback."""
+    import numpy as np
+
+    from embedfit.errors import StoreError
+    from embedfit.store import chroma_store
+
+    exe = CHROMA if CHROMA.exists() else shutil.which("chroma")
+    port = free_port()
+    proc = subprocess.Popen([str(exe), "run", "--path", str(tmp_path / "db"), "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=2):
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        client = chroma_store.open_client(chroma_store.ChromaTarget(host="127.0.0.1", port=port), write=True)
+        col = chroma_store.ensure_collection(client, "raw-x", {"kind": "raw"}, check_keys=("kind",))
+        chroma_store.upsert_batched(col, client, ["a"], np.ones((1, 4), np.float32))
+    finally:
+        proc.kill()
+        proc.wait()
+    with pytest.raises(StoreError, match="lost the Chroma server while writing to raw-x"):
+        chroma_store.upsert_batched(col, client, ["b"], np.ones((1, 4), np.float32))
+    with pytest.raises(StoreError, match="lost the Chroma server while reading raw-x"):
+        chroma_store.fetch_all(col)

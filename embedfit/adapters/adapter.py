@@ -53,7 +53,7 @@ class AdapterConfig:
     training: dict[str, Any] = field(default_factory=dict)
     dev_metrics: dict[str, Any] = field(default_factory=dict)
     #: the BM25 fusion chosen for this adapter on the dev split (`embedfit.retrieval.fusion.FusionChoice.to_json`); None for
-    #: adapters trained before hybrid search or on a store without a lexical index
+    #: adapters fitted with `tune_fusion` off or without a store (`embedfit.fit_vectors`: no texts, no BM25)
     fusion: dict[str, Any] | None = None
     #: the query memory's settings ({"alpha": ..., "n_passages": ...}) when it has one; its vectors are saved
     #: beside the weights (`embedfit.adapters.io`)

@@ -14,12 +14,14 @@
   adapters only (its documents stay raw). Written to the layout of llama-index-embeddings-adapter's
   `LinearLayer.save`/`load` (that package is not installed here; the test loads the folder the way `load` does).
 - `chroma`: `adapter.npz` plus `embedfit_adapter_chroma.py` (a copy of `embedfit/adapters/chroma_ef.py`), a registered Chroma
-  embedding function: documents raw, queries adapted, one collection for both.
+  embedding function: documents raw, queries adapted, one collection for both; `document_text(title, text)` builds
+  a passage's document string, and `apply_memory(collection, npz)` moves the query memory's passages by id.
 
 What cannot be exported as a matrix, and why: an MLP adapter is not linear (use this project to apply it); the
-query memory moves *stored* passages by id, which no encoder can do from text: the numpy export carries it (apply
-it once to your stored vectors, see USAGE.md), the encoder exports refuse it unless `--query-side-only` says to
-export the query part alone (retrieval then lacks the memory's gain: say so to your users).
+query memory moves *stored* passages by id, which no encoder can do from text: the numpy and Chroma exports carry it
+(apply it once to your stored vectors or collection, see USAGE.md), the encoder exports refuse it unless
+`--query-side-only` says to export the query part alone (retrieval then lacks the memory's gain: say so to your
+users).
 """
 from __future__ import annotations
 
@@ -86,6 +88,67 @@ Search by cosine (or inner product: every vector is unit length).
 '''
 
 
+#: the Chroma export's USAGE.md
+CHROMA_USAGE = """# Using this adapter with Chroma
+
+Needs chromadb >= 1.0, sentence-transformers >= 6.0 and numpy (nothing of embedfit). The embedding function is
+`embedfit_adapter_chroma.py` in this folder; Chroma cannot import it by itself, so **every process that opens the
+collection imports it first** (with this folder on `sys.path`, or the file copied into your package). Without the
+import, `query` fails with Chroma's "Embedding function embedfit.adapter.v2 not found".
+
+```python
+import sys; sys.path.insert(0, "path/to/this/folder")
+import chromadb, embedfit_adapter_chroma as ea
+
+# the base model {model}: its folder on the machine that exported (below), or its hub id where that folder is absent
+fn = ea.AdaptedEmbeddingFunction("{base}", "path/to/this/folder/adapter.npz")
+client = chromadb.PersistentClient("my-db")
+col = client.get_or_create_collection("docs", embedding_function=fn, configuration={{"hnsw": {{"space": "cosine"}}}})
+col.add(ids=passage_ids, documents=[ea.document_text(title, text) for title, text in passages])
+col.query(query_texts=["a question"], n_results=5)       # the question goes through the adapter
+```
+
+Add passages as `ea.document_text(title, text)` (title, a space, text): that is how embedfit embedded them, and the
+adapter was fitted on that; the text alone ranks worse. The collection stores absolute paths to the model and
+`adapter.npz` and the file's SHA-256: opening it elsewhere works, and a replaced `adapter.npz` is refused.
+{memory}"""
+CHROMA_MEMORY = """
+**This adapter has a query memory** (it moves the stored passages that its training questions answered). After
+adding the passages under the ids embedfit used, apply it once:
+
+```python
+ea.apply_memory(col, "path/to/this/folder/adapter.npz")   # refuses missing ids, and a second application
+```
+
+Passages added or re-upserted after that are not moved. Without this step the collection gives the query side's
+gain only (what `--query-side-only` exports).
+"""
+
+
+#: the sentence-transformers export's USAGE.md
+ST_USAGE = """# A sentence-transformers model with the adapter built in
+
+Needs **sentence-transformers >= 6.0** (the modules it is saved with; 5.x cannot load them) and torch.
+
+```python
+from sentence_transformers import SentenceTransformer
+model = SentenceTransformer("path/to/this/folder")
+q = model.encode_query(["a question"])                        # adapted query vectors (unit length)
+p = model.encode_document([title + " " + text for ...])       # passages as embedfit embedded them: title, a space, text
+scores = q @ p.T                                               # cosine
+```
+
+{route}
+"""
+ST_QUERY_ONLY = """The adapter changes queries only, so the model has two routes and **no default one**: a plain
+`model.encode(...)` raises ("Could not determine route ...") instead of silently returning raw query vectors.
+Call `encode_query` for questions and `encode_document` for passages. Wrappers that call `encode()` (Chroma's
+`SentenceTransformerEmbeddingFunction`, LlamaIndex's `HuggingFaceEmbedding`) therefore fail loudly here: give them
+a function that calls `encode_query` / `encode_document`, or use `embedfit export --format chroma`."""
+ST_BOTH = """The adapter moves queries and passages alike, so `encode`, `encode_query` and `encode_document` all
+apply it; embed your stored passages with this model too (re-embed them if they were embedded without it)."""
+
+
 def adapter_matrix(adapter: Adapter) -> tuple[np.ndarray, np.ndarray]:
     """(matrix, bias) with adapted = normalise(x @ matrix + bias) for unit x: the adapter as one affine map."""
     c = adapter.config
@@ -101,11 +164,37 @@ def adapter_matrix(adapter: Adapter) -> tuple[np.ndarray, np.ndarray]:
                      "apply it with this project (embedfit project / the app / eval)")
 
 
+def dropped_memory_note(adapter: Adapter) -> str:
+    """What `--query-side-only` drops from an adapter with a query memory, and what it was worth on the queries
+    that chose it (the selection table: the chosen setting against the best query-only row of its family, or
+    against the identity when the memory was alone)."""
+    c = adapter.config
+    note = (f"--query-side-only drops the query memory of {adapter.name!r} (alpha {c.memory['alpha']}, "
+            f"{c.memory['n_passages']} passages moved)")
+    sel = c.selection or {}
+    chosen, rows, metric = sel.get("chosen", {}), sel.get("table", []), sel.get("metric", "MRR@10")
+    mine = [r for r in rows if r.get("method") == chosen.get("method") and not r.get("guarded")
+            and r.get("candidates") == chosen.get("candidates") and r.get("temperature") == chosen.get("temperature")]
+    if chosen.get("method") == "memory":
+        without = [r for r in rows if r.get("method") == "identity"]
+    else:
+        without = [r for r in rows if r.get("method") == "query" and not r.get("guarded")
+                   and r.get("candidates") == chosen.get("candidates") and r.get("temperature") == chosen.get("temperature")]
+    identity = next((r["mean"] for r in rows if r.get("method") == "identity"), None)
+    if mine and without and identity is not None:
+        a, b = mine[0]["mean"], without[0]["mean"]
+        kept = f"; the export keeps {(b - identity) / (a - identity):.0%} of the gain over raw" if a > identity else ""
+        note += (f": on the {sel.get('decided_by', '?')} labelled queries that chose it, {metric} {a:.4f} with it, "
+                 f"{b:.4f} without, {identity:.4f} raw{kept}")
+    return note + ". Users of this export get the query side's gain only."
+
+
 def _check_memory(adapter: Adapter, fmt: str, query_side_only: bool) -> None:
     if adapter.memory is not None and not query_side_only:
         raise InputError(f"adapter {adapter.name!r} has a query memory: it moves stored passages by id, which a "
-                         f"{fmt} encoder cannot do from text. Export --format numpy (it carries the memory), or pass "
-                         "--query-side-only to export the query part alone (without the memory's gain)")
+                         f"{fmt} encoder cannot do from text. Export --format numpy or chroma (they carry the memory "
+                         "and apply it by id), or pass --query-side-only to export the query part alone (without the "
+                         "memory's gain)")
 
 
 def _base_path(adapter: Adapter) -> Path:
@@ -155,8 +244,10 @@ def export(adapter: Adapter | str | Path, format: str, out: str | Path, force: b
     if source is not None:
         adapter = load_adapter(source)
     matrix, bias = adapter_matrix(adapter)
-    if fmt != "numpy":
+    if fmt not in ("numpy", "chroma"):
         _check_memory(adapter, fmt, query_side_only)
+    if query_side_only and adapter.memory is not None:
+        log.warning("%s", dropped_memory_note(adapter))
     base = _base_path(adapter) if fmt in ("sentence-transformers", "chroma") else None
     if fmt == "llamaindex" and adapter.config.sides != "query":
         raise InputError(f"adapter {adapter.name!r} projects passages too (sides=both); LlamaIndex's "
@@ -180,8 +271,9 @@ def export(adapter: Adapter | str | Path, format: str, out: str | Path, force: b
 def _write_export(adapter: Adapter, fmt: str, matrix: np.ndarray, bias: np.ndarray, base: Path | None, out: Path,
                   adapter_dir: Path | None, query_side_only: bool = False) -> None:
     c = adapter.config
-    # the memory goes only where it is asked for and can be applied: numpy, unless --query-side-only
-    with_memory = adapter.memory is not None and fmt == "numpy" and not query_side_only
+    # the memory goes only where it can be applied (numpy: by hand, Chroma: `apply_memory` by id), unless
+    # --query-side-only drops it
+    with_memory = adapter.memory is not None and fmt in ("numpy", "chroma") and not query_side_only
     if fmt in ("numpy", "chroma"):
         arrays = {"matrix": matrix, "bias": bias, "sides": np.array(c.sides)}
         if with_memory:
@@ -190,7 +282,9 @@ def _write_export(adapter: Adapter, fmt: str, matrix: np.ndarray, bias: np.ndarr
         np.savez(out / "adapter.npz", **arrays)
         passages = ("adapt(raw_passage_vectors)" if c.sides == "both"
                     else "unit(raw_passage_vectors)   # unchanged: a query-side adapter")
-        (out / "USAGE.md").write_text(USAGE.format(d_in=c.dim_in, base=c.base_model, passages=passages), "utf-8")
+        usage = USAGE.format(d_in=c.dim_in, base=c.base_model, passages=passages) if fmt == "numpy" else \
+            CHROMA_USAGE.format(base=base, model=c.base_model, memory=CHROMA_MEMORY if with_memory else "")
+        (out / "USAGE.md").write_text(usage, "utf-8")
     if fmt == "chroma":
         shutil.copyfile(Path(__file__).with_name("chroma_ef.py"), out / "embedfit_adapter_chroma.py")
     if fmt == "sentence-transformers":
@@ -205,6 +299,7 @@ def _write_export(adapter: Adapter, fmt: str, matrix: np.ndarray, bias: np.ndarr
                                                      "bias": has_bias}) + "\n", "utf-8")
     (out / MARKER).write_text(json.dumps({"format": fmt, "adapter": c.name, "base_model": c.base_model,
                                           "sides": c.sides, "query_side_only": adapter.memory is not None and not with_memory,
+                                          "dropped": dropped_memory_note(adapter) if adapter.memory is not None and not with_memory else None,
                                           "source": str(adapter_dir.resolve()) if adapter_dir else None}, indent=2) + "\n", "utf-8")
 
 
@@ -226,5 +321,11 @@ def _write_sentence_transformer(base: Path, matrix: np.ndarray, bias: np.ndarray
     if sides == "both":
         modules = [*mods, dense(), Normalize()]
     else:
-        modules = [*mods, Router.for_query_document(query_modules=[dense(), Normalize()], document_modules=[Normalize()])]
+        # No default route: sentence-transformers' own default is the document side, so a plain `encode(query)`
+        # (and Chroma's or LlamaIndex's wrappers, which call it) would return raw vectors without a word. Without
+        # one, such a call raises ("Could not determine route ...") and only encode_query / encode_document work.
+        modules = [*mods, Router.for_query_document(query_modules=[dense(), Normalize()], document_modules=[Normalize()],
+                                                    default_route=None, allow_empty_key=False)]
     SentenceTransformer(modules=modules, device="cpu").save(str(out))
+    (out / "USAGE.md").write_text(ST_USAGE.format(
+        route=ST_QUERY_ONLY if sides == "query" else ST_BOTH), "utf-8")

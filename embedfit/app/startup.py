@@ -43,7 +43,7 @@ def open_app(cfg: AppConfig, embedder: Embedder | None = None) -> AppState:
     summary = (f"Store `{cfg.store}`: {manifest.get('n_passages', '?')} passages, {manifest.get('n_queries', '?')} "
                f"questions of `{retriever.dataset}` · model `{cfg.model}` · adapter: "
                + (f"`{adapter.describe()}`" if adapter is not None else "none")
-               + "".join(f" · {w}" for w in retriever.warnings))
+               + "".join(f" · {w} Then restart the app." for w in retriever.warnings))
     return AppState(cfg=cfg, retriever=retriever, examples=example_questions(store, retriever, cfg.n_examples),
                     summary=summary)
 

@@ -18,7 +18,7 @@ from embedfit.app import cards
 from embedfit.app.report import ReportView, load_report, plots_html
 from embedfit.app.startup import AppState
 from embedfit.errors import EmbedfitError
-from embedfit.search.retriever import SearchResult
+from embedfit.search.retriever import EMPTY_QUESTION, SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +32,18 @@ HOW_TO_READ = (
 )
 
 
+#: what the page (and its API) says for an empty question, instead of the search layer's plain EMPTY_QUESTION
+EMPTY_MESSAGE = "Type a question first, for example one of the examples below the results."
+
+
 def run_search(state: AppState, question: str | None, k: float | None) -> SearchResult:
-    """The search behind both the page and the API; a EmbedfitError becomes the result's message."""
+    """The search behind both the page and the API; an EmbedfitError becomes the result's message."""
     r = state.retriever
     try:
-        return r.search(question, state.cfg.default_k if k is None else k)
+        result = r.search(question, state.cfg.default_k if k is None else k)
+        if result.message == EMPTY_QUESTION:
+            result.message = EMPTY_MESSAGE
+        return result
     except EmbedfitError as exc:
         log.warning("search failed: %s", exc)
         return SearchResult(question="", k=0, model=r.model_id, adapter=r.adapter.name if r.adapter else None,

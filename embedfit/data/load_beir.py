@@ -34,7 +34,12 @@ MAX_RELEVANCE = 1000
 
 def read_qrels(path: Path) -> list[tuple[str, str, int]]:
     """Rows of (query id, corpus id, score); the header line ('query-id ...') is optional."""
-    rows: list[tuple[str, str, int]] = []
+    return [(q, p, score) for q, p, score, _ in read_qrels_lines(path)]
+
+
+def read_qrels_lines(path: Path) -> list[tuple[str, str, int, int]]:
+    """Rows of (query id, corpus id, score, line number)."""
+    rows: list[tuple[str, str, int, int]] = []
     try:
         with open_text(path) as fh:
             for line_no, line in enumerate(fh, start=1):
@@ -55,7 +60,7 @@ def read_qrels(path: Path) -> list[tuple[str, str, int]]:
                                     f"{MAX_RELEVANCE} (graded judgements are small integers; BEIR's are 0 to 2)",
                                     path, line_no)
                 score = int(value)
-                rows.append((parts[0].strip(), parts[1].strip(), score))
+                rows.append((parts[0].strip(), parts[1].strip(), score, line_no))
     except UnicodeDecodeError as exc:
         raise DataError(f"not UTF-8 text ({exc.reason})", path) from None
     if not rows:
@@ -84,8 +89,16 @@ def load_beir(folder: str | Path) -> Dataset:
             ds.skip("empty_query")
             continue
         ids.add_query(qid, text, queries_path, line)
+    judged: dict[tuple[str, str], tuple[int, Path, int]] = {}  # (query, passage) -> (score, file, line)
     for qrels_path in qrels_files(folder):
-        for qid, pid, score in read_qrels(qrels_path):
+        for qid, pid, score, line in read_qrels_lines(qrels_path):
+            first = judged.setdefault((qid, pid), (score, qrels_path, line))
+            if first[1:] != (qrels_path, line):  # the pair was judged before
+                if first[0] != score:  # two judgements that disagree: no row may silently win
+                    raise DataError(f"query {qid!r} and passage {pid!r} are judged {score} here but {first[0]} at "
+                                    f"{first[1]}:{first[2]}; keep one judgement per pair", qrels_path, line)
+                ds.skip("qrel_repeated_row")
+                continue
             if score <= 0:
                 continue
             if qid not in ds.queries:

@@ -8,14 +8,18 @@ sidecar after it, so the sidecar is the commit mark; on every load the file is c
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from embedfit import atomic
+from embedfit.errors import InputError
 from embedfit.settings import default_model_cache
 
 log = logging.getLogger(__name__)
@@ -57,29 +61,59 @@ def built_sha256(path: Path) -> str:
     return json.loads(_sidecar(path).read_text("utf-8"))["sha256"]
 
 
+def _usable_folder(folder: Path) -> Path:
+    """The model cache folder, created; InputError (naming EMBEDFIT_MODEL_CACHE) when it is a file or cannot be
+    made or written (e.g. under /proc), instead of a traceback from deep inside a build."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"the model cache {folder} is not a writable folder ({type(exc).__name__}: {exc.strerror}); "
+                         "point EMBEDFIT_MODEL_CACHE at a folder you can write") from exc
+    return folder
+
+
+@contextmanager
+def _building(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path`'s build for the block (blocking: a second builder waits its turn)."""
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
 def cached_build(name: str, key: dict, build: Callable[[Path], None], cache_dir: Path | None = None) -> Path:
     """The file `name-<digest of key>.onnx` in the model cache, built by `build(tmp_path)` when absent or damaged.
 
     `build` writes a complete file at the path it is given (a temporary folder beside the cache); the result
     is then published atomically, and the sidecar after it. A damaged entry is logged and rebuilt.
     """
-    folder = Path(cache_dir) if cache_dir is not None else default_model_cache()
+    folder = _usable_folder(Path(cache_dir) if cache_dir is not None else default_model_cache())
     path = folder / f"{name}-{key_digest(key)}.onnx"
     problem = check_built(path, key)
     if problem is None:
         log.debug("using cached %s", path)
         return path
-    if problem != "not built yet":
-        log.warning("rebuilding %s: %s", path, problem)
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic.remove_stale_temps(path)
-    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", suffix=".tmp", dir=folder) as tmp:
-        out = Path(tmp) / "model.onnx"
-        build(out)
-        data = out.read_bytes()
-    _sidecar(path).unlink(missing_ok=True)  # the old mark goes first: a crash below leaves "no sidecar"
-    atomic.write_bytes(path, data)
-    atomic.write_json(_sidecar(path), {"format": SIDECAR_FORMAT, "key": key, "size": len(data),
-                                       "sha256": hashlib.sha256(data).hexdigest()})
+    with _building(path):  # one builder per entry: another process building it is waited for, then reused
+        problem = check_built(path, key)
+        if problem is None:
+            log.info("using %s, built meanwhile by another process", path)
+            return path
+        if problem != "not built yet":
+            log.warning("rebuilding %s: %s", path, problem)
+        atomic.remove_stale_temps(path)  # only a crashed build's: a live one holds the lock
+        with tempfile.TemporaryDirectory(prefix=f".{path.name}.", suffix=".tmp", dir=folder) as tmp:
+            out = Path(tmp) / "model.onnx"
+            build(out)
+            data = out.read_bytes()
+        _sidecar(path).unlink(missing_ok=True)  # the old mark goes first: a crash below leaves "no sidecar"
+        atomic.write_bytes(path, data)
+        atomic.write_json(_sidecar(path), {"format": SIDECAR_FORMAT, "key": key, "size": len(data),
+                                           "sha256": hashlib.sha256(data).hexdigest()})
     log.info("built %s (%.1f MB)", path, len(data) / 1e6)
     return path

@@ -47,12 +47,12 @@ from embedfit.outputs import check_output
 from embedfit.retrieval.exact import exact_search
 from embedfit.retrieval.fusion import DEFAULT_N, RRF_DEFAULT, FusionSpec, dev_signature, fuse_results, load_raw_fusion
 from embedfit.retrieval.fusion_choice import choose_dev_fusion
-from embedfit.retrieval.lexical import LexicalIndex, build_index
+from embedfit.retrieval.lexical import LexicalIndex
 from embedfit.search.chroma_ann import chroma_search, recall_against_exact
 from embedfit.settings import K_VALUES, METRICS, TOP_K, with_options
 from embedfit.store import chroma_store, query_vectors
 from embedfit.store.store import Store
-from embedfit.types import Corpus, Qrels, Queries, Results, corpus_fingerprint, slug
+from embedfit.types import Corpus, Qrels, Queries, Results, slug
 
 log = logging.getLogger(__name__)
 
@@ -256,19 +256,11 @@ def _hnsw(store: Store, system: SystemRun, model: str, q: np.ndarray, qids: list
 
 # -- hybrids: dense + BM25 ----------------------------------------------------------------------------
 
-def _lexical(store: Store, corpus: Corpus, notes: list[str]) -> LexicalIndex:
-    """The store's BM25 index; a store from before it (no `lexical/`) gets one built here, and a note."""
-    try:
-        return store.lexical_index()
-    except StoreError as exc:
-        notes.append(f"{exc} (BM25 was indexed in memory for this run; hybrids use the same index.)")
-        return build_index(corpus, corpus_fingerprint(corpus))
-
-
 def _fusion_for(system: SystemRun, store: Store, model: str, info: dict, index: LexicalIndex,
                 q_all: tuple[list[str], np.ndarray], pids: list[str], notes: list[str]) -> tuple[FusionSpec, dict]:
     """The fusion chosen on dev for this dense system: saved with the adapter, or beside the store for raw.
-    Missing (an older adapter or store): chosen here on the dev split, the same way, and said in a note."""
+    Missing (an adapter fitted with tune_fusion off, a store whose fusion was chosen on other splits): chosen here
+    on the dev split, the same way, and said in a note."""
     saved = None
     if system.adapter is not None:
         saved = system.adapter.config.fusion
@@ -546,7 +538,7 @@ def evaluate_model(store: Store, model: str, cfg: EvalConfig, adapters: list[tup
         with _timed(timings, "bm25"):
             key = tuple(qids)
             if key not in bm25_cache:
-                index = _lexical(store, corpus, notes)
+                index = store.lexical_index()  # missing or damaged: a StoreError naming the command that builds it
                 bm25_cache[key] = (index, index.search_queries(scope.queries, max(TOP_K, DEFAULT_N)))
             index, lexical = bm25_cache[key]
             systems["bm25"] = SystemRun(key="bm25", label="BM25 (bm25s)",

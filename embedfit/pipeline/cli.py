@@ -21,8 +21,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="write into --store even if it is a non-empty folder that is not a store")
     p.add_argument("--lexical-only", action="store_true",
-                   help="only build (or refresh) the BM25 index of an existing --store from its own dataset "
-                        "(no --data, no model; nothing else is touched)")
+                   help="only rebuild the BM25 index (and the raw+BM25 fusion) of an existing --store from its own "
+                        "dataset, e.g. after it was damaged (no --data, no model; nothing else is touched)")
     p.add_argument("--model", default=d.model, help="all-MiniLM-L6-v2, paraphrase-MiniLM-L3-v2, openai:text-embedding-3-small, "
                         "openai:text-embedding-ada-002, or a path")
     p.add_argument("--limit", type=int, default=None, help="keep only the first N queries and their passages")

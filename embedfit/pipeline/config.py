@@ -38,7 +38,7 @@ class IngestConfig:
     chroma_port: int | None = None
     #: write into --store even when it is a non-empty folder that is not a store
     force: bool = False
-    #: only build (or refresh) the BM25 index of an existing --store from its own dataset (no --data, no model)
+    #: only rebuild the BM25 index (and raw+BM25 fusion) of an existing --store from its own dataset (a repair)
     lexical_only: bool = False
     #: where passages are embedded: local (this process) or ray (Ray Data actors; embedfit.pipeline.ray_engine)
     engine: str = "local"

@@ -5,7 +5,7 @@ later step is idempotent and writes atomically, and the manifest is written last
 run is finished by running the same command again: cached batches are not re-embedded, rows already in
 Chroma with the same content are not re-written, and the BM25 index is rebuilt only when the corpus changed.
 `build_lexical` (`embedfit ingest --store STORE --lexical-only`) builds that index alone, from the store's
-own dataset, for stores made before ingest built it.
+own dataset, to repair a missing or damaged one.
 """
 from __future__ import annotations
 

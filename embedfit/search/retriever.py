@@ -3,8 +3,8 @@
 Shared by the app, the benchmark (`scripts/bench.py`) and the load script, so that all three measure and show the
 same thing. What it does for one `search(question, k)`:
 
-1. Cleans the question (`embedfit.data.query_text.clean_query`); an empty question returns a friendly message
-   and searches nothing.
+1. Cleans the question (`embedfit.data.query_text.clean_query`); an empty question returns `EMPTY_QUESTION` as
+   its message and searches nothing.
 2. Embeds it once with the store's model (loaded once per `Retriever`).
 3. Raw side: queries the model's raw collection with that vector.
 4. Adapted side: projects the *same* vector with `adapter.project_queries` and queries the adapter's
@@ -61,7 +61,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_CHARS = 2000
 DEFAULT_MAX_K = 20
 DEFAULT_DEPTH = 50
-EMPTY_MESSAGE = "Type a question first, for example one of the examples below the results."
+#: `SearchResult.message` for an empty question (nothing is searched); the page words it its own way (`embedfit.app`)
+EMPTY_QUESTION = "Empty question: nothing was searched."
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,7 @@ class Retriever:
             self.adapted_collection_name = adapter.collection_name or self.raw_collection_name
         self.max_chars, self.max_k, self.depth = max_chars, max_k, max(depth, max_k)
         self._n_vectors = self._raw.count()
+        self._opened_data = self._data_stamp()
         self._embed_lock = threading.Lock()
         self._corpus: dict[str, Passage] = store.load_corpus()
         self.dataset = store.dataset_name()
@@ -234,7 +236,7 @@ class Retriever:
     def _load_matches(self) -> None:
         queries = self.store.load_queries()
         self._qrels = self.store.load_qrels()
-        #: what the page should tell the user about this store (shown under its header)
+        #: what a user of this store should know (each names the command that fixes it; the page shows them)
         self.warnings: list[str] = []
         try:
             self._splits = self.store.load_splits()
@@ -260,24 +262,24 @@ class Retriever:
             index = self.store.lexical_index()
         except StoreError as exc:
             why = str(exc).split(". Build it with", 1)[0].splitlines()[0]
-            self.hybrid_note = f"No hybrid (BM25) column: {why}. Build the index with {lexical_fix} and restart the app."
+            self.hybrid_note = f"No hybrid (BM25) side: {why}. Build the index with {lexical_fix}."
         else:
             if self.adapter is not None:
                 spec = self.adapter.fusion
                 if spec is None:
                     model = "" if self.model_id == DEFAULT_MODEL else f" --model {self.model_id}"
                     self.hybrid_note = (
-                        f"No hybrid (BM25) column: the adapter {self.adapter.name!r} has no BM25 fusion (trained before "
-                        "hybrid search, or on a store without a BM25 index). Retrain it with "
-                        f"`embedfit train --store {root}{model} --out {adapter_dir or 'DIR'}` and restart the app.")
+                        f"No hybrid (BM25) side: the adapter {self.adapter.name!r} has no BM25 fusion (it was fitted "
+                        "with tune_fusion off, or on vectors without texts). Fit it on the store with "
+                        f"`embedfit train --store {root}{model} --out {adapter_dir or 'DIR'}`.")
             else:
                 choice = load_raw_fusion(root, self.model_id, info.get("data_fingerprint"),
                                          dev_signature(self._splits) if self._splits else None)
                 spec = choice.spec if choice is not None else None
                 if spec is None:
-                    self.hybrid_note = (f"No hybrid (BM25) column: the store has no raw+BM25 fusion chosen on dev for "
+                    self.hybrid_note = (f"No hybrid (BM25) side: the store has no raw+BM25 fusion chosen on dev for "
                                         f"{self.model_id!r} (or it was chosen on other data). Choose it with "
-                                        f"{lexical_fix} and restart the app.")
+                                        f"{lexical_fix}.")
             if spec is not None:
                 self.lexical, self.fusion = index, spec
         if self.hybrid_note is not None:
@@ -327,12 +329,14 @@ class Retriever:
         k, k_notice = self._clamp_k(k)
         if k_notice:
             notices.append(k_notice)
+        if (changed := self.data_changed()) is not None:
+            notices.append(changed)
         result = SearchResult(question=text, k=k, model=self.model_id,
                               adapter=self.adapter.name if self.adapter is not None else None,
                               adapter_note=self.adapter_note, notices=notices, depth=self.depth,
                               dataset=self.dataset)
         if not text:
-            result.message = EMPTY_MESSAGE
+            result.message = EMPTY_QUESTION
             result.timings_ms = {"total": _ms(t_start)}
             return result
         result.match = self.match(text)
@@ -377,6 +381,35 @@ class Retriever:
                              "total": _ms(t_start)}
         return result
 
+    def _data_stamp(self) -> tuple[int | None, str | None]:
+        """(the manifest's mtime, the data fingerprint it names): what the store held when this Retriever read it."""
+        try:
+            mtime = self.store.manifest_path.stat().st_mtime_ns
+        except OSError:
+            return None, None
+        try:
+            return mtime, self.store.manifest().get("data_fingerprint")
+        except StoreError:
+            return mtime, None
+
+    def data_changed(self) -> str | None:
+        """A notice when the store was re-ingested with other data after this Retriever opened it (its corpus,
+        queries and qrels in memory would be stale: new passages without text, gold marks from old labels), or
+        when its manifest is gone; None otherwise. Costs one stat per search (the manifest is read only when it
+        changed)."""
+        try:
+            mtime = self.store.manifest_path.stat().st_mtime_ns
+        except OSError:
+            return f"The store's manifest ({self.store.manifest_path}) is gone: results may be stale or fail."
+        if mtime == self._opened_data[0]:
+            return None
+        stamp = self._data_stamp()
+        if stamp[1] == self._opened_data[1]:  # rewritten with the same data (another model added): still current
+            self._opened_data = stamp
+            return None
+        return ("The store was re-ingested with other data after this page opened: titles, texts and gold marks "
+                "shown are from the old data. Restart the app to load the new data.")
+
     def _clamp_k(self, k: Any) -> tuple[int, str | None]:
         try:
             k_int = round(float(k))
@@ -390,8 +423,13 @@ class Retriever:
         n = min(max(self.depth, at_least), self._n_vectors)
         if n == 0:
             return []
-        got = col.query(query_embeddings=np.ascontiguousarray(qvec, dtype=np.float32), n_results=n,
-                        include=["distances"])
+        try:
+            got = col.query(query_embeddings=np.ascontiguousarray(qvec, dtype=np.float32), n_results=n,
+                            include=["distances"])
+        except Exception as exc:  # chromadb/httpx raise many types when the server is gone; one message for all
+            where = self.store.target.describe()
+            raise StoreError(f"searching {col.name!r} failed ({type(exc).__name__}): is the {where} still there? "
+                             f"Restart it, then the app") from exc
         return [(pid, 1.0 - float(d)) for pid, d in zip(got["ids"][0], got["distances"][0])]
 
     def _side(self, label: str, collection: str, rows: list[tuple[str, float]], k: int, gold: set[str],

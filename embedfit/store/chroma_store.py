@@ -17,7 +17,8 @@ import fcntl
 import logging
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,13 @@ def _acquire(lock_path: Path, exclusive: bool) -> None:
         _locks[key] = (fd, want)
 
 
+def hold_for_server(store_dir: str | Path) -> None:
+    """Take the store's exclusive lock for the rest of this process, for a `chroma run` it starts on the store's
+    `chroma/` folder: the server takes no lock of its own, so without this an embedded reader or writer would open
+    the same files beside it (and read ids the server has not flushed). StoreBusyError when someone holds it."""
+    _acquire(Path(store_dir) / ".store.lock", exclusive=True)
+
+
 def release_locks() -> None:
     """Drop every store lock this process holds (tests that simulate separate processes use it)."""
     with _locks_guard:
@@ -178,6 +186,20 @@ def set_metadata(col: Any, updates: dict[str, Any]) -> None:
     col.modify(metadata=meta)
 
 
+@contextmanager
+def server_errors(what: str) -> Iterator[None]:
+    """Turn a Chroma server that went away mid-call (httpx's transport errors: refused, reset, closed) into one
+    StoreError saying what was under way; the rows written before stay (every write here is resumable). httpx is
+    chromadb's HTTP client, not a dependency of ours: its TransportError is recognised by name, not imported."""
+    try:
+        yield
+    except Exception as exc:
+        if not any(c.__name__ == "TransportError" and c.__module__.startswith("httpx") for c in type(exc).__mro__):
+            raise
+        raise StoreError(f"lost the Chroma server while {what} ({type(exc).__name__}); what was written so far is "
+                         "kept: start the server again and rerun the same command to finish") from exc
+
+
 def upsert_batched(col: Any, client: Any, ids: Sequence[str], embeddings: np.ndarray,
                    documents: Sequence[str] | None = None, metadatas: Sequence[dict] | None = None,
                    desc: str = "upsert") -> int:
@@ -188,12 +210,13 @@ def upsert_batched(col: Any, client: Any, ids: Sequence[str], embeddings: np.nda
     with progress(total=len(ids), desc=desc, unit="vec") as bar:
         for start in range(0, len(ids), batch):
             end = start + batch
-            col.upsert(
-                ids=list(ids[start:end]),
-                embeddings=np.ascontiguousarray(embeddings[start:end], dtype=np.float32),
-                documents=None if documents is None else list(documents[start:end]),
-                metadatas=None if metadatas is None else list(metadatas[start:end]),
-            )
+            with server_errors(f"writing to {col.name}"):
+                col.upsert(
+                    ids=list(ids[start:end]),
+                    embeddings=np.ascontiguousarray(embeddings[start:end], dtype=np.float32),
+                    documents=None if documents is None else list(documents[start:end]),
+                    metadatas=None if metadatas is None else list(metadatas[start:end]),
+                )
             bar.update(min(end, len(ids)) - start)
     return len(ids)
 
@@ -202,7 +225,8 @@ def iter_pages(col: Any, include: list[str], page: int = 2000) -> Iterable[dict]
     """Every record of `col`, page by page (a single `get()` of a large collection is slow and memory-hungry)."""
     offset = 0
     while True:
-        got = col.get(include=include, limit=page, offset=offset)
+        with server_errors(f"reading {col.name}"):
+            got = col.get(include=include, limit=page, offset=offset)
         if not got["ids"]:
             return
         yield got

@@ -64,13 +64,17 @@ def raw_collection_name(model_id: str) -> str:
 def check_collection_encoder(col: Any, model_id: str, dim: int, encoder: str | None = None) -> None:
     """MismatchError when a collection's metadata (written by ingest: `model_id`, `dim`, `encoder`) disagrees with
     the encoder about to use it (`encoder`: its exact build, checked when given). A collection without that
-    metadata predates it and is let through."""
+    metadata was not written by this version's ingest (or was edited): refused, naming the command that rebuilds it."""
     meta = col.metadata or {}
     have_model, have_dim = meta.get("model_id"), meta.get("dim")
-    if have_model is not None and have_model != model_id:
+    if have_model is None or have_dim is None:
+        raise MismatchError(f"collection {col.name!r} does not say which model made its vectors (no model_id/dim "
+                            f"metadata: not written by this version of embedfit ingest); rebuild it in a new store: "
+                            f"embedfit ingest --model {model_id} --store NEW_STORE")
+    if have_model != model_id:
         raise MismatchError(f"collection {col.name!r} holds vectors of {have_model!r}, not {model_id!r}: the two "
                             f"encoders' vectors must not be mixed; ingest with --model {model_id} to get its own collection")
-    if have_dim is not None and int(have_dim) != dim:
+    if int(have_dim) != dim:
         raise MismatchError(f"collection {col.name!r} holds {have_dim}-d vectors, but {model_id!r} makes {dim}-d ones")
     have_build = meta.get("encoder")
     if encoder is not None and have_build is not None and have_build != encoder:
@@ -271,10 +275,10 @@ class Store:
         atomic.write_json(self.splits_path, {**meta, "splits": splits})
 
     def split_policy(self) -> dict:
-        """How the splits were made (`by`, `seed`, `fractions`; `by` is "grouped" for stores from before
-        `--split-by`), recorded by each adapter trained on them."""
+        """How the splits were made (`by`, `seed`, `fractions`, as ingest wrote them), recorded by each adapter
+        trained on them."""
         meta = read_json_object(self.splits_path) or {}
-        return {"by": meta.get("by", "grouped"), "seed": meta.get("seed"), "fractions": meta.get("fractions")}
+        return {"by": meta.get("by"), "seed": meta.get("seed"), "fractions": meta.get("fractions")}
 
     def load_splits(self) -> dict[str, SplitName]:
         try:

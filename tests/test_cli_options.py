@@ -20,7 +20,7 @@ from embedfit.pipeline.config import IngestConfig
 
 #: options named otherwise than their field (option dest -> field)
 RENAMED = {"cache": "cache_dir", "no_cache": "cache_dir", "no_bm25": "bm25", "no_mse_baseline": "mse_baseline",
-           "no_hnsw": "hnsw", "no_plots": "plots"}
+           "no_hnsw": "hnsw", "no_plots": "plots", "no_nudge": "nudge"}
 #: options that are the command's own, not a setting of the run: -v, and train's what-to-do-with-the-result
 COMMAND_ONLY = {"verbose", "command", "no_project", "fixed", "force"}
 #: fields without an option, and why

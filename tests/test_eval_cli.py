@@ -27,7 +27,9 @@ MODEL = "paraphrase-MiniLM-L3-v2"
 METRICS = ["Recall@1", "Recall@5", "Recall@10", "Recall@100", "MRR@10", "nDCG@10"]
 TOP_KEYS = {"n_queries", "model", "adapter", "retrieval", "ci95", "p_value_adapted_vs_raw", "threshold_accuracy",
             "p_value_raw_bm25_vs_raw", "p_value_adapted_bm25_vs_raw", "p_value_raw_rrf_vs_raw",
-            "p_value_adapted_rrf_vs_raw", "fusion", "vs_best_non_adapter", "seen_unseen", "embedfit_version"}
+            "p_value_adapted_rrf_vs_raw", "p_value_nudge_n_vs_raw", "p_value_nudge_m_vs_raw", "fusion",
+            "vs_best_non_adapter", "seen_unseen", "embedfit_version"}
+NUDGE = {"nudge_n", "nudge_m"}
 HYBRIDS = {"raw_bm25", "adapted_bm25", "raw_rrf", "adapted_rrf"}
 EXTRA_ADAPTERS = {"adapted:both", "adapted:ident"}
 EXTRA_HYBRIDS = {f"{a}{s}" for a in EXTRA_ADAPTERS for s in ("_bm25", "_rrf")}
@@ -125,7 +127,8 @@ def test_metrics_json_has_exactly_the_contract_keys(full_run):
     extra = {f"p_value_{k}_vs_raw" for k in EXTRA_ADAPTERS | EXTRA_HYBRIDS}
     assert set(m) == TOP_KEYS | extra
     assert m["model"] == MODEL and m["adapter"] == "qonly"
-    assert set(m["retrieval"]) == {"raw", "adapted", "bm25", "mse_baseline"} | HYBRIDS | EXTRA_ADAPTERS | EXTRA_HYBRIDS
+    assert set(m["retrieval"]) == {"raw", "adapted", "bm25", "mse_baseline"} | NUDGE | HYBRIDS | EXTRA_ADAPTERS | EXTRA_HYBRIDS
+    assert all(m["retrieval"][k] is not None and m["p_value_" + k + "_vs_raw"] is not None for k in NUDGE)
     assert set(m["fusion"]) == HYBRIDS | EXTRA_HYBRIDS
     assert all(f["chosen_on"] == "dev" for k, f in m["fusion"].items() if k.endswith("_bm25"))
     assert all(f["method"] == "rrf" and f["rrf_k"] == 60 for k, f in m["fusion"].items() if k.endswith("_rrf"))
@@ -134,7 +137,7 @@ def test_metrics_json_has_exactly_the_contract_keys(full_run):
     for name, vals in m["retrieval"].items():
         assert list(vals) == METRICS, name
         assert all(0.0 <= v <= 1.0 for v in vals.values())
-    assert set(m["ci95"]) == {"raw", "adapted"} | HYBRIDS | EXTRA_ADAPTERS | EXTRA_HYBRIDS
+    assert set(m["ci95"]) == {"raw", "adapted"} | NUDGE | HYBRIDS | EXTRA_ADAPTERS | EXTRA_HYBRIDS
     for name, cis in m["ci95"].items():
         assert set(cis) == {"MRR@10", "nDCG@10", "Recall@10"}
         for metric, (lo, hi) in cis.items():
@@ -285,10 +288,11 @@ def test_heldout_queries_score_exactly_the_given_queries(tiny, tmp_path):
 def test_no_adapter_and_switched_off_baselines_are_null(tiny, tmp_path):
     out = tmp_path / "out"
     rc = main(["--store", str(tiny["store"]), "--out", str(out), "--no-plots", "--no-hnsw", "--no-bm25",
-               "--no-mse-baseline", "--bootstrap-resamples", "300"])
+               "--no-mse-baseline", "--no-nudge", "--bootstrap-resamples", "300"])
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     assert set(m) == TOP_KEYS
+    assert m["retrieval"]["nudge_n"] is None and m["ci95"]["nudge_m"] is None
     assert m["adapter"] is None and m["p_value_adapted_vs_raw"] is None
     assert m["retrieval"]["adapted"] is None and m["retrieval"]["bm25"] is None and m["retrieval"]["mse_baseline"] is None
     assert m["ci95"]["adapted"] is None

@@ -397,3 +397,55 @@ def test_sentence_transformers_export_needs_6_0_as_its_usage_says(small_store, t
         np.testing.assert_allclose(got["q"], ad.project_queries(embedder.embed(qs, "query")), atol=1e-5)
     else:
         assert got["version"].startswith("5.") and isinstance(got["q"], str), got
+
+
+def test_the_numpy_memory_path_scores_what_eval_scores_on_scifact(tmp_path):
+    """Issue 22 (done-when): a query-memory adapter exported as numpy and applied the way its USAGE.md says, to the
+    store's own raw vectors, ranks the SciFact test claims exactly as eval ranked the adapter: the same nDCG@10.
+    The ranking and nDCG here are plain numpy and pytrec_eval, not our search or metrics code."""
+    import pytrec_eval
+
+    import embedfit as ef
+    from embedfit.settings import shared_data
+    from embedfit.store import chroma_store, query_vectors
+
+    store = ef.ingest(shared_data("scifact"), tmp_path / "store", MODEL, limit=300, cache_dir=tmp_path / "cache")
+    result = ef.fit(store, MODEL, methods=("memory",), alphas=(1.0,), folds=3, unseen_tolerance=None)
+    assert result.adapter.memory is not None, result.table  # the memory won on the claims that chose it
+    result.save(tmp_path / "mem")
+    ev = ef.evaluate(store, [tmp_path / "mem"], bm25=False, mse_baseline=False, plots=False, hnsw=False,
+                     bootstrap_resamples=100)
+    eval_ndcg = ev.metrics["retrieval"]["adapted"]["nDCG@10"]
+    z = np.load(export(tmp_path / "mem", "numpy", tmp_path / "np") / "adapter.npz")
+
+    # the USAGE.md recipe, on the store's raw vectors
+    dump = chroma_store.fetch_all(store.raw_collection(MODEL))
+    pids, P = dump.ids, dump.embeddings.astype(np.float32)
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    def adapt(raw):
+        return unit(unit(raw) @ z["matrix"] + z["bias"])
+
+    passages = unit(P)  # a query-side adapter leaves passages as they are ...
+    row = {pid: i for i, pid in enumerate(pids)}
+    for pid, m in zip(z["memory_ids"], z["memory_vectors"]):  # ... and the memory moves the ones it names
+        i = row[str(pid)]
+        passages[i] = unit((passages[i] + z["alpha"] * m)[None])[0]
+    qids, Q = query_vectors.load(store.root, MODEL)
+    test = set(store.split_query_ids("test"))
+    qrels = {q: r for q, r in store.load_qrels().items() if q in test}
+    keep = [i for i, q in enumerate(qids) if q in qrels]
+    scores = adapt(Q[keep]) @ passages.T
+    run = {qids[i]: {pids[j]: float(scores[r, j]) for j in np.argsort(-scores[r])[:100]} for r, i in enumerate(keep)}
+    per_query = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate(run)
+    numpy_ndcg = float(np.mean([v["ndcg_cut_10"] for v in per_query.values()]))
+    assert numpy_ndcg == pytest.approx(eval_ndcg, abs=1e-6)
+    # and the memory matters on these claims: without it the same recipe scores raw, not eval's number
+    plain = adapt(Q[keep]) @ unit(P).T
+    run = {qids[i]: {pids[j]: float(plain[r, j]) for j in np.argsort(-plain[r])[:100]} for r, i in enumerate(keep)}
+    without = float(np.mean([v["ndcg_cut_10"] for v in
+                             pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate(run).values()]))
+    assert without == pytest.approx(ev.metrics["retrieval"]["raw"]["nDCG@10"], abs=1e-6)
+    assert abs(without - eval_ndcg) > 1e-3, (without, eval_ndcg)

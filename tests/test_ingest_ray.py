@@ -195,3 +195,40 @@ def test_unreachable_ray_address_fails_fast_before_the_store_is_touched(tmp_path
 def test_malformed_ray_address_is_refused(address):
     with pytest.raises(InputError, match="expected HOST:PORT"):
         ray_engine.check_address(address)
+
+
+def test_an_address_where_no_ray_listens_is_refused_in_seconds_not_minutes(tmp_path):
+    """Issue 22, case 20: `--ray-address HOST:PORT` where a non-Ray server listens hung for minutes printing
+    "Failed to connect to GCS". The address is now probed as gRPC first: an HTTP/1 server and a silent listener are
+    refused at once, and a real gRPC server (what Ray's GCS is) passes."""
+    import socket
+    import threading
+    import time
+    from concurrent import futures
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    import grpc
+
+    from embedfit.pipeline.ray_engine import check_reachable
+
+    http = HTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    try:
+        for port in (http.server_address[1], silent.getsockname()[1]):
+            t0 = time.monotonic()
+            with pytest.raises(InputError, match="not a Ray cluster's GCS"):
+                check_reachable(f"127.0.0.1:{port}", timeout=2)
+            assert time.monotonic() - t0 < 10
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        try:
+            check_reachable(f"127.0.0.1:{port}")
+        finally:
+            server.stop(None)
+    finally:
+        http.shutdown()
+        silent.close()

@@ -43,6 +43,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=SPLITS, default=d.split, help="store split to score when no --queries are given")
     p.add_argument("--no-bm25", action="store_true", help="skip the BM25 baseline")
     p.add_argument("--no-mse-baseline", action="store_true", help="skip training the MSE cookbook baseline")
+    p.add_argument("--no-nudge", action="store_true", help="skip the NUDGE-N and NUDGE-M baselines")
     p.add_argument("--mse-epochs", type=int, default=d.mse_epochs, help="epochs of the MSE cookbook baseline")
     p.add_argument("--no-hnsw", action="store_true", help="skip querying Chroma's HNSW index")
     p.add_argument("--no-plots", action="store_true", help="skip the figures")
@@ -65,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
         p.error("--queries and --qrels go together")
     return EvalConfig(
         store=a.store, out=a.out, adapters=a.adapters, models=a.models, queries=a.queries, qrels=a.qrels,
-        split=a.split, bm25=not a.no_bm25, mse_baseline=not a.no_mse_baseline, mse_epochs=a.mse_epochs,
+        split=a.split, bm25=not a.no_bm25, mse_baseline=not a.no_mse_baseline, nudge=not a.no_nudge, mse_epochs=a.mse_epochs,
         hnsw=not a.no_hnsw, plots=not a.no_plots, bootstrap_resamples=a.bootstrap_resamples, seed=a.seed,
         plot_queries=a.plot_queries, plot_passages=a.plot_passages,
         cache_dir=None if a.no_cache else a.cache, batch_size=a.batch_size, device=a.device,

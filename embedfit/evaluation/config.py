@@ -45,6 +45,8 @@ class EvalConfig:
     split: str = "test"
     bm25: bool = True
     mse_baseline: bool = True
+    #: NUDGE-N and NUDGE-M beside the customization (`embedfit.evaluation.nudge`)
+    nudge: bool = True
     mse_epochs: int = 10
     hnsw: bool = True
     plots: bool = True

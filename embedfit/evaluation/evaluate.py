@@ -29,6 +29,7 @@ import numpy as np
 from embedfit.adapters.adapter import Adapter
 from embedfit.adapters.config import TrainConfig
 from embedfit.adapters.curves import curves_png
+from embedfit.adapters.data import load_training_data
 from embedfit.adapters.io import adapter_sha, check_compatible, load_adapter
 from embedfit.adapters.project import projection_problem
 from embedfit.adapters.train import train_adapter
@@ -38,6 +39,7 @@ from embedfit.errors import EmbedfitError, InputError, MismatchError, StoreError
 from embedfit.evaluation import plots, report
 from embedfit.evaluation.config import CI_METRICS, PRIMARY_METRIC, REPORT_OUTPUT, EvalConfig
 from embedfit.evaluation.heldout import HeldOut, load_heldout, require_enough
+from embedfit.evaluation.nudge import NUDGE_SYSTEMS, nudge_embeddings
 from embedfit.evaluation.results import EvalOutcome, ModelEvaluation, SystemRun, is_adapter_key
 from embedfit.evaluation.threshold import best_threshold, threshold_accuracy
 from embedfit.metrics.retrieval import per_query_metrics, recall_at_k_curve
@@ -121,11 +123,12 @@ def _query_vectors_for(store: Store, model: str, dim: int, queries: Queries, cfg
 
 def _dense_system(key: str, label: str, q: np.ndarray, qids: list[str], p_raw: np.ndarray, pids: list[str],
                   project_q: Callable[[np.ndarray], np.ndarray], project_p: Callable[..., np.ndarray],
-                  **extra) -> SystemRun:
-    """`project_p(vectors, ids)`: the passages as this system searches them (a query memory moves them by id)."""
+                  dot: bool = False, **extra) -> SystemRun:
+    """`project_p(vectors, ids)`: the passages as this system searches them (a query memory moves them by id);
+    `dot`: search them by dot product, not cosine (`embedfit.retrieval.exact.exact_search`)."""
     t0 = time.perf_counter()
     passages = project_p(p_raw, pids)
-    results = exact_search(project_q(q), qids, passages, pids, k=TOP_K)
+    results = exact_search(project_q(q), qids, passages, pids, k=TOP_K, dot=dot)
     log.info("%s: exact search of %d queries over %d passages in %.1fs", key, len(qids), len(pids), time.perf_counter() - t0)
     return SystemRun(key=key, label=label, results=results, project_queries=project_q, passages=passages, **extra)
 
@@ -162,6 +165,29 @@ def _mse_baseline(store: Store, model: str, cfg: EvalConfig, q: np.ndarray, qids
     return _dense_system("mse_baseline", "MSE cookbook baseline", q, qids, p_raw, pids,
                          ad.project_queries, ad.project_passages, adapter=ad, curves=res.curves,
                          seconds=round(res.seconds, 2))
+
+
+def _nudge_systems(store: Store, model: str, q: np.ndarray, qids: list[str], p_raw: np.ndarray, pids: list[str],
+                   notes: list[str]) -> dict[str, SystemRun]:
+    """NUDGE-N and NUDGE-M (`embedfit.evaluation.nudge`), fitted on the store's train split, gamma on its dev."""
+    try:
+        data = load_training_data(store, model)
+    except EmbedfitError as exc:
+        notes.append(f"NUDGE baselines skipped: {exc}")
+        return {}
+    if list(data.passage_ids) != list(pids):
+        raise StoreError(f"the {model} collection changed during eval; run it again")
+    out = {}
+    for key, (label, _, dot) in NUDGE_SYSTEMS.items():
+        t0 = time.perf_counter()
+        moved = nudge_embeddings(data, key)
+        out[key] = _dense_system(key, label, q, qids, p_raw, pids, l2_normalise, lambda _x, _ids, m=moved: m,
+                                 dot=dot, seconds=round(time.perf_counter() - t0, 2))
+    notes.append(f"NUDGE-N and NUDGE-M (Zeighami et al., ICLR 2025; the nudge-ft package, used unchanged): passage "
+                 f"vectors moved toward the {len(data.train.query_ids)} train-split queries that answer them, the size "
+                 f"of the move (gamma) chosen by the package on the {len(data.dev.query_ids)} dev-split queries; "
+                 "queries unchanged; NUDGE-M searched by dot product, as its authors do.")
+    return out
 
 
 # -- statistics ------------------------------------------------------------------------------------
@@ -534,6 +560,9 @@ def evaluate_model(store: Store, model: str, cfg: EvalConfig, adapters: list[tup
             mse = _mse_baseline(store, model, cfg, q, qids, p_raw, pids, notes)
             if mse is not None:
                 systems["mse_baseline"] = mse
+    if cfg.nudge:
+        with _timed(timings, "nudge"):
+            systems.update(_nudge_systems(store, model, q, qids, p_raw, pids, notes))
     if cfg.bm25:
         with _timed(timings, "bm25"):
             key = tuple(qids)
@@ -560,7 +589,7 @@ def evaluate_model(store: Store, model: str, cfg: EvalConfig, adapters: list[tup
     if cfg.hnsw:
         with _timed(timings, "hnsw"):
             hnsw = {k: _hnsw(store, s, model, q, qids, scope.qrels) for k, s in systems.items()
-                    if s.dense and k != "mse_baseline"}
+                    if s.dense and k != "mse_baseline" and k not in NUDGE_SYSTEMS}  # those have no collection
     with _timed(timings, "threshold"):
         thresholds = _threshold_all([s for s in systems.values() if s.dense], store, model, pids)
     systems = {k: replace(s, **scores[k], hnsw=hnsw.get(k), threshold=thresholds.by_system.get(k, {}),

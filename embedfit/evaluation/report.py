@@ -4,11 +4,13 @@
 
     {"n_queries": int, "model": str, "adapter": str | null,
      "retrieval": {"raw": M, "adapted": M | null, "bm25": M | null, "mse_baseline": M | null,
+                   "nudge_n": M | null, "nudge_m": M | null,
                    "raw_bm25": M | null, "adapted_bm25": M | null, "raw_rrf": M | null, "adapted_rrf": M | null},
      "ci95": {"raw": C, "adapted": C | null, "raw_bm25": C | null, "adapted_bm25": C | null,
-              "raw_rrf": C | null, "adapted_rrf": C | null},
+              "raw_rrf": C | null, "adapted_rrf": C | null, "nudge_n": C | null, "nudge_m": C | null},
      "p_value_adapted_vs_raw": P | null, "p_value_raw_bm25_vs_raw": P | null, "p_value_adapted_bm25_vs_raw": P | null,
      "p_value_raw_rrf_vs_raw": P | null, "p_value_adapted_rrf_vs_raw": P | null,
+     "p_value_nudge_n_vs_raw": P | null, "p_value_nudge_m_vs_raw": P | null,
      "threshold_accuracy": {"weak": T, "hard": T},
      "fusion": {SYSTEM: F},                       (each hybrid system computed)
      "vs_best_non_adapter": {SYSTEM: V},         (each adapter system, and its hybrids)
@@ -53,9 +55,10 @@ from embedfit.settings import METRICS
 log = logging.getLogger(__name__)
 
 ALPHA = 0.05
-SYSTEM_ORDER = ("raw", "adapted", "bm25", "mse_baseline", "raw_bm25", "adapted_bm25", "raw_rrf", "adapted_rrf")
+SYSTEM_ORDER = ("raw", "adapted", "bm25", "mse_baseline", "nudge_n", "nudge_m", "raw_bm25", "adapted_bm25", "raw_rrf",
+                "adapted_rrf")
 #: systems with an interval and a p-value against raw in metrics.json (besides each further adapter)
-COMPARED = ("adapted", "raw_bm25", "adapted_bm25", "raw_rrf", "adapted_rrf")
+COMPARED = ("adapted", "raw_bm25", "adapted_bm25", "raw_rrf", "adapted_rrf", "nudge_n", "nudge_m")
 
 
 # -- metrics.json ----------------------------------------------------------------------------------
@@ -325,7 +328,8 @@ def _model_section(ev: ModelEvaluation) -> list[str]:
         line = seen_unseen_verdict(ev, key)
         if line:
             out += [line, ""]
-    for key, what in (("mse_baseline", "the MSE cookbook baseline"), ("bm25", "BM25"), ("raw_bm25", "raw + BM25"),
+    for key, what in (("mse_baseline", "the MSE cookbook baseline"), ("nudge_n", "NUDGE-N"), ("nudge_m", "NUDGE-M"),
+                      ("bm25", "BM25"), ("raw_bm25", "raw + BM25"),
                       ("adapted_bm25", "adapter + BM25"), ("raw_rrf", "raw + BM25 by RRF"), ("adapted_rrf", "adapter + BM25 by RRF")):
         if key in ev.systems:
             out.append(f"Against raw, {what} {verdict(ev.systems[key])}.")

@@ -110,12 +110,37 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
                              "`ray start --head`, or leave --ray-address out to run Ray inside this process") from exc
     host, _, port = address.rpartition(":")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            pass
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as conn:
+            speaks_grpc = _answers_http2(conn, timeout)
     except OSError as exc:
         raise InputError(f"--ray-address {address}: nothing answers at {host}:{port} within {timeout:g} s ({exc}). "
                          "Start the cluster first (`ray start --head` on the head node), or leave --ray-address out "
                          "to run Ray on this machine") from exc
+    if not speaks_grpc:  # ray.init would retry for minutes, printing "Failed to connect to GCS"
+        raise InputError(f"--ray-address {address}: something listens at {host}:{port}, but it is not a Ray cluster's "
+                         "GCS (it does not answer as a gRPC server). Give the head node's GCS port (6379 unless "
+                         "`ray start --head --port` said otherwise)")
+
+
+#: the HTTP/2 client preface and an empty SETTINGS frame: what a gRPC client sends first
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def _answers_http2(conn: socket.socket, timeout: float) -> bool:
+    """True when the peer answers an HTTP/2 preface with an HTTP/2 SETTINGS frame, as every gRPC server (Ray's GCS
+    included) does; an HTTP/1 server, another protocol or silence is False."""
+    conn.settimeout(timeout)
+    try:
+        conn.sendall(_H2_PREFACE)
+        head = b""
+        while len(head) < 9:
+            chunk = conn.recv(9 - len(head))
+            if not chunk:
+                return False
+            head += chunk
+    except OSError:
+        return False
+    return head[3] == 0x04  # frame type SETTINGS (after the 3-byte length)
 
 
 @contextmanager

@@ -40,13 +40,20 @@ def exact_search(
     passage_ids: Sequence[str],
     k: int = 100,
     batch: int = 1024,
+    dot: bool = False,
 ) -> Results:
-    """Top-k passages by cosine for each query: query id -> passage id -> cosine (k capped at n_passages)."""
+    """Top-k passages by cosine for each query: query id -> passage id -> cosine (k capped at n_passages).
+
+    `dot`: passages as given (not normalised), scored by dot product with the unit query: for methods whose
+    passage norms carry meaning (NUDGE-M). A query's scale changes no ranking, so queries are normalised either way.
+    """
     if k < 1 or batch < 1:
         raise ValueError(f"k and batch must be positive integers, got k={k}, batch={batch}")
     dtype = np.result_type(np.asarray(query_vectors).dtype, np.asarray(passage_vectors).dtype, np.float32)
     q = _unit_rows(query_vectors, "query_vectors", dtype)
     p = _unit_rows(passage_vectors, "passage_vectors", dtype)
+    if dot:
+        p = np.asarray(passage_vectors, dtype=dtype)
     if len(query_ids) != q.shape[0] or len(passage_ids) != p.shape[0]:
         raise ValueError(f"ids do not match vectors: {len(query_ids)} query ids for {q.shape[0]} rows, "
                          f"{len(passage_ids)} passage ids for {p.shape[0]} rows")

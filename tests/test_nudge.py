@@ -1,0 +1,83 @@
+"""NUDGE-N and NUDGE-M as eval baselines (issue 21, item 1): our call gives the package's own output on a toy, and
+eval scores exactly the ranking those vectors make (an independent numpy ranking and pytrec_eval)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import pytrec_eval
+import torch
+from nudge import NUDGEM, NUDGEN
+
+from embedfit.adapters.data import SplitData, TrainingData, load_training_data
+from embedfit.evaluation.nudge import nudge_embeddings
+
+MODEL = "all-MiniLM-L6-v2"
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _toy(seed: int = 0) -> TrainingData:
+    """Questions are their passage plus one shared shift plus noise, and dev asks about passages train answered:
+    moving answered passages toward their questions pays on dev, so the package chooses a real move."""
+    rng = np.random.default_rng(seed)
+    P = _unit(rng.normal(size=(40, 8))).astype(np.float32)
+    shift = rng.normal(size=8)
+    answered = rng.choice(40, size=15, replace=False)
+
+    def split(n: int, offset: int) -> SplitData:
+        gold = rng.choice(answered, size=n)
+        Q = _unit(P[gold] + 0.8 * shift + 0.3 * rng.normal(size=(n, 8))).astype(np.float32)
+        pos = [np.array([g], dtype=np.int64) for g in gold]
+        return SplitData(query_ids=[f"q{offset + i}" for i in range(n)], Q=Q, positives=pos, hard=pos, weak=pos,
+                         qrels={f"q{offset + i}": {f"p{g}": 1} for i, g in enumerate(gold)})
+
+    return TrainingData(model_id="toy", dim=8, data_fingerprint="toy", raw_collection="", passage_ids=[f"p{i}" for i in range(40)],
+                        P=P, train=split(30, 0), dev=split(12, 100))
+
+
+@pytest.mark.parametrize("key, cls", [("nudge_n", NUDGEN), ("nudge_m", NUDGEM)])
+def test_our_call_gives_the_packages_own_output(key, cls):
+    data = _toy()
+    train = {"q_embs": data.train.Q, "q_ans_indx": [p.tolist() for p in data.train.positives]}
+    val = {"q_embs": data.dev.Q, "q_ans_indx": [p.tolist() for p in data.dev.positives]}
+    direct = cls(device=torch.device("cpu")).finetune_embeddings(data.P.copy(), train, val)
+    ours = nudge_embeddings(data, key)
+    np.testing.assert_allclose(ours, direct, atol=1e-6)
+    answered = sorted({int(p[0]) for p in data.train.positives})
+    assert not np.allclose(ours[answered], data.P[answered], atol=1e-4)  # it did move the answered passages
+    others = sorted(set(range(40)) - set(answered))
+    if key == "nudge_n":  # NUDGE-N keeps every passage on the sphere and leaves unanswered ones as they were
+        np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(ours[others], data.P[others], atol=1e-6)
+
+
+def test_eval_scores_the_ranking_nudge_vectors_make(small_store):
+    import embedfit as ef
+    from embedfit.store.store import Store
+
+    cfg, _ = small_store
+    store = Store(cfg.store)
+    ev = ef.evaluate(store, models=[MODEL], bm25=False, mse_baseline=False, plots=False, hnsw=False,
+                     bootstrap_resamples=100)
+    systems = ev.outcome.models[0].systems
+    data = load_training_data(store, MODEL)
+    from embedfit.store import query_vectors
+
+    qids_all, Q = query_vectors.load(store.root, MODEL)
+    row = {q: i for i, q in enumerate(qids_all)}
+    qrels = {q: r for q, r in store.load_qrels().items() if q in set(store.split_query_ids("test"))}
+    qids = [q for q in ev.outcome.models[0].query_ids]
+    for key, dot in (("nudge_n", False), ("nudge_m", True)):
+        P = nudge_embeddings(data, key)
+        scores = _unit(Q[[row[q] for q in qids]]) @ (P if dot else _unit(P)).T
+        run = {q: {data.passage_ids[j]: float(scores[i, j]) for j in np.argsort(-scores[i])[:100]}
+               for i, q in enumerate(qids)}
+        per_query = pytrec_eval.RelevanceEvaluator({q: qrels[q] for q in qids}, {"recip_rank"}).evaluate(run)
+        mrr_all = float(np.mean([v["recip_rank"] for v in per_query.values()]))
+        # eval's MRR@10 is cut at 10: equal when the first answer is in the top 10, never larger
+        assert systems[key].means["MRR@10"] <= mrr_all + 1e-9
+        top1 = {q: max(run[q], key=run[q].get) for q in qids}
+        assert {q: next(iter(systems[key].results[q])) for q in qids} == top1
+    assert ev.metrics["retrieval"]["nudge_n"] is not None and "nudge_m" in ev.metrics["ci95"]

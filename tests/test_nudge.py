@@ -81,3 +81,31 @@ def test_eval_scores_the_ranking_nudge_vectors_make(small_store):
         top1 = {q: max(run[q], key=run[q].get) for q in qids}
         assert {q: next(iter(systems[key].results[q])) for q in qids} == top1
     assert ev.metrics["retrieval"]["nudge_n"] is not None and "nudge_m" in ev.metrics["ci95"]
+
+
+
+def test_selection_ships_nudge_n_when_it_wins_and_applies_it_as_the_package_does():
+    """Issue 21, item 1: NUDGE-N enters selection as a candidate; when it wins on held-out folds it ships as a
+    query memory whose projected passages are the package's own output (fitted on train + dev, the chosen gamma)."""
+    from embedfit.adapters.config import TrainConfig
+    from embedfit.adapters.select import concat_splits, select_adapter, table_markdown
+
+    data = _toy(1)
+    # no unseen guard here: in this toy every question shares one shift, so moved passages pull unseen ones away
+    cfg = TrainConfig(methods=("nudge",), folds=3, tune_fusion=False, nudge_gammas=(0.05, 0.1, 0.2, 0.4),
+                      unseen_tolerance=None)
+    result, sel, chosen = select_adapter(None, cfg, data)
+    assert chosen.method == "nudge", table_markdown(sel, chosen)
+    ad = result.adapter
+    assert ad.config.memory["method"] == "nudge-n" and ad.config.memory["gamma"] == chosen.alpha
+    assert "NUDGE-N passage move" in ad.describe()
+    both = concat_splits(data.train, data.dev)
+    train = {"q_embs": both.Q, "q_ans_indx": [p.tolist() for p in both.positives]}
+    val = {"q_embs": data.dev.Q, "q_ans_indx": [p.tolist() for p in data.dev.positives]}
+    expected = NUDGEN(device=torch.device("cpu")).finetune_embeddings(data.P.copy(), train, val, gamma=chosen.alpha)
+    got = ad.project_passages(data.P, data.passage_ids)
+    answered = sorted({int(p) for pos in both.positives for p in pos})
+    np.testing.assert_allclose(got[answered], expected[answered], atol=1e-5)
+    others = sorted(set(range(len(data.P))) - set(answered))
+    np.testing.assert_array_equal(got[others], data.P[others])
+    np.testing.assert_array_equal(ad.project_queries(data.dev.Q), data.dev.Q)  # passage-side only

@@ -163,7 +163,9 @@ class Adapter:
     def describe(self) -> str:
         c = self.config
         what = "identity (no trained adapter beat raw on dev)" if c.identity else f"{c.kind} {c.dim_in}->{c.dim_out}"
-        if c.memory:
+        if c.memory and c.memory.get("method") == "nudge-n":
+            what = f"NUDGE-N passage move (gamma {c.memory.get('gamma')}, {c.memory['n_passages']} passages moved)"
+        elif c.memory:
             what = ("" if c.identity else what + " + ") + (f"query memory (alpha {c.memory['alpha']}, "
                                                            f"{c.memory['n_passages']} passages moved)")
         return f"{c.name}: {what}, sides={c.sides}, loss={c.loss}, base={c.base_model}"

@@ -8,7 +8,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from embedfit.adapters.config import LOSSES, METRICS, TrainConfig
+from embedfit.adapters.config import LOSSES, METRICS, SELECTABLE, TrainConfig
 from embedfit.adapters.export import FORMATS, export
 from embedfit.adapters.fit import FitResult, fit
 from embedfit.adapters.grid import grid_table, run_grid
@@ -68,13 +68,15 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--fixed", action="store_true",
                    help="train exactly the settings given (--kind, --loss, --temperature, ...) instead of selecting "
                         "among identity / query memory / query adapter / both")
-    t.add_argument("--methods", nargs="+", choices=("memory", "query", "query+memory"), default=list(d.methods),
+    t.add_argument("--methods", nargs="+", choices=SELECTABLE, default=list(d.methods),
                    help="selection: the customizations that compete with the identity")
     t.add_argument("--candidate-sets", nargs="+", choices=("mined", "corpus"), default=list(d.candidate_sets),
                    help="selection: InfoNCE negatives (mined hard negatives, or a softmax over the whole corpus)")
     t.add_argument("--temperatures", nargs="+", type=float, default=list(d.temperatures), help="selection")
     t.add_argument("--alphas", nargs="+", type=float, default=list(d.alphas),
                    help="selection: query-memory strengths tried")
+    t.add_argument("--nudge-gammas", nargs="+", type=float, default=list(d.nudge_gammas),
+                   help="selection: NUDGE-N move sizes tried (the nudge method)")
     t.add_argument("--folds", type=int, default=None,
                    help="selection: cross-validation folds over train+dev (default: 5 up to 3,000 labelled queries, "
                         "else 1 = the dev split)")
@@ -120,6 +122,7 @@ def train_config(a: argparse.Namespace) -> TrainConfig:
         return cfg
     return dataclasses.replace(cfg, methods=tuple(a.methods), candidate_sets=tuple(a.candidate_sets),
                                temperatures=tuple(a.temperatures), alphas=tuple(a.alphas), folds=a.folds,
+                               nudge_gammas=tuple(a.nudge_gammas),
                                unseen_tolerance=None if a.unseen_tolerance < 0 else a.unseen_tolerance,
                                max_epochs=max(a.max_epochs, a.epochs))
 

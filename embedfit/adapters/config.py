@@ -11,6 +11,8 @@ from embedfit.settings import METRICS as ALL_METRICS
 from embedfit.settings import default_store
 
 LOSSES = ("infonce", "triplet", "mse")
+#: the customizations selection may try beside the identity (`embedfit.adapters.select`)
+SELECTABLE = ("memory", "query", "query+memory", "nudge")
 #: dev metrics the selection may use (the primary metric first, as the CLI lists them)
 METRICS = ("MRR@10", *(m for m in ALL_METRICS if m != "MRR@10"))
 
@@ -45,11 +47,13 @@ class TrainConfig:
     seed: int = 13
     # -- selection (`embedfit.adapters.select`, what `embedfit train` runs unless --fixed) --
     #: which customizations compete (identity always does): memory, query, query+memory
-    methods: tuple[str, ...] = ("memory", "query", "query+memory")
+    methods: tuple[str, ...] = SELECTABLE
     candidate_sets: tuple[str, ...] = ("corpus",)
     temperatures: tuple[float, ...] = (0.02, 0.05)
     #: query-memory strengths tried (0 = no move is the identity candidate itself)
     alphas: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
+    #: NUDGE-N's move sizes tried (`embedfit.adapters.nudge`; the package's own grid is 0.02 to 0.48)
+    nudge_gammas: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4)
     #: folds of cross-validation over train+dev; None = automatic (5 up to 3,000 labelled queries, else 1 = dev)
     folds: int | None = None
     #: the longest schedule selection may extend a still-improving run to
@@ -83,15 +87,17 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "rank", "hidden"):
             if getattr(self, name) <= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive")
-        unknown = set(self.methods) - {"memory", "query", "query+memory"}
+        unknown = set(self.methods) - set(SELECTABLE)
         if unknown:
-            raise InputError(f"--methods: unknown {', '.join(sorted(unknown))} (choose memory, query, query+memory)")
+            raise InputError(f"--methods: unknown {', '.join(sorted(unknown))} (choose {', '.join(SELECTABLE)})")
         if set(self.candidate_sets) - {"mined", "corpus"}:
             raise InputError("--candidate-sets must be mined and/or corpus")
         if not self.temperatures or any(t <= 0 for t in self.temperatures):
             raise InputError("--temperatures must be positive numbers")
         if not self.alphas or any(a <= 0 for a in self.alphas):
             raise InputError("--alphas must be positive numbers (no move, alpha 0, is the identity candidate)")
+        if not self.nudge_gammas or any(not 0 < g < 2 for g in self.nudge_gammas):
+            raise InputError("--nudge-gammas must be numbers between 0 and 2 (NUDGE-N's bound on the move)")
         if self.folds is not None and self.folds < 1:
             raise InputError("--folds must be 1 (the dev split) or more")
         if self.max_epochs < self.epochs:

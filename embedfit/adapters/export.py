@@ -175,7 +175,7 @@ def dropped_memory_note(adapter: Adapter) -> str:
     chosen, rows, metric = sel.get("chosen", {}), sel.get("table", []), sel.get("metric", "MRR@10")
     mine = [r for r in rows if r.get("method") == chosen.get("method") and not r.get("guarded")
             and r.get("candidates") == chosen.get("candidates") and r.get("temperature") == chosen.get("temperature")]
-    if chosen.get("method") == "memory":
+    if chosen.get("method") in ("memory", "nudge"):  # passage-side alone: without it is the identity
         without = [r for r in rows if r.get("method") == "identity"]
     else:
         without = [r for r in rows if r.get("method") == "query" and not r.get("guarded")

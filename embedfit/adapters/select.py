@@ -9,6 +9,9 @@ The candidates, all on the frozen vectors (no re-embedding):
 - `query`: a linear query-side adapter trained with InfoNCE, for each candidate set (`mined`: the batch's
   positives + mined hard negatives; `corpus`: a softmax over every passage), temperature and epoch count.
 - `query+memory`: that adapter, with the memory built from the *adapted* training queries.
+- `nudge`: NUDGE-N (`embedfit.adapters.nudge`, ICLR 2025), the published passage-side method closest to the
+  memory, for each gamma of the grid (the table's alpha column); a chosen one ships as a query memory (its moved
+  passages, alpha 1), so the store, the page and every export apply it as they apply ours.
 
 Small data makes one dev split noisy (a few dozen queries decide), so with up to `AUTO_FOLDS_UP_TO`
 labelled queries selection cross-validates: train+dev are cut into k folds, every candidate is trained on
@@ -41,6 +44,7 @@ from embedfit.adapters.adapter import Adapter, AdapterConfig, PassageMemory
 from embedfit.adapters.config import TrainConfig
 from embedfit.adapters.data import SplitData, TrainingData, load_training_data
 from embedfit.adapters.memory import apply_memory, query_memory
+from embedfit.adapters.nudge import nudge_embeddings
 from embedfit.adapters.train import TrainResult, fuse_with_store_bm25, initial_module, run_epochs, torch_threads
 from embedfit.metrics.retrieval import binary_metrics, per_query_metrics
 from embedfit.metrics.seen import seen_unseen, trained_passages
@@ -56,7 +60,7 @@ log = logging.getLogger(__name__)
 #: labelled queries (train + dev) up to which selection cross-validates instead of trusting one dev split
 AUTO_FOLDS_UP_TO = 3000
 DEFAULT_FOLDS = 5
-METHODS = ("identity", "memory", "query", "query+memory")
+METHODS = ("identity", "memory", "query", "query+memory", "nudge")
 #: prefix of the per-fold metrics computed over the held-out queries about new documents only
 UNSEEN = "unseen:"
 
@@ -145,7 +149,8 @@ def table_markdown(sel: Selection, chosen: Point) -> str:
            else f"the dev split ({sel.decided_by} queries)")
     tol = (f"; a setting that loses more than {sel.unseen_tolerance:.3f} on the held-out queries about new "
            "documents (unseen) is refused (marked *refused*, beside the best allowed one)" if sel.unseen_tolerance is not None else "")
-    head = (f"dev {sel.metric}, decided by {who}; each row shows its best epochs / alpha{tol}\n\n"
+    head = (f"dev {sel.metric}, decided by {who}; each row shows its best epochs / alpha (for nudge: NUDGE-N's "
+            f"gamma){tol}\n\n"
             f"| method | candidates | temperature | epochs | alpha | mean {sel.metric} | sd over folds | vs identity | "
             "unseen vs identity |\n|---|---|---|---|---|---|---|---|---|")
     lines = [head]
@@ -272,6 +277,11 @@ def run_selection(cfg: TrainConfig, data: TrainingData) -> Selection:
     if "memory" in cfg.methods:
         for d, u in zip(folds, unseen):
             _memory_points(sel, Point("memory"), None, d, cfg.alphas, u)
+    if "nudge" in cfg.methods:
+        for d, u in zip(folds, unseen):
+            for g in cfg.nudge_gammas:
+                sel.scores.setdefault(Point("nudge", alpha=g), []).append(
+                    _score(d.dev.Q, nudge_embeddings(d.P, d.train, d.dev, gamma=g), d.dev, d, u))
     if not {"query", "query+memory"} & set(cfg.methods):
         sel.seconds = time.perf_counter() - t0
         return sel
@@ -332,7 +342,16 @@ def fit(cfg: TrainConfig, point: Point, d: TrainingData) -> tuple[nn.Module | No
     if point.method in ("memory", "query+memory"):
         rows, M = query_memory(_adapt(module, d.train.Q), d.train.positives, len(d.passage_ids))
         memory = PassageMemory(tuple(d.passage_ids[r] for r in rows), M)
+    if point.method == "nudge":  # NUDGE-N's moved passages as a memory: normalise(P + 1 * (moved - P)) = moved
+        moved = nudge_embeddings(d.P, d.train, d.dev, gamma=point.alpha)
+        rows = np.array(sorted({int(p) for pos in d.train.positives for p in pos}), dtype=np.int64)
+        memory = PassageMemory(tuple(d.passage_ids[r] for r in rows), (moved[rows] - d.P[rows]).astype(np.float32))
     return module, memory
+
+
+def memory_alpha(point: Point) -> float | None:
+    """The alpha a point's memory is applied with: its own, or 1 for NUDGE-N (whose alpha column holds gamma)."""
+    return 1.0 if point.method == "nudge" else point.alpha
 
 
 def _dense_results(module, memory: PassageMemory | None, alpha: float | None, d: TrainingData, k: int) -> Results:
@@ -363,7 +382,7 @@ def select_adapter(store: Store | None, cfg: TrainConfig, data: TrainingData | N
         if cfg.tune_fusion:
             def dense() -> Results:  # on queries the fused model was not fitted on: fold 1's held-out part (or dev)
                 f_module, f_memory = fit(cfg, chosen, folds[0]) if sel.folds > 1 else (module, memory)
-                return _dense_results(f_module, f_memory, chosen.alpha, folds[0], DEFAULT_N)
+                return _dense_results(f_module, f_memory, memory_alpha(chosen), folds[0], DEFAULT_N)
 
             fusion = fuse_with_store_bm25(store, dense, folds[0].dev.qrels, cfg.metric)
         fusion_seconds = time.perf_counter() - t_fusion
@@ -378,10 +397,12 @@ def select_adapter(store: Store | None, cfg: TrainConfig, data: TrainingData | N
     config = AdapterConfig(
         name=name, kind="linear", sides="query", dim_in=data.dim, dim_out=data.dim, base_model=data.model_id,
         data_fingerprint=data.data_fingerprint, raw_collection=data.raw_collection, loss="infonce",
-        identity=chosen.method in ("identity", "memory"), training=settings,
+        identity=chosen.method in ("identity", "memory", "nudge"), training=settings,
         dev_metrics={"selected": sel.mean_metrics(chosen), "identity": identity, "metric": cfg.metric},
         fusion=fusion.to_json() if fusion else None,
-        memory={"alpha": chosen.alpha, "n_passages": len(memory.ids)} if memory is not None else None,
+        memory=({"alpha": memory_alpha(chosen), "n_passages": len(memory.ids),
+                 **({"method": "nudge-n", "gamma": chosen.alpha} if chosen.method == "nudge" else {})}
+                if memory is not None else None),
         selection={"chosen": chosen.to_json(), "folds": sel.folds, "decided_by": sel.decided_by,
                    "metric": cfg.metric, "unseen_tolerance": sel.unseen_tolerance,
                    "unseen_change": None if np.isnan(sel.unseen_change(chosen)) else round(sel.unseen_change(chosen), 4),

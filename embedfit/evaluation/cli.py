@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from embedfit.adapters.config import SELECTABLE
 from embedfit.evaluation import dims, learning_curve
 from embedfit.evaluation.config import SPLITS, EvalConfig
 from embedfit.evaluation.dims import DimsConfig, dims_table, run_dims
@@ -91,7 +92,7 @@ def parse_curve_args(argv: list[str]) -> CurveConfig:
                    help="numbers of labelled queries (every labelled query is always the last point)")
     p.add_argument("--seeds", type=int, default=d.seeds, help="draws per size")
     p.add_argument("--metric", choices=METRICS, default=d.metric)
-    p.add_argument("--methods", nargs="+", choices=("memory", "query", "query+memory"), default=list(d.methods))
+    p.add_argument("--methods", nargs="+", choices=SELECTABLE, default=list(d.methods))
     p.add_argument("--candidate-sets", nargs="+", choices=("mined", "corpus"), default=list(d.candidate_sets))
     p.add_argument("--temperatures", nargs="+", type=float, default=list(d.temperatures))
     p.add_argument("--folds", type=int, default=d.folds, help="cross-validation folds of each selection")

@@ -138,7 +138,9 @@ def _adapter_label(adapter: Adapter) -> str:
     if adapter.is_identity:
         return f"adapter {c.name} (identity: nothing beat raw on dev)"
     parts = [] if c.identity else [f"{c.kind}, {c.loss}, sides={c.sides}"]
-    if c.memory:
+    if c.memory and c.memory.get("method") == "nudge-n":
+        parts.append(f"NUDGE-N passage move, gamma {c.memory.get('gamma')}")
+    elif c.memory:
         parts.append(f"query memory, alpha {c.memory['alpha']}")
     return f"adapter {c.name} ({'; '.join(parts)})"
 

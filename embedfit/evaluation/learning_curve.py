@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from embedfit import atomic
-from embedfit.adapters.config import TrainConfig
+from embedfit.adapters.config import SELECTABLE, TrainConfig
 from embedfit.adapters.data import SplitData, TrainingData, load_training_data
 from embedfit.adapters.select import concat_splits, select_adapter, subset_split
 from embedfit.errors import InputError, StoreError
@@ -48,7 +48,7 @@ class CurveConfig:
     seeds: int = 3
     metric: str = "nDCG@10"
     #: the selection's grid: kept small by default (each point runs it once per seed)
-    methods: tuple[str, ...] = ("memory", "query", "query+memory")
+    methods: tuple[str, ...] = SELECTABLE
     candidate_sets: tuple[str, ...] = ("corpus",)
     temperatures: tuple[float, ...] = (0.05,)
     folds: int = 3

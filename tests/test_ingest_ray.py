@@ -222,6 +222,9 @@ def test_an_address_where_no_ray_listens_is_refused_in_seconds_not_minutes(tmp_p
             with pytest.raises(InputError, match="not a Ray cluster's GCS"):
                 check_reachable(f"127.0.0.1:{port}", timeout=2)
             assert time.monotonic() - t0 < 10
+        with pytest.MonkeyPatch.context() as mp:  # a TLS cluster is not probed with a plain preface (TCP only)
+            mp.setenv("RAY_USE_TLS", "1")
+            check_reachable(f"127.0.0.1:{http.server_address[1]}", timeout=2)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
         port = server.add_insecure_port("127.0.0.1:0")
         server.start()

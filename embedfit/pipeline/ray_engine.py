@@ -111,7 +111,8 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     host, _, port = address.rpartition(":")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as conn:
-            speaks_grpc = _answers_http2(conn, timeout)
+            # a cluster with TLS (RAY_USE_TLS) answers a TLS handshake, not a plain preface: TCP is all we check there
+            speaks_grpc = os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true") or _answers_http2(conn, timeout)
     except OSError as exc:
         raise InputError(f"--ray-address {address}: nothing answers at {host}:{port} within {timeout:g} s ({exc}). "
                          "Start the cluster first (`ray start --head` on the head node), or leave --ray-address out "

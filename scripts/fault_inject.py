@@ -609,16 +609,20 @@ def export_seconds(work: Path) -> float:
 
 # -- the demo -------------------------------------------------------------------------------------------------
 
+def demo_args(folder: Path, data: Path, port: int) -> list[str]:
+    """`make demo --page-only` on a 40-question slice, everything under `folder`."""
+    return [sys.executable, "-m", "scripts.demo", "--data", str(data), "--limit", "40", "--page-only",
+            "--store", str(folder / "store"), "--adapters", str(folder / "adapters"), "--report", str(folder / "report"),
+            "--port", str(port)]
+
+
 def demo_trial(work: Path, data: Path, n: int, rng: random.Random, seconds: float) -> dict:
     """kill -9 the demo (`--page-only`, a small slice) at a random instant: every process it started must be gone
     within 10 s (they die with it), whatever it was doing."""
     from embedfit.procs import descendants, free_port, running
 
     folder = work / f"demo-{n:02d}"
-    args = [sys.executable, "-m", "scripts.demo", "--data", str(data), "--limit", "40", "--page-only",
-            "--store", str(folder / "store"), "--adapters", str(folder / "adapters"), "--report",
-            str(folder / "report"), "--port", str(free_port())]
-    child = Child(args, {r"PAGE READY": "page", r"ingest ": "ingest", r"select and fit": "fit", r"app: ": "app"})
+    child = Child(demo_args(folder, data, free_port()), {r"PAGE READY": "page", r"ingest ": "ingest", r"select and fit": "fit", r"app: ": "app"})
     delay = rng.uniform(0.0, 1.3 * seconds)  # some kills land after the page is up
     seen: set[int] = set()
     deadline = time.monotonic() + delay
@@ -745,10 +749,7 @@ def run(ingest_kills: int, save_kills: int, project_kills: int, limit: int | Non
         from embedfit.procs import free_port
 
         t0_demo = time.perf_counter()
-        probe = Child([sys.executable, "-m", "scripts.demo", "--data", str(data), "--limit", "40", "--page-only",
-                       "--store", str(work / "demo-ref" / "store"), "--adapters", str(work / "demo-ref" / "adapters"),
-                       "--report", str(work / "demo-ref" / "report"), "--port", str(free_port())],
-                      {r"PAGE READY": "page"})
+        probe = Child(demo_args(work / "demo-ref", data, free_port()), {r"PAGE READY": "page"})
         probe.wait_for("page", timeout=600)
         demo_seconds = time.perf_counter() - t0_demo
         probe.kill()

@@ -66,4 +66,4 @@ def test_options_left_out_give_the_dataclass_defaults(tmp_path):
     assert eval_cli.parse_args([]) == EvalConfig()
     assert app_cli.parse_args([]) == AppConfig()
     a = adapters_cli.parse_args(["train", "--out", str(tmp_path / "ad")])
-    assert adapters_cli.train_config(a) == TrainConfig(out=Path(tmp_path / "ad"))
+    assert adapters_cli.config_from_args(a) == TrainConfig(out=Path(tmp_path / "ad"))

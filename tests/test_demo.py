@@ -55,7 +55,9 @@ def _search(base: str, question: str) -> list:
     return json.loads(m.group(1))
 
 
-def test_page_first_then_the_rest_through_a_server(tmp_path):
+def _start_demo(tmp_path):
+    """The real demo on the first 60 shared NQ questions, in its own session, logging to tmp_path/demo.log:
+    (page port, log path, environment, process)."""
     port = free_port()
     out = tmp_path / "demo.log"
     env = {**os.environ, "EMBEDFIT_CACHE": str(tmp_path / "cache")}
@@ -64,6 +66,11 @@ def test_page_first_then_the_rest_through_a_server(tmp_path):
            "--port", str(port)]
     with out.open("w") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return port, out, env, proc
+
+
+def test_page_first_then_the_rest_through_a_server(tmp_path):
+    port, out, env, proc = _start_demo(tmp_path)
     base = f"http://127.0.0.1:{port}/"
     answered_while_busy = None
     try:
@@ -103,14 +110,7 @@ def test_kill_9_of_the_demo_leaves_no_process_and_its_server_holds_the_store(tmp
     """Issue 22, cases 12-13: kill -9 of the demo left its Chroma server, the app and the ingest child running as
     orphans (a rerun then reported PAGE READY from the orphan); an embedded writer was let into the store the demo's
     server serves. Now every child dies with the demo, and the store is locked while the server holds it."""
-    port = free_port()
-    out = tmp_path / "demo.log"
-    env = {**os.environ, "EMBEDFIT_CACHE": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-m", "scripts.demo", "--data", str(nq_data_dir()), "--limit", "60",
-           "--store", str(tmp_path / "store"), "--adapters", str(tmp_path / "adapters"), "--report", str(tmp_path / "report"),
-           "--port", str(port)]
-    with out.open("w") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    port, out, env, proc = _start_demo(tmp_path)
     try:
         deadline = time.monotonic() + 600
         while "PAGE READY" not in out.read_text():

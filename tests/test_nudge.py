@@ -9,7 +9,7 @@ import torch
 from nudge import NUDGEM, NUDGEN
 
 from embedfit.adapters.data import SplitData, TrainingData, load_training_data
-from embedfit.evaluation.nudge import nudge_embeddings
+from embedfit.adapters.nudge import nudge_embeddings
 
 MODEL = "all-MiniLM-L6-v2"
 
@@ -43,7 +43,7 @@ def test_our_call_gives_the_packages_own_output(key, cls):
     train = {"q_embs": data.train.Q, "q_ans_indx": [p.tolist() for p in data.train.positives]}
     val = {"q_embs": data.dev.Q, "q_ans_indx": [p.tolist() for p in data.dev.positives]}
     direct = cls(device=torch.device("cpu")).finetune_embeddings(data.P.copy(), train, val)
-    ours = nudge_embeddings(data, key)
+    ours = nudge_embeddings(data.P, data.train, data.dev, key)
     np.testing.assert_allclose(ours, direct, atol=1e-6)
     answered = sorted({int(p[0]) for p in data.train.positives})
     assert not np.allclose(ours[answered], data.P[answered], atol=1e-4)  # it did move the answered passages
@@ -70,7 +70,7 @@ def test_eval_scores_the_ranking_nudge_vectors_make(small_store):
     qrels = {q: r for q, r in store.load_qrels().items() if q in set(store.split_query_ids("test"))}
     qids = [q for q in ev.outcome.models[0].query_ids]
     for key, dot in (("nudge_n", False), ("nudge_m", True)):
-        P = nudge_embeddings(data, key)
+        P = nudge_embeddings(data.P, data.train, data.dev, key)
         scores = _unit(Q[[row[q] for q in qids]]) @ (P if dot else _unit(P)).T
         run = {q: {data.passage_ids[j]: float(scores[i, j]) for j in np.argsort(-scores[i])[:100]}
                for i, q in enumerate(qids)}

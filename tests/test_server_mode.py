@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ from app_support import exact_top, make_adapter
 from conftest import REPO, nq_data_dir
 
 from embedfit.adapters.io import load_adapter
-from embedfit.procs import free_port, stop_process
+from embedfit.procs import free_port, stop_process, wait_until_answering
 from embedfit.store import chroma_store
 from embedfit.store.store import Store
 
@@ -33,27 +31,27 @@ QUESTIONS = ["who wrote the declaration of independence", "what is the capital o
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A real `chroma run` on 127.0.0.1 and a free port, stopped at the end of the module."""
+    data = tmp_path_factory.mktemp("chroma-server")
+    with (data / "server.log").open("w") as log:
+        proc, port = start_chroma_server(data / "db", log)
+        yield {"host": "127.0.0.1", "port": port, "path": data / "db"}
+        stop_process(proc, timeout=20)
+
+
+def start_chroma_server(db: Path, log) -> tuple[subprocess.Popen, int]:
+    """A real `chroma run` over `db` on 127.0.0.1 and a free port, answering its heartbeat: (process, port)."""
     exe = CHROMA if CHROMA.exists() else shutil.which("chroma")
     if exe is None:
         pytest.fail("the `chroma` CLI (from the chromadb package) is not installed; run `make setup`")
-    data = tmp_path_factory.mktemp("chroma-server")
     port = free_port()
-    log = (data / "server.log").open("w")
-    proc = subprocess.Popen([str(exe), "run", "--path", str(data / "db"), "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen([str(exe), "run", "--path", str(db), "--host", "127.0.0.1", "--port", str(port)],
                             stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=2):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"chroma run did not start: {(data / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.2)
-    yield {"host": "127.0.0.1", "port": port, "path": data / "db"}
-    stop_process(proc, timeout=20)
-    log.close()
+    try:
+        wait_until_answering(f"http://127.0.0.1:{port}/api/v2/heartbeat", proc, 60)
+    except (ChildProcessError, TimeoutError) as exc:
+        proc.kill()
+        pytest.fail(f"chroma run did not start: {exc}")
+    return proc, port
 
 
 def run_stages(root: Path, server: dict | None, cache: Path, monkeypatch) -> dict:
@@ -191,19 +189,8 @@ def test_a_server_killed_during_an_upsert_is_one_message(tmp_path):
     from embedfit.errors import StoreError
     from embedfit.store import chroma_store
 
-    exe = CHROMA if CHROMA.exists() else shutil.which("chroma")
-    port = free_port()
-    proc = subprocess.Popen([str(exe), "run", "--path", str(tmp_path / "db"), "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, port = start_chroma_server(tmp_path / "db", subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=2):
-                    break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.2)
         client = chroma_store.open_client(chroma_store.ChromaTarget(host="127.0.0.1", port=port), write=True)
         col = chroma_store.ensure_collection(client, "raw-x", {"kind": "raw"}, check_keys=("kind",))
         chroma_store.upsert_batched(col, client, ["a"], np.ones((1, 4), np.float32))

@@ -115,7 +115,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parse_with_verbosity(parser(), argv)
 
 
-def train_config(a: argparse.Namespace) -> TrainConfig:
+def config_from_args(a: argparse.Namespace) -> TrainConfig:
     """`embedfit train`'s options as the `TrainConfig` that `fit` runs (selection settings included)."""
     cfg = dataclasses.replace(_config(a, a.out), name=a.name)
     if a.fixed:
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         store = Store(a.store, a.chroma_host, a.chroma_port, write=may_project)
         store.require(a.model)
         if a.command == "train":
-            cfg = train_config(a)
+            cfg = config_from_args(a)
             fixed_only = [f"--{k.replace('_', '-')}" for k in ("kind", "sides", "loss", "dim_out")
                           if getattr(a, k) != getattr(TrainConfig(), k)]
             if fixed_only and not a.fixed:

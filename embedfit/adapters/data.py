@@ -34,9 +34,10 @@ class TrainingData:
     dev: SplitData
 
 
-def load_training_data(store: Store, model_id: str) -> TrainingData:
+def load_training_data(store: Store, model_id: str, dump: chroma_store.CollectionDump | None = None) -> TrainingData:
+    """`dump`: the raw collection when the caller has already read it (eval does), else it is read here."""
     info = store.model_info(model_id)
-    dump = chroma_store.fetch_all(store.raw_collection(model_id))
+    dump = dump or chroma_store.fetch_all(store.raw_collection(model_id))
     pindex = {pid: i for i, pid in enumerate(dump.ids)}
     qids, qvecs = query_vectors.load(store.root, model_id)
     qrow = {q: i for i, q in enumerate(qids)}

@@ -7,7 +7,7 @@ move whose size (gamma) it chooses on validation queries:
 - NUDGE-M moves every answered passage by one shared gamma and returns *unnormalised* vectors, searched by dot
   product as its authors do.
 
-Two uses: eval runs both as baselines, fitted as the package's README does (`embedfit.evaluation.nudge`); selection
+Two uses: eval runs both as baselines, fitted as the package's README does (`embedfit.evaluation.evaluate`); selection
 tries NUDGE-N with fixed gammas as a candidate scored on held-out folds like every other
 (`embedfit.adapters.select`), and a chosen NUDGE-N is shipped as a query memory (its moved passages, alpha 1).
 The package's output is used unchanged (`tests/test_nudge.py` checks it against a direct call).

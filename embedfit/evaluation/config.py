@@ -45,7 +45,7 @@ class EvalConfig:
     split: str = "test"
     bm25: bool = True
     mse_baseline: bool = True
-    #: NUDGE-N and NUDGE-M beside the customization (`embedfit.evaluation.nudge`)
+    #: NUDGE-N and NUDGE-M beside the customization (`embedfit.adapters.nudge`)
     nudge: bool = True
     mse_epochs: int = 10
     hnsw: bool = True

@@ -31,6 +31,7 @@ from embedfit.adapters.config import TrainConfig
 from embedfit.adapters.curves import curves_png
 from embedfit.adapters.data import load_training_data
 from embedfit.adapters.io import adapter_sha, check_compatible, load_adapter
+from embedfit.adapters.nudge import NUDGE_SYSTEMS, nudge_embeddings
 from embedfit.adapters.project import projection_problem
 from embedfit.adapters.train import train_adapter
 from embedfit.embed import EmbeddingCache, embed_cached, load_embedder
@@ -39,7 +40,6 @@ from embedfit.errors import EmbedfitError, InputError, MismatchError, StoreError
 from embedfit.evaluation import plots, report
 from embedfit.evaluation.config import CI_METRICS, PRIMARY_METRIC, REPORT_OUTPUT, EvalConfig
 from embedfit.evaluation.heldout import HeldOut, load_heldout, require_enough
-from embedfit.evaluation.nudge import NUDGE_SYSTEMS, nudge_embeddings
 from embedfit.evaluation.results import EvalOutcome, ModelEvaluation, SystemRun, is_adapter_key
 from embedfit.evaluation.threshold import best_threshold, threshold_accuracy
 from embedfit.metrics.retrieval import per_query_metrics, recall_at_k_curve
@@ -169,20 +169,20 @@ def _mse_baseline(store: Store, model: str, cfg: EvalConfig, q: np.ndarray, qids
                          seconds=round(res.seconds, 2))
 
 
-def _nudge_systems(store: Store, model: str, q: np.ndarray, qids: list[str], p_raw: np.ndarray, pids: list[str],
-                   notes: list[str]) -> dict[str, SystemRun]:
-    """NUDGE-N and NUDGE-M (`embedfit.evaluation.nudge`), fitted on the store's train split, gamma on its dev."""
+def _nudge_systems(store: Store, model: str, q: np.ndarray, qids: list[str], dump: chroma_store.CollectionDump,
+                   p_raw: np.ndarray, notes: list[str]) -> dict[str, SystemRun]:
+    """NUDGE-N and NUDGE-M (`embedfit.adapters.nudge`), fitted on the store's train split with gamma chosen by the
+    package on its dev split, exactly as the package's README does; queries unchanged."""
     try:
-        data = load_training_data(store, model)
+        data = load_training_data(store, model, dump)  # the vectors eval already read: the same rows, in order
     except EmbedfitError as exc:
         notes.append(f"NUDGE baselines skipped: {exc}")
         return {}
-    if list(data.passage_ids) != list(pids):
-        raise StoreError(f"the {model} collection changed during eval; run it again")
+    pids = data.passage_ids
     out = {}
     for key, (label, _, dot) in NUDGE_SYSTEMS.items():
         t0 = time.perf_counter()
-        moved = nudge_embeddings(data, key)
+        moved = nudge_embeddings(data.P, data.train, data.dev, key)
         out[key] = _dense_system(key, label, q, qids, p_raw, pids, l2_normalise, lambda _x, _ids, m=moved: m,
                                  dot=dot, seconds=round(time.perf_counter() - t0, 2))
     notes.append(f"NUDGE-N and NUDGE-M (Zeighami et al., ICLR 2025; the nudge-ft package, used unchanged): passage "
@@ -564,7 +564,7 @@ def evaluate_model(store: Store, model: str, cfg: EvalConfig, adapters: list[tup
                 systems["mse_baseline"] = mse
     if cfg.nudge:
         with _timed(timings, "nudge"):
-            systems.update(_nudge_systems(store, model, q, qids, p_raw, pids, notes))
+            systems.update(_nudge_systems(store, model, q, qids, dump, p_raw, notes))
     if cfg.bm25:
         with _timed(timings, "bm25"):
             key = tuple(qids)

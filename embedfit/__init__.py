@@ -11,6 +11,7 @@ One package, layered by concern; each layer imports only the layers below it (`t
     adapters/    modules, losses, training, selection, the query memory, save/load, projection, export
     pipeline/    the ingest run, negative mining, the Ray engine
     search/      the Retriever service (raw, adapted, hybrid side by side)
+    report/      the decision card and the report drawn from eval's files (report.html, the page's Eval tab)
     evaluation/  the eval run, report files, plots, threshold accuracy, studies
     app/         the Gradio page
     cli.py       one command, `embedfit` (and `python -m embedfit`), with a subcommand per stage

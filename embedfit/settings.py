@@ -35,6 +35,8 @@ DEFAULT_DATASET = "sentence-transformers/natural-questions"
 K_VALUES = (1, 5, 10, 100)
 #: the metrics every system gets, in report order (names as `embedfit.metrics.retrieval` computes them)
 METRICS = ("Recall@1", "Recall@5", "Recall@10", "Recall@100", "MRR@10", "nDCG@10")
+#: the metric the verdict in words and the decision card are about ("helped / hurt / no significant difference")
+PRIMARY_METRIC = "MRR@10"
 #: how many passages a system retrieves per query: enough for the largest k
 TOP_K = max(K_VALUES)
 

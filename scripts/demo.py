@@ -177,7 +177,7 @@ def run_demo(cfg: DemoConfig) -> int:
                                      *[a for m in cfg.models for a in ("--adapter", str(cfg.adapters / m))],
                                      "--out", str(cfg.report)), env)
                 log.info("FULL REPORT after %.0f s: %s (press 'Reload report' on the page's Eval report tab)",
-                         time.monotonic() - t0, cfg.report / "report.md")
+                         time.monotonic() - t0, cfg.report / "report.html")
             except DemoError as exc:  # the page keeps serving what phase 1 made, unless its server is gone
                 _require_alive(server)
                 log.error("%s. The page still serves %s; run `make demo` again to finish the rest.", exc, cfg.app_model)

@@ -59,3 +59,9 @@ def build_small_store(root: Path, model: str = "all-MiniLM-L6-v2", limit: int = 
 def small_store(tmp_path_factory):
     """(IngestConfig, summary) of a 300-query all-MiniLM-L6-v2 store shared by the whole session (read-only!)."""
     return build_small_store(tmp_path_factory.mktemp("small"))
+
+
+def metrics_without_timings(m: dict) -> dict:
+    """A metrics.json object without what eval measures in time (each system's cost, and the decision card's):
+    two runs on the same data agree on everything else, to the last digit."""
+    return {k: ({**v, "cost": None} if k == "decision" else v) for k, v in m.items() if k != "costs"}

@@ -1,6 +1,7 @@
 """The page in a real headless Chromium (Debian's, driven by Playwright): type an NQ question, press search,
 read the three columns (raw, adapted, adapter + BM25), check the gold marker; Enter and the examples work; the report tab shows its table and plot.
-Screenshots go to artifacts/tests/ (app.png: the search; app-report.png: the report tab)."""
+Screenshots go to artifacts/tests/ (app.png: the search; app-report.png: the Eval tab as first seen, 1280x800;
+report-html.png: report.html opened offline)."""
 from __future__ import annotations
 
 import json
@@ -130,23 +131,77 @@ def test_search_side_by_side_in_chromium(app, browser, artifacts_dir):
     page.close()
 
 
-def test_report_tab_shows_the_table_and_plots(app, browser, artifacts_dir):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+def _all_images_loaded(page, scope: str) -> list[int]:
+    """naturalWidth of every image under `scope`, once each has finished loading."""
+    page.wait_for_function(f"() => Array.from(document.querySelectorAll('{scope} img')).every(i => i.complete)")
+    return page.evaluate(f"() => Array.from(document.querySelectorAll('{scope} img')).map(i => i.naturalWidth)")
+
+
+def test_eval_tab_shows_the_decision_card_above_the_fold(app, browser, artifacts_dir):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(app.url)
     page.get_by_role("tab", name="Eval report").click()
-    report = page.locator("#report")
-    report.get_by_text("Δ adapted − raw").first.wait_for()
-    metrics = json.loads((app.cfg.report / "metrics.json").read_text("utf-8"))  # what eval really wrote
-    raw, ci = metrics["retrieval"]["raw"]["MRR@10"], metrics["ci95"]["raw"]["MRR@10"]
-    assert f"{raw:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" in report.inner_text()
-    figures = json.loads((app.cfg.report / "details.json").read_text("utf-8"))["models"][MODEL]["figures"]
-    n_png = sum(rel.endswith(".png") for rel in figures.values())
-    assert page.locator("#report-plots img").count() == n_png >= 3
-    img = page.locator("#report-plots img").first
-    img.wait_for()
-    page.wait_for_function("(el) => el.complete && el.naturalWidth > 0", arg=img.element_handle())
-    assert img.get_attribute("src").startswith("data:image/png;base64,")  # inline: no file is served
-    assert "Recall@k" in page.locator("#report-plots").inner_text()
-    page.screenshot(path=str(artifacts_dir / "app-report.png"), full_page=True)
+    card = page.locator("#report .ef-decision").first
+    card.wait_for()
+    # what a person sees first: the card, whole, inside the 1280x800 window (no scrolling)
+    box = card.bounding_box()
+    assert box["y"] >= 0 and box["y"] + box["height"] <= 800, box
+    page.screenshot(path=str(artifacts_dir / "app-report.png"))
+    # the card's numbers are metrics.json's (read here from the file eval wrote)
+    m = json.loads((app.cfg.report / "metrics.json").read_text("utf-8"))
+    rec = card.get_attribute("data-system")
+    assert rec == m["decision"]["recommended"] and card.get_attribute("data-model") == m["model"] == MODEL
+    raw = m["retrieval"]["raw"]["MRR@10"]
+    assert card.locator(".ef-raw").inner_text() == f"{raw:.3f}"
+    if rec == "raw":
+        assert "Keep the raw embeddings." in card.inner_text()
+    else:
+        change = m["vs_raw"][rec]["MRR@10"]
+        assert change["p"] < 0.05 and change["delta"] > 0  # the rule: a significant gain over raw
+        assert card.locator(".ef-rec-label").inner_text() == m["labels"][rec]
+        assert card.locator(".ef-mean").inner_text() == f"{m['retrieval'][rec]['MRR@10']:.3f}"
+        assert card.locator(".ef-gain").inner_text() == f"{change['delta']:+.3f}"
+        lo, hi = change["ci95"]
+        assert card.locator(".ef-ci").inner_text() == f"[{lo:+.3f}, {hi:+.3f}]"
+    # every chart is an inline image that loaded; as many as eval listed
+    details = json.loads((app.cfg.report / "details.json").read_text("utf-8"))
+    n_png = len(details["figures"]) + sum(rel.endswith(".png") for rel in details["models"][MODEL]["figures"].values())
+    widths = _all_images_loaded(page, "#report")
+    assert len(widths) == n_png >= 4 and all(w > 0 for w in widths)
+    assert all(src.startswith("data:image/png;base64,") for src in
+               page.evaluate("() => Array.from(document.querySelectorAll('#report img')).map(i => i.src)"))
+    # the readable table, then the rest collapsed
+    assert page.locator("#report details.ef-more").count() >= 3
+    assert not page.locator("#report details.ef-more").first.evaluate("(el) => el.open")
+    page.screenshot(path=str(artifacts_dir / "app-report-full.png"), full_page=True)
+    page.close()
+
+
+def test_report_html_opens_offline_from_a_copied_file(app, browser, tmp_path, artifacts_dir):
+    """report.html alone in another folder, every network request refused: the card and each chart still show."""
+    import shutil
+
+    copy = tmp_path / "copied"
+    copy.mkdir()
+    shutil.copy(app.cfg.report / "report.html", copy / "report.html")
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_default_timeout(TIMEOUT_MS)
+    asked: list[str] = []
+
+    def refuse(route):
+        asked.append(route.request.url)
+        route.abort()
+
+    page.route("http://**/*", refuse)
+    page.route("https://**/*", refuse)
+    page.goto((copy / "report.html").as_uri())
+    card = page.locator(".ef-decision").first
+    card.wait_for()
+    box = card.bounding_box()
+    assert box["y"] + box["height"] <= 800
+    widths = _all_images_loaded(page, "body")
+    assert widths and all(w > 0 for w in widths)
+    assert asked == []
+    page.screenshot(path=str(artifacts_dir / "report-html.png"))
     page.close()

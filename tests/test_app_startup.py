@@ -9,7 +9,7 @@ from app_support import ExactOracle, make_adapter, make_report
 from embedfit.app.cards import render_column, render_status
 from embedfit.app.cli import main, parse_args
 from embedfit.app.config import AppConfig
-from embedfit.app.report import load_report, metrics_markdown
+from embedfit.app.report import load_report
 from embedfit.app.startup import open_app
 from embedfit.app.ui import render, run_search
 
@@ -128,15 +128,31 @@ def test_untrusted_text_is_escaped_in_cards(small_store, tmp_path, embedder):
 
 # -- report tab -----------------------------------------------------------------------------------------------
 
-def test_report_table_puts_raw_beside_every_delta():
-    block = {"n_queries": 30, "adapter": "a", "p_value_adapted_vs_raw": 0.41,
-             "retrieval": {"raw": {"Recall@10": 0.9}, "adapted": {"Recall@10": 0.88}, "bm25": {"Recall@10": 0.6},
-                           "mse_baseline": {"Recall@10": 0.4}},
-             "ci95": {"adapted": {"Recall@10": [0.8, 0.95]}}, "threshold_accuracy": {"raw": 0.81, "adapted": 0.8}}
-    md = metrics_markdown(block, MODEL)
-    assert "| Metric | raw | adapted | Δ adapted − raw | bm25 | Δ bm25 − raw | mse_baseline | Δ mse_baseline − raw |" in md
-    assert "| Recall@10 | 0.900 | 0.880 [0.800, 0.950] | -0.020 | 0.600 | -0.300 | 0.400 | -0.500 |" in md
-    assert "adapted vs raw:** p = 0.41" in md and "raw: 0.81; adapted: 0.8" in md
+def _block(model: str, label: str = "query adapter") -> dict:
+    """A metrics.json object by hand: raw 0.5, the adapter 0.6 (+0.1, significant), its interval and test."""
+    return {"model": model, "n_queries": 30, "retrieval": {"raw": {"MRR@10": 0.5, "nDCG@10": 0.55},
+                                                            "adapted": {"MRR@10": 0.6, "nDCG@10": 0.62}},
+            "ci95": {"raw": {"MRR@10": [0.4, 0.6]}, "adapted": {"MRR@10": [0.5, 0.7]}},
+            "vs_raw": {"adapted": {"MRR@10": {"delta": 0.1, "ci95": [0.05, 0.15], "p": 0.002},
+                                   "nDCG@10": {"delta": 0.07, "ci95": [0.01, 0.12], "p": 0.03}}},
+            "labels": {"raw": "raw", "adapted": label}}
+
+
+def test_report_tab_puts_the_decision_first_and_raw_beside_every_change():
+    from embedfit.report.render import body_html
+
+    html = body_html(_block(MODEL), {}, {})
+    assert html.index("ef-decision") < html.index("Every system on the same queries")
+    assert "Deploy: <b class=\"ef-rec-label\">query adapter</b>" in html
+    assert "0.500 → " in html or "0.500</span> → " in html
+    assert "+0.100 [+0.050, +0.150], p=0.002" in html and "0.600 [0.500, 0.700]" in html
+
+
+def test_report_tab_escapes_what_the_files_say():
+    from embedfit.report.render import body_html
+
+    html = body_html(_block(MODEL, label="<script>alert(1)</script>"), {"models": {MODEL: {"notes": ["<img src=x>"]}}}, {})
+    assert "<script>" not in html and "<img src=x>" not in html and "&lt;script&gt;" in html
 
 
 @pytest.fixture(scope="module")
@@ -150,20 +166,20 @@ def real_report(small_store, tmp_path_factory):
 
 def test_report_shows_every_figure_eval_made_inline(real_report, tmp_path):
     import json
+    import re
 
-    from embedfit.app.report import plots_html
-
-    details = json.loads((real_report / "details.json").read_text("utf-8"))["models"][MODEL]
-    pngs = [rel for rel in details["figures"].values() if rel.endswith(".png")]
-    assert len(pngs) >= 3  # histograms, Recall@k, latent space (+ training curves for a trained adapter)
+    details = json.loads((real_report / "details.json").read_text("utf-8"))
+    pngs = [rel for rel in details["figures"].values()] + [
+        rel for rel in details["models"][MODEL]["figures"].values() if rel.endswith(".png")]
+    assert len(pngs) >= 4  # the forest plot, histograms, Recall@k, latent space (+ training curves, selection)
     view = load_report(real_report, MODEL, tmp_path, tmp_path)
-    assert view.found and [data for data, _ in view.images] == [(real_report / rel).read_bytes() for rel in pngs]
-    captions = [c for _, c in view.images]
-    assert all(c.startswith(f"{MODEL}: ") for c in captions) and any("Recall@k" in c for c in captions)
+    assert view.found and list(view.images) == pngs
+    assert all(view.images[rel] == (real_report / rel).read_bytes() for rel in pngs)
+    srcs = re.findall(r'<img[^>]* src="([^"]*)"', view.html)
+    assert len(srcs) == len(pngs) and all(src.startswith("data:image/png;base64,") for src in srcs)
     metrics = json.loads((real_report / "metrics.json").read_text("utf-8"))
-    assert f"{metrics['retrieval']['raw']['MRR@10']:.3f}" in view.markdown  # the table is eval's own numbers
-    html = plots_html(view.images)
-    assert html.count("<img") == len(pngs) and str(real_report) not in html
+    assert f"{metrics['retrieval']['raw']['MRR@10']:.3f}" in view.html  # the table is eval's own numbers
+    assert "Recall@k" in view.html and "forest plot" in view.html
 
 
 def test_report_skips_broken_images_and_paths_outside_the_folder(real_report, tmp_path):
@@ -174,25 +190,27 @@ def test_report_skips_broken_images_and_paths_outside_the_folder(real_report, tm
     shutil.copytree(real_report, folder)
     details = json.loads((folder / "details.json").read_text("utf-8"))
     figures = details["models"][MODEL]["figures"]
-    n_good = sum(rel.endswith(".png") for rel in figures.values())
+    n_good = sum(rel.endswith(".png") for rel in figures.values()) + len(details["figures"])
     (folder / "broken.png").write_bytes(b"not a png at all")
     (tmp_path / "secret.png").write_bytes((folder / figures["recall_at_k"]).read_bytes())
     figures.update({"broken": "broken.png", "escape": "../secret.png", "abs": str(tmp_path / "secret.png")})
     (folder / "details.json").write_text(json.dumps(details), encoding="utf-8")
     view = load_report(folder, MODEL, tmp_path, tmp_path)
     assert len(view.images) == n_good  # the broken one and both outside the folder are left out
+    assert "secret" not in "".join(view.images)
 
 
 def test_report_with_several_models_shows_ours_first():
-    block = {"retrieval": {"raw": {"MRR@10": 0.5}, "adapted": {"MRR@10": 0.6}}}
-    md = metrics_markdown({"models": {"aaa": block, MODEL: block}}, MODEL)
-    assert md.index(f"### {MODEL}") < md.index("### aaa") and "| MRR@10 | 0.500 | 0.600 | +0.100 |" in md
+    from embedfit.report.render import body_html
+
+    html = body_html({"models": {"aaa": _block("aaa"), MODEL: _block(MODEL)}}, {}, {}, first_model=MODEL)
+    assert html.index(f'data-model="{MODEL}"') < html.index('data-model="aaa"')
 
 
 def test_missing_report_says_which_command_makes_it(tmp_path):
     view = load_report(tmp_path / "none", MODEL, tmp_path / "store", tmp_path / "adapter")
     assert not view.found and not view.images
-    assert f"embedfit eval --store {tmp_path / 'store'} --adapter {tmp_path / 'adapter'} --out {tmp_path / 'none'}" in view.markdown
+    assert f"embedfit eval --store {tmp_path / 'store'} --adapter {tmp_path / 'adapter'} --out {tmp_path / 'none'}" in view.html
 
 
 def test_status_mentions_train_split_leakage():
@@ -205,7 +223,15 @@ def test_status_mentions_train_split_leakage():
     assert "raw #3" in status and "adapted: not in the top" in status and "train split" in status
 
 
-def test_report_text_does_not_link_figures_the_page_cannot_serve(real_report, tmp_path):
-    assert "](figures/" in (real_report / "report.md").read_text("utf-8")  # eval links them ...
-    md = load_report(real_report, MODEL, tmp_path, tmp_path).markdown
-    assert "](figures/" not in md and "shown below" in md  # ... the page shows them inline instead
+def test_report_tab_from_a_report_without_a_card_decides_from_its_numbers(real_report, tmp_path):
+    """A report written before cards existed (no "decision" key) still gets its card, from the same numbers."""
+    import json
+    import shutil
+
+    folder = tmp_path / "old"
+    shutil.copytree(real_report, folder)
+    metrics = json.loads((folder / "metrics.json").read_text("utf-8"))
+    card = metrics.pop("decision")
+    (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    html = load_report(folder, MODEL, tmp_path, tmp_path).html
+    assert f'data-system="{card["recommended"]}"' in html

@@ -71,7 +71,8 @@ def test_single_model_single_adapter_is_exactly_the_contract():
     assert list(m) == ["n_queries", "model", "adapter", "retrieval", "ci95", "p_value_adapted_vs_raw", "threshold_accuracy",
                        "p_value_raw_bm25_vs_raw", "p_value_adapted_bm25_vs_raw", "p_value_raw_rrf_vs_raw",
                        "p_value_adapted_rrf_vs_raw", "p_value_nudge_n_vs_raw", "p_value_nudge_m_vs_raw", "fusion",
-                       "vs_best_non_adapter", "seen_unseen", "embedfit_version"]
+                       "vs_best_non_adapter", "seen_unseen", "seen_reason", "labels", "vs_raw", "costs", "decision",
+                       "embedfit_version"]
     assert m["embedfit_version"] == embedfit.__version__
     assert m["n_queries"] == 3 and m["model"] == "m" and m["adapter"] == "a0"
     # every key always present; what was not computed (no hybrid systems in this evaluation) is null
@@ -79,7 +80,7 @@ def test_single_model_single_adapter_is_exactly_the_contract():
                                     "adapted_bm25", "raw_rrf", "adapted_rrf"]
     assert all(list(v) == METRICS for k, v in m["retrieval"].items() if k in ("raw", "adapted", "bm25", "mse_baseline"))
     assert m["retrieval"]["raw_bm25"] is None and m["p_value_adapted_rrf_vs_raw"] is None and m["fusion"] == {}
-    assert list(m["ci95"]) == ["raw", "adapted", "raw_bm25", "adapted_bm25", "raw_rrf", "adapted_rrf", "nudge_n", "nudge_m"]
+    assert list(m["ci95"]) == list(m["retrieval"])
     assert m["ci95"]["adapted"]["MRR@10"] == [pytest.approx(0.48), pytest.approx(0.58)]
     assert m["p_value_adapted_vs_raw"] == {"MRR@10": 0.004, "nDCG@10": 0.004}
     assert m["threshold_accuracy"]["hard"] == {"raw": 0.8, "adapted": 0.8, "raw_se": 0.01, "adapted_se": 0.01}
@@ -128,7 +129,8 @@ def test_report_never_hides_a_loss():
 
 def test_multi_model_report_has_a_summary_table():
     text = report_md(_outcome(_evaluation("m1"), _evaluation("m2")))
-    assert "| model | queries | raw MRR@10 |" in text and "## m1:" in text and "## m2:" in text
+    assert "| model | queries | raw MRR@10 |" in text and "## Details: m1," in text and "## Details: m2," in text
+    assert text.index("## Decision: m1") < text.index("## Decision: m2") < text.index("## Details: m1,")
 
 
 def test_nan_becomes_null_and_files_are_valid_json(tmp_path):

@@ -1,7 +1,7 @@
 """The tree is the map: layers only point down, and no module imports itself back through others.
 
     embedfit (the ground floor: types, errors, settings, atomic, outputs, jsonl, progress, procs, runcli)
-      < embed < metrics < data < retrieval < store < adapters < pipeline < search < evaluation, app
+      < embed < metrics < data < retrieval < store < adapters < pipeline < search < report < evaluation, app
       (evaluation and app never import each other) < embedfit.cli < scripts
 
 Reads every import statement of every module (those inside functions too) with `ast`, so it stays true
@@ -18,8 +18,8 @@ from conftest import REPO
 PACKAGE = REPO / "embedfit"
 #: each sub-package's rank; the ground floor's modules (embedfit.<module>) are 0, the one command above every layer
 LAYERS = {"embed": 1, "metrics": 2, "data": 3, "retrieval": 4, "store": 5, "adapters": 6, "pipeline": 7,
-          "search": 8, "evaluation": 9, "app": 9, "cli": 10, "__main__": 11}
-SCRIPTS = 12
+          "search": 8, "report": 9, "evaluation": 10, "app": 10, "cli": 11, "__main__": 12}
+SCRIPTS = 13
 
 
 def module_name(path: Path) -> str:

@@ -44,7 +44,7 @@ def test_the_readme_quickstart_runs_as_written(tmp_path, scifact):
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
                          text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "**chosen**" in run.stdout and "raw all-MiniLM-L6-v2" in run.stdout
+    assert "**chosen**" in run.stdout and "all-MiniLM-L6-v2: test split" in run.stdout
     assert json.loads((tmp_path / "adapters/mine/config.json").read_text())["base_model"] == "all-MiniLM-L6-v2"
     metrics = json.loads((tmp_path / "report/mine/metrics.json").read_text())
     assert metrics["retrieval"]["adapted"]["nDCG@10"] > 0

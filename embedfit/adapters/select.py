@@ -143,6 +143,13 @@ class Selection:
                              "unseen_change": round(self.unseen_change(p), 4), "guarded": guarded})
         return rows
 
+    def points(self) -> list[dict]:
+        """Every point scored on every fold: its setting, mean metric and whether the unseen guard refused it
+        (the report's "selection at a glance" figure draws them all)."""
+        return [{**p.to_json(), "mean": round(float(np.mean([m[self.metric] for m in folds])), 4),
+                 "refused": bool(self.guarded(p))}
+                for p, folds in self.scores.items() if len(folds) == self.folds]
+
 
 def table_markdown(sel: Selection, chosen: Point) -> str:
     who = (f"{sel.folds}-fold cross-validation over {sel.decided_by} labelled queries (train + dev)" if sel.folds > 1
@@ -406,9 +413,11 @@ def select_adapter(store: Store | None, cfg: TrainConfig, data: TrainingData | N
         selection={"chosen": chosen.to_json(), "folds": sel.folds, "decided_by": sel.decided_by,
                    "metric": cfg.metric, "unseen_tolerance": sel.unseen_tolerance,
                    "unseen_change": None if np.isnan(sel.unseen_change(chosen)) else round(sel.unseen_change(chosen), 4),
-                   "seconds": round(sel.seconds, 1), "table": sel.table()})
+                   "seconds": round(sel.seconds, 1), "table": sel.table(), "points": sel.points()})
+    seconds = time.perf_counter() - t0
+    config.training["fit_seconds"] = round(seconds, 2)  # what the report's decision card quotes as the cost to fit
     result = TrainResult(adapter=Adapter(config, module, memory), curves=_curves(sel, chosen, identity),
-                         seconds=time.perf_counter() - t0, identity_dev=identity, best_epoch=chosen.epochs or 0,
+                         seconds=seconds, identity_dev=identity, best_epoch=chosen.epochs or 0,
                          fusion_seconds=fusion_seconds)
     return result, sel, chosen
 

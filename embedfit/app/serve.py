@@ -29,6 +29,7 @@ import gradio as gr
 from embedfit.app.cards import CSS
 from embedfit.app.config import AppConfig
 from embedfit.errors import InputError
+from embedfit.report.render import CSS as REPORT_CSS
 from embedfit.settings import REPO
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def serve(demo: gr.Blocks, cfg: AppConfig, block: bool = True) -> str:
             server_name=cfg.host, server_port=cfg.port, share=False, inbrowser=False,
             prevent_thread_lock=not block, show_error=False, quiet=not block,
             blocked_paths=blocked_paths(cfg), max_file_size="1mb", enable_monitoring=False,
-            ssr_mode=False, mcp_server=False, pwa=False, run_history=False, footer_links=["api"], css=CSS,
+            ssr_mode=False, mcp_server=False, pwa=False, run_history=False, footer_links=["api"], css=CSS + REPORT_CSS,
             state_session_capacity=cfg.state_sessions,
             app_kwargs={"middleware": [Middleware(IdleSessionPruner)]},
         )

@@ -15,7 +15,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr
 
 from embedfit.app import cards
-from embedfit.app.report import ReportView, load_report, plots_html
+from embedfit.app.report import load_report
 from embedfit.app.startup import AppState
 from embedfit.errors import EmbedfitError
 from embedfit.search.retriever import EMPTY_QUESTION, SearchResult
@@ -62,11 +62,10 @@ def render(state: AppState, result: SearchResult) -> tuple[str, str, str, str, s
     return cards.render_status(result), raw, adapted, hybrid, cards.render_timing(result)
 
 
-def _report(state: AppState) -> tuple[str, str]:
-    """(markdown, plots html) of the eval report folder, read now (so *Reload report* shows a newer run)."""
+def _report(state: AppState) -> str:
+    """The eval report folder drawn as report.html draws it, read now (so *Reload report* shows a newer run)."""
     cfg = state.cfg
-    view: ReportView = load_report(cfg.report, cfg.model, cfg.store, cfg.adapter_dir())
-    return view.markdown, plots_html(view.images)
+    return load_report(cfg.report, cfg.model, cfg.store, cfg.adapter_dir()).html
 
 
 def build_demo(state: AppState) -> gr.Blocks:
@@ -89,7 +88,7 @@ def build_demo(state: AppState) -> gr.Blocks:
 
     initial = render(state, SearchResult(question="", k=cfg.default_k, model=r.model_id, adapter=None,
                                          adapter_note=r.adapter_note))
-    report_md, report_plots = _report(state)
+    report_html = _report(state)
 
     with gr.Blocks(title="embedfit: raw vs customized retrieval", analytics_enabled=False) as demo:
         gr.Markdown(f"## embedfit · retrieval on `{state.retriever.dataset}`: raw embeddings vs. customized")
@@ -120,9 +119,8 @@ def build_demo(state: AppState) -> gr.Blocks:
                                                concurrency_id="search")
             gr.Markdown(HOW_TO_READ.format(depth=r.depth))
         with gr.Tab("Eval report"):
+            report_view = gr.HTML(report_html, elem_id="report", js_on_load=None)
             reload = gr.Button("Reload report", size="sm")
-            report_view = gr.Markdown(report_md, elem_id="report")
-            plots = gr.HTML(report_plots, elem_id="report-plots", js_on_load=None)
-            reload.click(lambda: _report(state), None, [report_view, plots], api_visibility="private")
+            reload.click(lambda: _report(state), None, [report_view], api_visibility="private")
         gr.api(search, api_name="search", concurrency_id="search")
     return demo

@@ -2,7 +2,8 @@
 `embedfit eval learning-curve`: the gain on test against the number of labelled queries (see its `--help`).
 `embedfit eval dims`: smaller vectors (truncation, PCA, a trained d-dim adapter) against raw (see its `--help`).
 
-Writes OUT/metrics.json (the contract other tools read), OUT/details.json, OUT/report.md and OUT/figures/.
+Writes OUT/metrics.json (the contract other tools read), OUT/details.json, OUT/report.md, OUT/report.html (the same
+report with its figures, in one file that opens offline) and OUT/figures/.
 By default the store's test split is scored; `--queries FILE --qrels FILE` scores those held-out queries
 against the store's corpus instead.
 """
@@ -141,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = parse_args(args)
         print(run_eval(cfg).summary())
         print()
-        print(f"report: {cfg.out / 'report.md'}  (metrics: {cfg.out / 'metrics.json'})")
+        print(f"report: {cfg.out / 'report.html'} (open it in a browser: one file, figures inside; "
+              f"also {cfg.out / 'report.md'}, metrics: {cfg.out / 'metrics.json'})")
 
     return run_cli(job)
 

@@ -7,14 +7,12 @@ from pathlib import Path
 from embedfit.embed.registry import check_device
 from embedfit.errors import InputError
 from embedfit.outputs import OutputKind, read_json_object
-from embedfit.settings import default_cache, default_report, default_store
+from embedfit.settings import PRIMARY_METRIC, default_cache, default_report, default_store  # noqa: F401 (PRIMARY_METRIC: re-exported)
 
 #: metrics that get a 95% interval in metrics.json (the report shows them for every system)
 CI_METRICS = ("MRR@10", "nDCG@10", "Recall@10")
 #: metrics whose adapted-vs-raw p-value goes into metrics.json (`p_value_adapted_vs_raw`)
 P_METRICS = ("MRR@10", "nDCG@10")
-#: the metric the verdict in words is about ("helped / hurt / no significant difference")
-PRIMARY_METRIC = "MRR@10"
 SPLITS = ("dev", "test")
 #: details.json names its writer: what makes a folder recognisably an eval report of ours
 REPORT_GENERATOR = "embedfit eval"

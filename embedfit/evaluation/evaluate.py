@@ -11,7 +11,8 @@ For each model (every model in the store unless `--model` narrows it):
 4. what Chroma's HNSW index returns for raw and each adapter, and its recall@10 against exact search;
 5. threshold accuracy on (query, positive) vs (query, weak / hard negative) pairs: threshold chosen
    on the dev split, accuracy on the test split (`embedfit.evaluation.threshold`);
-6. the figures (`embedfit.evaluation.plots`), then `metrics.json`, `details.json` and `report.md` (`embedfit.evaluation.report`).
+6. the figures (`embedfit.evaluation.plots`), then `metrics.json`, `details.json`, `report.md` and `report.html`
+   (`embedfit.evaluation.report`, drawn by `embedfit.report.render`).
 
 Nothing here computes a metric itself: it only wires the tested pure functions together.
 """
@@ -37,7 +38,7 @@ from embedfit.adapters.train import train_adapter
 from embedfit.embed import EmbeddingCache, embed_cached, load_embedder
 from embedfit.embed.base import l2_normalise
 from embedfit.errors import EmbedfitError, InputError, MismatchError, StoreError
-from embedfit.evaluation import plots, report
+from embedfit.evaluation import names, plots, report
 from embedfit.evaluation.config import CI_METRICS, PRIMARY_METRIC, REPORT_OUTPUT, EvalConfig
 from embedfit.evaluation.heldout import HeldOut, load_heldout, require_enough
 from embedfit.evaluation.results import EvalOutcome, ModelEvaluation, SystemRun, is_adapter_key
@@ -131,18 +132,6 @@ def _dense_system(key: str, label: str, q: np.ndarray, qids: list[str], p_raw: n
     results = exact_search(project_q(q), qids, passages, pids, k=TOP_K, dot=dot)
     log.info("%s: exact search of %d queries over %d passages in %.1fs", key, len(qids), len(pids), time.perf_counter() - t0)
     return SystemRun(key=key, label=label, results=results, project_queries=project_q, passages=passages, **extra)
-
-
-def _adapter_label(adapter: Adapter) -> str:
-    c = adapter.config
-    if adapter.is_identity:
-        return f"adapter {c.name} (identity: nothing beat raw on dev)"
-    parts = [] if c.identity else [f"{c.kind}, {c.loss}, sides={c.sides}"]
-    if c.memory and c.memory.get("method") == "nudge-n":
-        parts.append(f"NUDGE-N passage move, gamma {c.memory.get('gamma')}")
-    elif c.memory:
-        parts.append(f"query memory, alpha {c.memory['alpha']}")
-    return f"adapter {c.name} ({'; '.join(parts)})"
 
 
 def _mse_baseline(store: Store, model: str, cfg: EvalConfig, q: np.ndarray, qids: list[str], p_raw: np.ndarray,
@@ -282,6 +271,104 @@ def _hnsw(store: Store, system: SystemRun, model: str, q: np.ndarray, qids: list
     }
 
 
+# -- costs and the seen / unseen reason ----------------------------------------------------------------
+
+#: single queries timed for each system's added latency (median): enough for a stable median, a second at most
+LATENCY_QUERIES = 30
+
+
+def _median_ms(fn: Callable[[int], object], rows: list[int]) -> float:
+    times = []
+    for i in rows:
+        t = time.perf_counter()
+        fn(i)
+        times.append((time.perf_counter() - t) * 1000)
+    return round(float(np.median(times)), 3) if times else 0.0
+
+
+def _folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) if Path(path).is_dir() else 0
+
+
+def _adapter_bytes(ad: Adapter) -> int:
+    """The adapter's own tensors as saved (its weights' state dict; none for the identity) and its query memory."""
+    n = 0 if ad.config.identity else sum(int(t.numel()) * t.element_size() for t in ad.module.state_dict().values())
+    return n + (int(ad.memory.vectors.nbytes) if ad.memory is not None else 0)
+
+
+def _costs(systems: dict[str, SystemRun], q: np.ndarray, qids: list[str], queries: Queries, n_passages: int,
+           index: LexicalIndex | None, lexical_dir: Path) -> dict[str, dict]:
+    """What each system costs over raw, measured here: the time to fit it, the milliseconds it adds to one query
+    (the adapter's projection, BM25's search and the fusion; median over single queries), and the bytes it adds
+    to storage (its weights and memory; a projected collection's float32 vectors; the BM25 index on disk).
+    Raw costs nothing by definition; Chroma's HNSW index over a projected collection comes on top of its vectors."""
+    rows = list(range(min(LATENCY_QUERIES, len(qids))))
+    out: dict[str, dict] = {"raw": {"fit_seconds": 0.0, "query_ms": 0.0, "storage_bytes": 0, "storage": "nothing"}}
+    for k, s in systems.items():
+        if k == "raw" or not s.dense:
+            continue
+        ad = s.adapter
+        projects = ad is not None and not ad.config.identity
+        ms = _median_ms(lambda i, f=s.project_queries: f(q[i:i + 1]), rows) if projects else 0.0
+        moved = ad.moves_passages if ad is not None else k in NUDGE_SYSTEMS
+        size = (_adapter_bytes(ad) if ad is not None else 0) + (4 * n_passages * int(s.passages.shape[1]) if moved else 0)
+        what = ", ".join(w for w, on in (("the adapter's weights", projects), ("its query memory", ad is not None and ad.memory is not None),
+                                          ("a projected collection's vectors", moved)) if on) or "nothing"
+        fit = ad.config.training.get("fit_seconds") if ad is not None else None
+        if fit is None and ad is not None and ad.config.selection:
+            fit = ad.config.selection.get("seconds")
+        out[k] = {"fit_seconds": s.seconds if s.seconds is not None else fit, "query_ms": ms,
+                  "storage_bytes": size, "storage": what}
+    hybrids = [k for k, s in systems.items() if s.fusion is not None]
+    if index is not None and ("bm25" in systems or hybrids):
+        texts = [queries[qid] for qid in qids]
+        bm25_ms = _median_ms(lambda i: index.search([texts[i]], DEFAULT_N), rows)
+        bm25 = {"fit_seconds": 0.0, "query_ms": bm25_ms, "storage_bytes": _folder_bytes(lexical_dir),
+                "storage": "the BM25 index"}
+        if "bm25" in systems:
+            out["bm25"] = bm25
+        for k in hybrids:
+            s = systems[k]
+            dense_key = k[: -len("_bm25")] if k.endswith("_bm25") else k[: -len("_rrf")]
+            spec = FusionSpec.from_json(s.fusion)
+            dense = systems[dense_key].results
+
+            def hybrid(i: int, dense=dense, spec=spec) -> None:  # BM25's search and the fusion, for one query
+                fuse_results({qids[i]: dense[qids[i]]}, {qids[i]: index.search([texts[i]], spec.n)[0]}, spec)
+
+            fused_ms = _median_ms(hybrid, rows)
+            d = out.get(dense_key, out["raw"])
+            out[k] = {"fit_seconds": d["fit_seconds"], "query_ms": round(d["query_ms"] + fused_ms, 3),
+                      "storage_bytes": d["storage_bytes"] + bm25["storage_bytes"],
+                      "storage": " and ".join(w for w in (d["storage"], bm25["storage"]) if w != "nothing")}
+    return out
+
+
+def _why_seen(sizes: dict[str, int], split: str | None, policy: dict) -> str:
+    """The true reason the scored queries split into seen / unseen as they did (one sentence)."""
+    if not sizes:
+        return ""
+    seen, unseen = sizes.get("seen", 0), sizes.get("unseen", 0)
+    if split is None:
+        return (f"{seen} of these held-out queries ask only about passages that training queries had as answers; "
+                f"the other {unseen} ask about at least one passage training never saw as an answer"
+                + (" (so no held-out query is seen: they ask about held-out passages)" if not seen else "") + ".")
+    by = policy.get("by")
+    if by == "grouped":
+        return (f"This store's splits are grouped (ingest --split-by grouped): no relevant passage is shared between "
+                f"splits, so none of the {split} split's queries can be seen; all {unseen} are about new documents.")
+    if by == "random":
+        if not seen:
+            return (f"This store was split at random, and still none of these {unseen} queries asks only about "
+                    f"passages a training query had as an answer: on this data few passages are asked about twice.")
+        return (f"This store was split at random, so {seen} of these queries ask about passages that training queries "
+                f"also had as answers (repeat questions about the same documents: seen); {unseen} ask about at least "
+                f"one new one (unseen).")
+    return (f"{seen} of these queries ask only about passages that training queries had as answers (seen); {unseen} "
+            f"ask about at least one passage training never saw as an answer (unseen); the store does not record how "
+            f"its splits were made.")
+
+
 # -- hybrids: dense + BM25 ----------------------------------------------------------------------------
 
 def _fusion_for(system: SystemRun, store: Store, model: str, info: dict, index: LexicalIndex,
@@ -323,8 +410,7 @@ def _hybrid_systems(dense: list[SystemRun], lexical: Results, store: Store, mode
         for suffix, spec, fusion in (("_bm25", tuned, meta), ("_rrf", RRF_DEFAULT, {**RRF_DEFAULT.to_json(),
                                                                                       "chosen_on": None, "source": "fixed"})):
             results = s.results if spec.n <= TOP_K else exact_search(s.project_queries(q), qids, s.passages, pids, k=spec.n)
-            name = "BM25" if suffix == "_bm25" else "BM25, RRF"
-            out[s.key + suffix] = SystemRun(key=s.key + suffix, label=f"{s.label} + {name}",
+            out[s.key + suffix] = SystemRun(key=s.key + suffix, label=f"{s.label} + {names.fusion_name(fusion)}",
                                             results=fuse_results(results, lexical, spec, k=TOP_K),
                                             adapter=s.adapter, adapter_dir=s.adapter_dir, fusion=fusion)
     return out
@@ -469,7 +555,29 @@ def _figures(ev: ModelEvaluation, cfg: EvalConfig, q: np.ndarray, qrels: Qrels, 
             metric = (s.adapter.config.dev_metrics or {}).get("metric", "MRR@10") if s.adapter is not None else "MRR@10"
             add(f"training:{s.key}", f"training_{slug(s.key)}.png",
                 curves_png(s.curves, metric, f"{ev.model}: training curves of {s.label}"))
+    for key in ev.adapter_keys:
+        s = ev.systems[key]
+        png = plots.selection_png(s.adapter.config.selection, f"{ev.model}, {s.label}") if s.adapter.config.selection else None
+        if png is not None:
+            add(f"selection:{key}", f"selection_{slug(key)}.png", png)
     return figures, files
+
+
+def forest_panel(ev: ModelEvaluation, metric: str = PRIMARY_METRIC) -> dict:
+    """One model's rows of the forest plot (`embedfit.evaluation.plots.forest_figure`): every system but raw, its
+    paired change against raw overall and on the seen / unseen queries."""
+    rows = []
+    for k, s in ev.systems.items():
+        if k == "raw":
+            continue
+        row = {"system": k, "label": s.label, "overall": s.vs_raw.get(metric)}
+        for part in ("seen", "unseen"):
+            row[part] = (s.by_subset.get(part) or {}).get("vs_raw", {}).get(metric)
+        rows.append(row)
+    return {"model": ev.model, "n": {"overall": ev.n_queries, **ev.subset_sizes}, "rows": rows}
+
+
+FOREST_FIGURE = "figures/forest.png"
 
 
 # -- the run -----------------------------------------------------------------------------------------
@@ -518,10 +626,11 @@ def _adapter_systems(adapters: list[tuple[Path | None, Adapter]], model: str, in
             notes.append(f"adapter {ad.name} is the identity: training found nothing better than the raw embeddings "
                          "on dev, so its rows equal raw by construction.")
         key = _adapter_key(i, ad, taken | set(systems))
-        systems[key] = _dense_system(key, _adapter_label(ad), q, qids, p_raw, pids, ad.project_queries,
+        systems[key] = _dense_system(key, names.adapter_name(ad), q, qids, p_raw, pids, ad.project_queries,
                                      ad.project_passages, adapter=ad, adapter_dir=str(path) if path else None,
                                      curves=plots.read_curves(path) if path else None)
-    return systems, notes
+    labels = names.unique({k: s.label for k, s in systems.items()}, {k: s.adapter.name for k, s in systems.items()})
+    return {k: replace(s, label=labels[k]) for k, s in systems.items()}, notes
 
 
 @contextmanager
@@ -552,7 +661,7 @@ def evaluate_model(store: Store, model: str, cfg: EvalConfig, adapters: list[tup
             notes.append(f"{n_embedded} of the {len(qids)} queries were embedded now with {model} (not in the store).")
 
     with _timed(timings, "search"):
-        systems = {"raw": _dense_system("raw", f"raw {model}", q, qids, p_raw, pids, l2_normalise,
+        systems = {"raw": _dense_system("raw", "raw", q, qids, p_raw, pids, l2_normalise,
                                         lambda x, _ids: l2_normalise(x))}
         adapted, adapter_notes = _adapter_systems(adapters, model, info, q, qids, p_raw, pids, set(systems))
         systems.update(adapted)
@@ -572,7 +681,7 @@ def evaluate_model(store: Store, model: str, cfg: EvalConfig, adapters: list[tup
                 index = store.lexical_index()  # missing or damaged: a StoreError naming the command that builds it
                 bm25_cache[key] = (index, index.search_queries(scope.queries, max(TOP_K, DEFAULT_N)))
             index, lexical = bm25_cache[key]
-            systems["bm25"] = SystemRun(key="bm25", label="BM25 (bm25s)",
+            systems["bm25"] = SystemRun(key="bm25", label="BM25 alone",
                                         results={q: dict(list(r.items())[:TOP_K]) for q, r in lexical.items()})
         with _timed(timings, "hybrid"):
             dense = [s for k, s in systems.items() if k == "raw" or k in adapted]
@@ -592,14 +701,16 @@ def evaluate_model(store: Store, model: str, cfg: EvalConfig, adapters: list[tup
         with _timed(timings, "hnsw"):
             hnsw = {k: _hnsw(store, s, model, q, qids, scope.qrels) for k, s in systems.items()
                     if s.dense and k != "mse_baseline" and k not in NUDGE_SYSTEMS}  # those have no collection
+    with _timed(timings, "costs"):
+        costs = _costs(systems, q, qids, scope.queries, len(pids), index if cfg.bm25 else None, store.lexical_dir)
     with _timed(timings, "threshold"):
         thresholds = _threshold_all([s for s in systems.values() if s.dense], store, model, pids)
     systems = {k: replace(s, **scores[k], hnsw=hnsw.get(k), threshold=thresholds.by_system.get(k, {}),
-                          vs_best_plain=vs_best_plain.get(k, {}), by_subset=by_subset.get(k, {}))
+                          vs_best_plain=vs_best_plain.get(k, {}), by_subset=by_subset.get(k, {}), cost=costs.get(k, {}))
                for k, s in systems.items()}
     ev = ModelEvaluation(model=model, dim=dim, scope=scope.label, query_ids=qids, systems=systems,
                          notes=notes + thresholds.notes, pair_counts=thresholds.pair_counts,
-                         subset_sizes=subset_sizes)
+                         subset_sizes=subset_sizes, seen_reason=_why_seen(subset_sizes, scope.split, store.split_policy()))
     if cfg.plots:
         with _timed(timings, "plots"):
             figures, files = _figures(ev, cfg, q, scope.qrels, scope.queries, corpus, pids, thresholds.hist)
@@ -649,7 +760,11 @@ def compute_eval(cfg: EvalConfig, store: Store | None = None,
         log.info("evaluating %s (%s)", model, "held-out queries" if heldout else f"{cfg.split} split")
         mine = [(p, a) for p, a in adapters if a.config.base_model == model]
         evaluations.append(evaluate_model(store, model, cfg, mine, corpus, store_queries, heldout, bm25_cache))
-    return EvalOutcome(config=cfg, models=evaluations, seconds=time.perf_counter() - t0)
+    outcome = EvalOutcome(config=cfg, models=evaluations, seconds=time.perf_counter() - t0)
+    if cfg.plots:
+        outcome.figures = {"forest": FOREST_FIGURE}
+        outcome.figure_files = {FOREST_FIGURE: plots.forest_png([forest_panel(ev) for ev in evaluations], PRIMARY_METRIC)}
+    return outcome
 
 
 def run_eval(cfg: EvalConfig) -> Evaluation:
@@ -691,7 +806,7 @@ class Evaluation:
         return report.report_md(self.outcome)
 
     def write(self, out: str | Path, force: bool = False) -> Path:
-        """Write metrics.json, details.json, report.md and figures/ into `out`; returns `out`.
+        """Write metrics.json, details.json, report.md, report.html and figures/ into `out`; returns `out`.
 
         Raises:
             OutputError: `out` exists and is not an eval report of ours (and not `force`), or must never be one.

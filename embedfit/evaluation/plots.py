@@ -225,3 +225,106 @@ def dims_png(out: dict) -> bytes:
     ax.set_title(f"{out['model']}: smaller vectors", fontsize=10)
     ax.legend(fontsize=8)
     return _png_bytes(fig)
+
+
+# -- the verdict's figures: the forest plot and the selection at a glance ----------------------------------------
+
+FOREST_PARTS = ("overall", "seen", "unseen")
+SIGNIFICANT = 0.05
+
+
+def forest_figure(panels: list[dict], metric: str):
+    """Every system's change against raw with its 95% interval: one row of panels per model, overall / seen /
+    unseen side by side. `panels`: [{"model", "n": {part: queries}, "rows": [{"system", "label",
+    PART: {"delta", "ci95", "p"} | None}]}]. Green: significantly better than raw (p < 0.05); red: significantly
+    worse; grey: no significant change. Returns the matplotlib figure (each point is an errorbar labelled with its
+    system key, so a test can read what was drawn); `forest_png` renders it."""
+    n_rows = max(len(p["rows"]) for p in panels) if panels else 1
+    fig, axes = plt.subplots(len(panels) or 1, 3, figsize=(12, 0.9 + 0.42 * n_rows * max(len(panels), 1) + 0.6),
+                             squeeze=False, sharex="row")
+    for r, panel in enumerate(panels):
+        rows = panel["rows"][::-1]  # first system on top
+        for c, part in enumerate(FOREST_PARTS):
+            ax = axes[r][c]
+            for y, row in enumerate(rows):
+                v = row.get(part)
+                if not v:
+                    continue
+                d, (lo, hi), p = v["delta"], v["ci95"], v["p"]
+                color = ("#2ca02c" if d > 0 else "#d62728") if p < SIGNIFICANT else "#7f7f7f"
+                ax.errorbar([d], [y], xerr=[[max(d - lo, 0.0)], [max(hi - d, 0.0)]], fmt="o", color=color,
+                            ecolor=color, capsize=3, ms=5, label=row["system"])
+            ax.axvline(0, color="black", linewidth=0.8)
+            if not any(row.get(part) for row in rows):
+                ax.text(0.5, 0.5, f"no {part} queries", transform=ax.transAxes, ha="center", va="center",
+                        color="#57606a", fontsize=9, bbox={"facecolor": "white", "edgecolor": "none"})
+            ax.set_yticks(range(len(rows)))
+            ax.set_yticklabels([row["label"] for row in rows] if c == 0 else [""] * len(rows), fontsize=8)
+            ax.set_ylim(-0.6, len(rows) - 0.4)
+            ax.grid(axis="x", alpha=0.3)
+            n = panel.get("n", {}).get(part)
+            ax.set_title(f"{panel['model']}: {part}" + (f" ({n} queries)" if n is not None else ""), fontsize=9)
+            ax.set_xlabel(f"Δ {metric} against raw (95% CI)", fontsize=8)
+    return fig
+
+
+def forest_png(panels: list[dict], metric: str) -> bytes:
+    return _tight_png(forest_figure(panels, metric))
+
+
+def selection_png(selection: dict, label: str) -> bytes | None:
+    """`selection_figure` as PNG bytes, or None when there is nothing to draw."""
+    fig = selection_figure(selection, label)
+    return None if fig is None else _tight_png(fig)
+
+
+def selection_figure(selection: dict, label: str):
+    """Selection at a glance: the dev metric of every point selection scored (left: trained families against
+    epochs; right: the memory's alpha and NUDGE-N's gamma), identity as a dashed line, the chosen point a star,
+    refused points (they cost the unseen held-out queries) as grey crosses. None when the adapter records no
+    selection (trained by `embedfit train --selection last|best`). Returns the matplotlib figure."""
+    points = selection.get("points") or selection.get("table") or []
+    if not points:
+        return None
+    metric = selection.get("metric", "metric")
+    chosen = selection.get("chosen") or {}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    identity = [p["mean"] for p in points if p.get("method") == "identity"]
+    families: dict[tuple, list[dict]] = {}
+    for p in points:
+        if p.get("method") == "identity":
+            continue
+        by_epochs = p.get("epochs") is not None
+        fam = (by_epochs, p.get("method"), p.get("candidates"), p.get("temperature"), p.get("alpha") if by_epochs else None)
+        families.setdefault(fam, []).append(p)
+    for (by_epochs, method, cand, temp, alpha), pts in families.items():
+        ax = left if by_epochs else right
+        xkey = "epochs" if by_epochs else "alpha"
+        pts = sorted(pts, key=lambda p: p[xkey])
+        name = method + (f", {cand}" if cand else "") + (f", T {temp:g}" if isinstance(temp, (int, float)) else "") \
+            + (f", α {alpha:g}" if isinstance(alpha, (int, float)) else "")
+        ok = [p for p in pts if not p.get("refused", p.get("guarded", False))]
+        line, = ax.plot([p[xkey] for p in pts], [p["mean"] for p in pts], "-", alpha=0.5, label=name)
+        ax.plot([p[xkey] for p in ok], [p["mean"] for p in ok], "o", ms=4, color=line.get_color())
+        bad = [p for p in pts if p not in ok]
+        if bad:
+            ax.plot([p[xkey] for p in bad], [p["mean"] for p in bad], "x", ms=7, color="#7f7f7f",
+                    label="refused: costs unseen queries" if not any(
+                        "refused" in str(t.get_label()) for t in ax.get_lines()) else None)
+        for p in pts:
+            if all(p.get(k) == chosen.get(k) for k in ("method", "candidates", "temperature", "epochs", "alpha")):
+                ax.plot([p[xkey]], [p["mean"]], "*", ms=16, color="gold", markeredgecolor="black", label="chosen",
+                        zorder=5)
+    for ax, xlabel in ((left, "epochs"), (right, "memory α / NUDGE-N γ")):
+        if identity:
+            ax.axhline(identity[0], color="black", linestyle="--", linewidth=1, label="identity (raw)")
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    left.set_ylabel(f"dev {metric} (mean over folds)")
+    if chosen.get("method") == "identity":
+        fig.suptitle(f"{label}: selection chose the identity (nothing beat raw on dev)", fontsize=10)
+    else:
+        fig.suptitle(f"{label}: selection at a glance", fontsize=10)
+    return fig

@@ -6,15 +6,19 @@
      "retrieval": {"raw": M, "adapted": M | null, "bm25": M | null, "mse_baseline": M | null,
                    "nudge_n": M | null, "nudge_m": M | null,
                    "raw_bm25": M | null, "adapted_bm25": M | null, "raw_rrf": M | null, "adapted_rrf": M | null},
-     "ci95": {"raw": C, "adapted": C | null, "raw_bm25": C | null, "adapted_bm25": C | null,
-              "raw_rrf": C | null, "adapted_rrf": C | null, "nudge_n": C | null, "nudge_m": C | null},
+     "ci95": {each key of "retrieval": C | null},
      "p_value_adapted_vs_raw": P | null, "p_value_raw_bm25_vs_raw": P | null, "p_value_adapted_bm25_vs_raw": P | null,
      "p_value_raw_rrf_vs_raw": P | null, "p_value_adapted_rrf_vs_raw": P | null,
      "p_value_nudge_n_vs_raw": P | null, "p_value_nudge_m_vs_raw": P | null,
      "threshold_accuracy": {"weak": T, "hard": T},
      "fusion": {SYSTEM: F},                       (each hybrid system computed)
      "vs_best_non_adapter": {SYSTEM: V},         (each adapter system, and its hybrids)
-     "seen_unseen": {"n": {"seen": int, "unseen": int}, SYSTEM: {"seen" | "unseen": S}}}   (eval/seen.py)
+     "seen_unseen": {"n": {"seen": int, "unseen": int}, SYSTEM: {"seen" | "unseen": S}},   (eval/seen.py)
+     "seen_reason": why the queries split into seen / unseen as they did (one sentence; "" without the split),
+     "labels": {SYSTEM: what the system is, in words ("query adapter + memory (α 1.0)")},
+     "vs_raw": {SYSTEM: {"MRR@10" | "nDCG@10" | "Recall@10" | "Recall@100": D}},   (every system but raw)
+     "costs": {SYSTEM: K},
+     "decision": the decision card (`embedfit.report.decision.decide` of this object)}
 
     M = {"Recall@1", "Recall@5", "Recall@10", "Recall@100", "MRR@10", "nDCG@10"} -> float
     C = {"MRR@10", "nDCG@10", "Recall@10"} -> [low, high]   (95% BCa bootstrap over queries)
@@ -22,7 +26,10 @@
     P = {"MRR@10", "nDCG@10"} -> float   (two-sided paired permutation p-value)
     F = {"method": "zscore" | "minmax" | "rrf", "weight": BM25's weight, "n": candidates per side, "rrf_k",
          "chosen_on": "dev" | null (RRF is not tuned), "source": where the choice was read from}
-    S = {"means": {"MRR@10", "nDCG@10"}, "ci95": {same} -> [low, high], "vs_raw": {same} -> {"delta", "p"} | null}
+    S = {"means": {"MRR@10", "nDCG@10"}, "ci95": {same} -> [low, high], "vs_raw": {same} -> D | null}
+    D = {"delta": mean change against raw on the same queries, "ci95": [low, high] of the paired difference, "p"}
+    K = {"fit_seconds": float | null, "query_ms": added per query (median, one query at a time),
+         "storage_bytes": int, "storage": what is stored}   (measured by eval; raw: zeros)
     V = {"system": the best system without an adapter (raw, bm25, raw_bm25, raw_rrf) by MRR@10,
          "MRR@10": {"delta", "p"}, "nDCG@10": {"delta", "p"}}
 
@@ -50,6 +57,8 @@ from embedfit import __version__, atomic
 from embedfit.evaluation import plots
 from embedfit.evaluation.config import CI_METRICS, P_METRICS, PRIMARY_METRIC, REPORT_GENERATOR
 from embedfit.evaluation.results import HYBRID_SUFFIXES, EvalOutcome, ModelEvaluation, SystemRun
+from embedfit.report import render
+from embedfit.report.decision import decide
 from embedfit.settings import METRICS
 
 log = logging.getLogger(__name__)
@@ -88,7 +97,7 @@ def metrics_object(ev: ModelEvaluation) -> dict:
     extra += [k + suffix for k in extra for suffix in HYBRID_SUFFIXES if k + suffix in sys]
     retrieval = {k: _means(sys.get(k)) for k in SYSTEM_ORDER}
     retrieval.update({k: _means(sys[k]) for k in extra})
-    ci95 = {"raw": _ci(sys["raw"]), **{k: _ci(sys.get(k)) for k in COMPARED}}
+    ci95 = {k: _ci(sys.get(k)) for k in SYSTEM_ORDER}
     ci95.update({k: _ci(sys[k]) for k in extra})
     threshold = {}
     for kind in ("weak", "hard"):
@@ -118,11 +127,20 @@ def metrics_object(ev: ModelEvaluation) -> dict:
                                   for k, s in sys.items() if s.vs_best_plain}
     obj["seen_unseen"] = {"n": ev.subset_sizes,
                           **{k: {name: {"means": v["means"], "ci95": {m: list(c) for m, c in v["ci95"].items()},
-                                        "vs_raw": ({m: {"delta": d["delta"], "p": d["p"]} for m, d in v["vs_raw"].items()}
+                                        "vs_raw": ({m: _d(d) for m, d in v["vs_raw"].items()}
                                                    if "vs_raw" in v else None)}
                                  for name, v in s.by_subset.items()}
                              for k, s in sys.items() if s.by_subset}}
+    obj["seen_reason"] = ev.seen_reason
+    obj["labels"] = {k: s.label for k, s in sys.items()}
+    obj["vs_raw"] = {k: {m: _d(d) for m, d in s.vs_raw.items()} for k, s in sys.items() if k != "raw"}
+    obj["costs"] = {k: s.cost for k, s in sys.items() if s.cost}
+    obj["decision"] = decide(obj)
     return obj
+
+
+def _d(d: dict) -> dict:
+    return {"delta": d["delta"], "ci95": [d["ci95"][0], d["ci95"][1]], "p": d["p"]}
 
 
 def metrics_json(outcome: EvalOutcome) -> dict:
@@ -141,6 +159,7 @@ def _system_details(s: SystemRun) -> dict:
         "vs_raw": {m: {"delta": v["delta"], "ci95": list(v["ci95"]), "p": v["p"]} for m, v in s.vs_raw.items()},
         "hnsw": s.hnsw,
         "threshold_accuracy": s.threshold,
+        "cost": s.cost,
     }
     if s.fusion is not None:
         d["fusion"] = s.fusion
@@ -169,6 +188,7 @@ def details_json(outcome: EvalOutcome) -> dict:
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": outcome.config.to_json(),
         "seconds": round(outcome.seconds, 2),
+        "figures": outcome.figures,
         "models": {
             ev.model: {
                 "scope": ev.scope,
@@ -176,6 +196,7 @@ def details_json(outcome: EvalOutcome) -> dict:
                 "query_ids": ev.query_ids,
                 "systems": {k: _system_details(s) for k, s in ev.systems.items()},
                 "threshold_pairs": ev.pair_counts,
+                "seen_reason": ev.seen_reason,
                 "notes": ev.notes,
                 "figures": ev.figures,
                 "seconds": ev.seconds,
@@ -265,9 +286,8 @@ def seen_unseen_verdict(ev: ModelEvaluation, key: str, metric: str = PRIMARY_MET
         v = sub["vs_raw"][metric]
         word = ("helps" if v["delta"] > 0 else "hurts") if v["p"] < ALPHA else "no significant change"
         parts.append(f"{what} ({sub['n']}): {word}, {metric} {_signed(v['delta'])} ({_pval(v['p'])})")
-    note = (" (no scored query is about a training passage: with ingest's grouped split none can be)"
-            if not n.get("seen") else "")
-    return f"**For whom, {s.label}:** " + "; ".join(parts) + note + "."
+    note = f" Why: {ev.seen_reason}" if ev.seen_reason else ""
+    return f"**For whom, {s.label}:** " + "; ".join(parts) + "." + note
 
 
 def seen_unseen_table(ev: ModelEvaluation, metric: str = PRIMARY_METRIC) -> list[str]:
@@ -313,7 +333,7 @@ def main_table(ev: ModelEvaluation) -> str:
 
 def _model_section(ev: ModelEvaluation) -> list[str]:
     raw = ev.systems["raw"]
-    out = [f"## {ev.model}: {ev.scope}, {ev.n_queries} queries", ""]
+    out = [f"## Details: {ev.model}, {ev.scope}, {ev.n_queries} queries", ""]
     for key in ev.adapter_keys:
         s = ev.systems[key]
         out.append(f"**Verdict for {s.label}.** Against the raw embeddings on these {ev.n_queries} queries, the adapter "
@@ -396,10 +416,11 @@ def _model_section(ev: ModelEvaluation) -> list[str]:
     if ev.figures:
         out += ["", "### Figures", ""]
         names = {"similarity_hist": "cosine histograms of positive vs negative pairs",
+                 "forest": "change against raw, every system (forest plot)",
                  "recall_at_k": "Recall@k curves", "latent_space": "latent space (PCA 2-D)",
                  "latent_space_html": "latent space, interactive"}
         for key, path in ev.figures.items():
-            label = names.get(key, key.replace("training:", "training curves: "))
+            label = names.get(key, key.replace("training:", "training curves: ").replace("selection:", "selection at a glance: "))
             out.append(f"- [{label}]({path})")
     if ev.notes:
         out += ["", "### Notes", ""] + [f"- {n}" for n in ev.notes]
@@ -425,6 +446,16 @@ def report_md(outcome: EvalOutcome) -> str:
            ("Every system is ranked by exact cosine search over the same stored passage vectors and scored on the same "
             "queries; intervals are 95% BCa bootstrap over queries, p-values are paired permutation tests against the "
             "raw embeddings of the same model."), ""]
+    metrics = metrics_json(outcome)
+    for model, obj in render.blocks(metrics):
+        out += [render.card_markdown(render.card(obj)), "", render.systems_table(obj).markdown(), ""]
+        st = render.seen_table(obj)
+        if st is not None:
+            out += [st.markdown(), ""]
+    if outcome.figures.get("forest"):
+        out += [f"![{render.FIGURE_NAMES['forest']}]({outcome.figures['forest']})", ""]
+    out += ["The sections below are the details: every metric, the paired tests, threshold accuracy, the HNSW check, "
+            "each figure. `report.html` beside this file shows the same report with its figures, in one file.", ""]
     if len(outcome.models) > 1:
         out += ["| model | queries | raw MRR@10 | adapted MRR@10 | BM25 MRR@10 | MSE baseline MRR@10 |",
                 "|---|---:|---:|---:|---:|---:|"]
@@ -441,8 +472,8 @@ def write_reports(outcome: EvalOutcome, out: Path) -> None:
     """Write metrics.json, details.json, report.md and the figures into `out` (checked by the caller)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for ev in outcome.models:
-        for rel, content in ev.figure_files.items():
+    for files in [outcome.figure_files] + [ev.figure_files for ev in outcome.models]:
+        for rel, content in files.items():
             write = atomic.write_bytes if isinstance(content, bytes) else atomic.write_text
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             write(out / rel, content)
@@ -451,4 +482,17 @@ def write_reports(outcome: EvalOutcome, out: Path) -> None:
     atomic.write_json(out / "metrics.json", metrics_json(outcome))  # undefined numbers (NaN) are written as null
     atomic.write_json(out / "details.json", details_json(outcome))
     atomic.write_text(out / "report.md", report_md(outcome))
-    log.info("wrote %s, %s and %s", out / "metrics.json", out / "details.json", out / "report.md")
+    atomic.write_text(out / "report.html", report_html(outcome, out))
+    log.info("wrote %s, %s, %s and %s", out / "metrics.json", out / "details.json", out / "report.md", out / "report.html")
+
+
+def report_html(outcome: EvalOutcome, folder: Path | None = None) -> str:
+    """`report.html`: the same report, figures embedded (`embedfit.report.render`); the studies' figures
+    (`learning_curve.png`, `dims.png`) are included when those studies wrote into `folder`."""
+    images = {rel: content for files in [outcome.figure_files] + [ev.figure_files for ev in outcome.models]
+              for rel, content in files.items() if isinstance(content, bytes) and rel.endswith(".png")}
+    studies = {}
+    if folder is not None:
+        studies = {name: (Path(folder) / name).read_bytes() for name in render.STUDY_FIGURES if (Path(folder) / name).is_file()}
+    title = f"embedfit evaluation report: {outcome.config.store.name if outcome.config.store else 'store'}"
+    return render.report_html(metrics_json(outcome), details_json(outcome), images, title, studies)

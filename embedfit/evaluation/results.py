@@ -47,6 +47,9 @@ class SystemRun:
     vs_best_plain: dict = field(default_factory=dict)
     #: "seen" / "unseen" (`embedfit.metrics.seen`) -> {"n", "means", "ci95", "vs_raw"} on the primary metric and nDCG@10
     by_subset: dict = field(default_factory=dict)
+    #: what it costs over raw (`embedfit.evaluation.evaluate._costs`): {"fit_seconds", "query_ms", "storage_bytes",
+    #: "storage"}: time to fit, added milliseconds per query (median, one query at a time), extra bytes stored
+    cost: dict = field(default_factory=dict)
 
     @property
     def dense(self) -> bool:
@@ -69,6 +72,8 @@ class ModelEvaluation:
     seconds: dict[str, float] = field(default_factory=dict)
     #: how many scored queries are seen / unseen (`embedfit.metrics.seen`)
     subset_sizes: dict[str, int] = field(default_factory=dict)
+    #: why the split into seen / unseen came out as it did, in one true sentence (`embedfit.evaluation.evaluate._why_seen`)
+    seen_reason: str = ""
 
     @property
     def n_queries(self) -> int:
@@ -97,3 +102,6 @@ class EvalOutcome:
     config: EvalConfig
     models: list[ModelEvaluation]
     seconds: float
+    #: figures of the whole run (the forest plot: one panel per model): name -> path, path -> PNG bytes
+    figures: dict[str, str] = field(default_factory=dict)
+    figure_files: dict[str, bytes] = field(default_factory=dict)

@@ -249,3 +249,27 @@ def test_selection_figure_marks_the_chosen_and_refused_points():
     assert [float(v) for v in left.get_lines()[-1].get_ydata()] == [0.5, 0.5]  # identity, dashed
     assert plots.selection_png(selection, "m")[:8] == b"\x89PNG\r\n\x1a\n"
     assert plots.selection_png({"metric": "MRR@10"}, "x") is None
+
+
+def test_a_study_of_this_data_joins_the_report_and_one_of_other_data_is_left_out(report, tmp_path):
+    """A learning curve measured on this store's data (its fingerprint) is drawn into the report; the same file
+    claiming other data is left out, and the report says why."""
+    import embedfit as ef
+    from embedfit.store.store import Store
+
+    fingerprint = Store(report["store"]).model_info(MODEL)["data_fingerprint"]
+    curve = {"model": MODEL, "data_fingerprint": fingerprint, "metric": "MRR@10",
+             "points": [{"labels": n, "gain": {"mean": g, "ci95": [g - 0.02, g + 0.02]},
+                         "seen": None, "unseen": {"mean": g / 2, "ci95": [g / 2 - 0.03, g / 2 + 0.03]}}
+                        for n, g in ((25, 0.01), (50, 0.02), (100, 0.03))]}
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    for folder, fp in ((ours, fingerprint), (theirs, "another-dataset")):
+        folder.mkdir()
+        (folder / "learning_curve.json").write_text(json.dumps({**curve, "data_fingerprint": fp}), encoding="utf-8")
+    options = {"mse_baseline": False, "nudge": False, "hnsw": False, "bm25": False, "bootstrap_resamples": 200,
+               "plot_queries": 0}
+    ev = ef.evaluate(report["store"], [report["adapter"]], studies=[ours], **options).outcome.models[0]
+    assert ev.figure_files[ev.figures["learning_curve"]] == plots.learning_curve_png(curve)
+    other = ef.evaluate(report["store"], [report["adapter"]], studies=[theirs], **options).outcome.models[0]
+    assert "learning_curve" not in other.figures
+    assert any("learning_curve.json was left out: it measured other data" in n for n in other.notes)

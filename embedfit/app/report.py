@@ -3,7 +3,6 @@
     REPORT/metrics.json   the numbers and the decision card (`embedfit.evaluation.report`'s schema)
     REPORT/details.json   labels, notes, the HNSW check, and where eval put each figure
                           ({"figures": {"forest": ...}, "models": {MODEL: {"figures": {key: "figures/MODEL/NAME.png"}}}})
-    REPORT/learning_curve.png, dims.png   the studies' figures, when they were written into the report folder
 
 The tab shows exactly what `report.html` shows (one renderer: `embedfit.report.render`): the decision card first,
 then the forest plot, the systems table, seen / unseen, the selection figure, the rest collapsed, then the other
@@ -64,10 +63,8 @@ def load_report(folder: Path, model: str, store: Path, adapter_dir: Path) -> Rep
         return ReportView(html=_message(f"{metrics_path} could not be read ({exc}); re-run eval."))
     details = read_json_object(folder / "details.json") or {}
     images = _read_images(folder, model)
-    studies = {name: data for name, data in _read_pngs([(folder / name, name) for name in render.STUDY_FIGURES
-                                                         if (folder / name).is_file()])}
     try:
-        body = render.body_html(metrics, details, images, first_model=model, studies=studies)
+        body = render.body_html(metrics, details, images, first_model=model)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a hand-edited or foreign metrics.json
         log.warning("report in %s could not be drawn: %s", folder, exc)
         return ReportView(html=_message(f"The report in {folder} could not be drawn ({exc!r}); re-run eval."))

@@ -49,6 +49,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mse-epochs", type=int, default=d.mse_epochs, help="epochs of the MSE cookbook baseline")
     p.add_argument("--no-hnsw", action="store_true", help="skip querying Chroma's HNSW index")
     p.add_argument("--no-plots", action="store_true", help="skip the figures")
+    p.add_argument("--study", type=Path, action="append", default=[], dest="studies",
+                   help="a folder `eval learning-curve` or `eval dims` wrote into; its figure joins the report when it "
+                        "measured this store's data (repeatable; default: the studies' default folders)")
     p.add_argument("--bootstrap-resamples", type=int, default=d.bootstrap_resamples,
                    help="resamples of the bootstrap intervals and permutation tests")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the bootstrap, permutations and plot sampling")
@@ -73,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
         plot_queries=a.plot_queries, plot_passages=a.plot_passages,
         cache_dir=None if a.no_cache else a.cache, batch_size=a.batch_size, device=a.device,
         chroma_host=a.chroma_host, chroma_port=a.chroma_port, min_queries=a.min_queries, min_usable=a.min_usable,
-        force=a.force)
+        force=a.force, studies=a.studies)
 
 
 def _study_parser(command: str, doc: str | None, d: CurveConfig | DimsConfig, out_help: str) -> argparse.ArgumentParser:

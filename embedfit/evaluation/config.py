@@ -66,6 +66,9 @@ class EvalConfig:
     min_usable: float = 0.5
     #: write into --out even when it is a non-empty folder that is not a report
     force: bool = False
+    #: folders where `embedfit eval learning-curve` / `eval dims` wrote; their figures join the report when they
+    #: measured this store's data. Empty: the studies' default folders (`.data/learning-curve`, `.data/dims`)
+    studies: list[Path] = field(default_factory=list)
 
     def validate(self) -> None:
         check_device(self.device)
@@ -94,5 +97,5 @@ class EvalConfig:
 
     def to_json(self) -> dict:
         d = asdict(self)
-        return {k: ([str(x) for x in v] if isinstance(v, list) and k == "adapters" else
+        return {k: ([str(x) for x in v] if isinstance(v, list) and k in ("adapters", "studies") else
                     str(v) if isinstance(v, Path) else v) for k, v in d.items()}

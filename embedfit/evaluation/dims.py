@@ -33,7 +33,7 @@ from embedfit.adapters.train import train_adapter
 from embedfit.embed.base import l2_normalise
 from embedfit.errors import InputError
 from embedfit.evaluation import plots
-from embedfit.evaluation.learning_curve import open_study
+from embedfit.evaluation.learning_curve import open_study, study_identity
 from embedfit.metrics.retrieval import per_query_metrics
 from embedfit.metrics.stats import bootstrap_ci
 from embedfit.retrieval.exact import exact_search
@@ -105,7 +105,8 @@ def run_dims(cfg: DimsConfig) -> dict:
                          "nDCG@10_vs_raw": round(float(diff.mean()), 4), "nDCG@10_vs_raw_ci95": [round(lo, 4), round(hi, 4)],
                          "kept": round(m["nDCG@10"] / raw["nDCG@10"], 3) if raw["nDCG@10"] else None})
             log.info("dims: %s d=%d nDCG@10 %.4f (raw %.4f)", name, d, m["nDCG@10"], raw["nDCG@10"])
-    out = {"model": cfg.model, "test_queries": len(test.query_ids), "passages": len(pids), "rows": rows}
+    out = {"model": cfg.model, **study_identity(store, cfg.model), "test_queries": len(test.query_ids),
+           "passages": len(pids), "rows": rows}
     cfg.out.mkdir(parents=True, exist_ok=True)
     atomic.write_json(cfg.out / "dims.json", out)
     (cfg.out / "dims.png").write_bytes(plots.dims_png(out))

@@ -40,13 +40,15 @@ from embedfit.embed.base import l2_normalise
 from embedfit.errors import EmbedfitError, InputError, MismatchError, StoreError
 from embedfit.evaluation import names, plots, report
 from embedfit.evaluation.config import CI_METRICS, PRIMARY_METRIC, REPORT_OUTPUT, EvalConfig
+from embedfit.evaluation.dims import DimsConfig
 from embedfit.evaluation.heldout import HeldOut, load_heldout, require_enough
+from embedfit.evaluation.learning_curve import CurveConfig
 from embedfit.evaluation.results import EvalOutcome, ModelEvaluation, SystemRun, is_adapter_key
 from embedfit.evaluation.threshold import best_threshold, threshold_accuracy
 from embedfit.metrics.retrieval import per_query_metrics, recall_at_k_curve
 from embedfit.metrics.seen import seen_unseen
 from embedfit.metrics.stats import bootstrap_ci, paired_p_value
-from embedfit.outputs import check_output
+from embedfit.outputs import check_output, read_json_object
 from embedfit.retrieval.exact import exact_search
 from embedfit.retrieval.fusion import DEFAULT_N, RRF_DEFAULT, FusionSpec, dev_signature, fuse_results, load_raw_fusion
 from embedfit.retrieval.fusion_choice import choose_dev_fusion
@@ -563,6 +565,34 @@ def _figures(ev: ModelEvaluation, cfg: EvalConfig, q: np.ndarray, qrels: Qrels, 
     return figures, files
 
 
+#: the studies' JSON files and how each is drawn (the same figure the study itself saves)
+STUDIES = {"learning_curve": ("learning_curve.json", plots.learning_curve_png), "dims": ("dims.json", plots.dims_png)}
+#: where the studies write by default (`embedfit eval learning-curve`, `eval dims`): looked in when --study is not given
+DEFAULT_STUDY_FOLDERS = (CurveConfig.out, DimsConfig.out)
+
+
+def _study_figures(model: str, fingerprint: str | None, cfg: EvalConfig, notes: list[str]) -> dict[str, bytes]:
+    """The learning-curve and smaller-vectors figures of the studies that measured this model on this data
+    (their JSON's model and data fingerprint), drawn from their JSON. A study of other data is left out: said in a
+    note when its folder was given with --study, silently for the default folders."""
+    out: dict[str, bytes] = {}
+    for folder in cfg.studies or DEFAULT_STUDY_FOLDERS:
+        for key, (name, draw) in STUDIES.items():
+            obj = read_json_object(Path(folder) / name)
+            if obj is None or obj.get("model") != model or key in out:
+                continue
+            if not fingerprint or obj.get("data_fingerprint") != fingerprint:
+                if cfg.studies:
+                    notes.append(f"{Path(folder) / name} was left out: it measured other data than this store holds "
+                                 f"(or predates data fingerprints in studies); run the study again.")
+                continue
+            try:
+                out[key] = draw(obj)
+            except (KeyError, TypeError, ValueError, StopIteration) as exc:
+                notes.append(f"{Path(folder) / name} could not be drawn ({exc!r}); run the study again.")
+    return out
+
+
 def forest_panel(ev: ModelEvaluation, metric: str = PRIMARY_METRIC) -> dict:
     """One model's rows of the forest plot (`embedfit.evaluation.plots.forest_figure`): every system but raw, its
     paired change against raw overall and on the seen / unseen queries."""
@@ -714,6 +744,9 @@ def evaluate_model(store: Store, model: str, cfg: EvalConfig, adapters: list[tup
     if cfg.plots:
         with _timed(timings, "plots"):
             figures, files = _figures(ev, cfg, q, scope.qrels, scope.queries, corpus, pids, thresholds.hist)
+            for key, png in _study_figures(model, info.get("data_fingerprint"), cfg, ev.notes).items():
+                rel = str(Path("figures") / slug(model) / f"{key}.png")
+                figures[key], files[rel] = rel, png
             ev = replace(ev, figures=figures, figure_files=files)
     return replace(ev, seconds=timings)
 

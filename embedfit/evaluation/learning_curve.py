@@ -136,11 +136,17 @@ def open_study(store_root: Path, model: str) -> tuple[Store, TrainingData, Split
     return store, load_training_data(store, model), load_test_split(store, model)
 
 
+def study_identity(store: Store, model: str) -> dict:
+    """What a study's JSON says about the data it measured (the store and its data fingerprint), so an eval report
+    includes only the studies of the data it reports on (`embedfit.evaluation.evaluate._study_figures`)."""
+    return {"store": str(store.root.resolve()), "data_fingerprint": store.model_info(model).get("data_fingerprint")}
+
+
 def run_learning_curve(cfg: CurveConfig) -> dict:
     cfg.validate()
     store, pool, test = open_study(cfg.store, cfg.model)
     points = curve_points(pool, test, cfg)
-    out = {"model": cfg.model, "metric": cfg.metric, "test_queries": len(test.query_ids),
+    out = {"model": cfg.model, **study_identity(store, cfg.model), "metric": cfg.metric, "test_queries": len(test.query_ids),
            "split": store.split_policy(), "selection": {"methods": list(cfg.methods), "folds": cfg.folds,
                                                         "candidate_sets": list(cfg.candidate_sets),
                                                         "temperatures": list(cfg.temperatures)},

@@ -482,17 +482,14 @@ def write_reports(outcome: EvalOutcome, out: Path) -> None:
     atomic.write_json(out / "metrics.json", metrics_json(outcome))  # undefined numbers (NaN) are written as null
     atomic.write_json(out / "details.json", details_json(outcome))
     atomic.write_text(out / "report.md", report_md(outcome))
-    atomic.write_text(out / "report.html", report_html(outcome, out))
+    atomic.write_text(out / "report.html", report_html(outcome))
     log.info("wrote %s, %s, %s and %s", out / "metrics.json", out / "details.json", out / "report.md", out / "report.html")
 
 
-def report_html(outcome: EvalOutcome, folder: Path | None = None) -> str:
-    """`report.html`: the same report, figures embedded (`embedfit.report.render`); the studies' figures
-    (`learning_curve.png`, `dims.png`) are included when those studies wrote into `folder`."""
+def report_html(outcome: EvalOutcome) -> str:
+    """`report.html`: the same report, every figure embedded (`embedfit.report.render`): one file, opens offline."""
     images = {rel: content for files in [outcome.figure_files] + [ev.figure_files for ev in outcome.models]
               for rel, content in files.items() if isinstance(content, bytes) and rel.endswith(".png")}
-    studies = {}
-    if folder is not None:
-        studies = {name: (Path(folder) / name).read_bytes() for name in render.STUDY_FIGURES if (Path(folder) / name).is_file()}
-    title = f"embedfit evaluation report: {outcome.config.store.name if outcome.config.store else 'store'}"
-    return render.report_html(metrics_json(outcome), details_json(outcome), images, title, studies)
+    store = Path(outcome.config.store)
+    title = f"embedfit evaluation report: {store.parent.name}/{store.name}"
+    return render.report_html(metrics_json(outcome), details_json(outcome), images, title)

@@ -27,9 +27,9 @@ SECOND_METRIC = "nDCG@10"
 
 FIGURE_NAMES = {"forest": "change against raw, every system (forest plot)",
                 "similarity_hist": "cosine of test pairs, per system", "recall_at_k": "Recall@k",
-                "latent_space": "latent space (2-d projection)"}
-STUDY_FIGURES = {"learning_curve.png": "learning curve: the gain against the number of labels",
-                 "dims.png": "smaller vectors: quality against bytes per vector"}
+                "latent_space": "latent space (2-d projection)",
+                "learning_curve": "learning curve: the gain against the number of labels (eval learning-curve)",
+                "dims": "smaller vectors: quality against bytes per vector (eval dims)"}
 
 
 # -- numbers -------------------------------------------------------------------------------------------
@@ -398,13 +398,11 @@ def blocks(metrics: Mapping, first: str | None = None) -> list[tuple[str, dict]]
     return sorted(pairs, key=lambda mv: mv[0] != first) if first else pairs
 
 
-def body_html(metrics: Mapping, details: Mapping, images: Mapping[str, bytes], first_model: str | None = None,
-              studies: Mapping[str, bytes] | None = None) -> str:
+def body_html(metrics: Mapping, details: Mapping, images: Mapping[str, bytes], first_model: str | None = None) -> str:
     """The report's content (no <html> shell): what `report.html` and the page's Eval tab show.
 
     `images`: figure path inside the report ("figures/...png", as details.json lists them) -> PNG bytes; figures
-    missing from it are left out. `studies`: "learning_curve.png" / "dims.png" -> bytes, when those studies wrote
-    into the report folder."""
+    missing from it are left out."""
     models = blocks(metrics, first_model)
     dmodels = details.get("models") if isinstance(details.get("models"), dict) else {}
     out = ['<div class="ef-report">']
@@ -448,16 +446,13 @@ def body_html(metrics: Mapping, details: Mapping, images: Mapping[str, bytes], f
                 figure_html(images[rel], f"{model}: " + (FIGURE_NAMES.get(key) or (
                     f"training curves of {key.split(':', 1)[1]}" if key.startswith("training:") else key.replace("_", " "))))
                 for rel, key in rest) + "</div>")
-    for name, data in (studies or {}).items():
-        out.append(figure_html(data, STUDY_FIGURES.get(name, name)))
     out.append("</div>")
     return "".join(out)
 
 
-def report_html(metrics: Mapping, details: Mapping, images: Mapping[str, bytes], title: str,
-                studies: Mapping[str, bytes] | None = None) -> str:
+def report_html(metrics: Mapping, details: Mapping, images: Mapping[str, bytes], title: str) -> str:
     """`report.html`: one self-contained file (styles inline, figures as data URIs): it opens offline, copied anywhere."""
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{html.escape(title)}</title>"
             f"<style>{PAGE_CSS}{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-            + body_html(metrics, details, images, studies=studies) + "</body></html>")
+            + body_html(metrics, details, images) + "</body></html>")

@@ -224,7 +224,8 @@ def test_status_mentions_train_split_leakage():
 
 
 def test_report_tab_from_a_report_without_a_card_decides_from_its_numbers(real_report, tmp_path):
-    """A report written before cards existed (no "decision" key) still gets its card, from the same numbers."""
+    """A report with its paired tests but no "decision" key still gets its card, from the same numbers; one from
+    before both gets no card (rather than a wrong "keep the raw embeddings") and says so."""
     import json
     import shutil
 
@@ -235,3 +236,8 @@ def test_report_tab_from_a_report_without_a_card_decides_from_its_numbers(real_r
     (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
     html = load_report(folder, MODEL, tmp_path, tmp_path).html
     assert f'data-system="{card["recommended"]}"' in html
+    del metrics["vs_raw"]
+    (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    html = load_report(folder, MODEL, tmp_path, tmp_path).html
+    assert "written before decision cards" in html and "Keep the raw embeddings" not in html
+    assert "Every system on the same queries" in html  # the tables still show

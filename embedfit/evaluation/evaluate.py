@@ -49,6 +49,7 @@ from embedfit.metrics.retrieval import per_query_metrics, recall_at_k_curve
 from embedfit.metrics.seen import seen_unseen
 from embedfit.metrics.stats import bootstrap_ci, paired_p_value
 from embedfit.outputs import check_output, read_json_object
+from embedfit.report.decision import PLAIN
 from embedfit.retrieval.exact import exact_search
 from embedfit.retrieval.fusion import DEFAULT_N, RRF_DEFAULT, FusionSpec, dev_signature, fuse_results, load_raw_fusion
 from embedfit.retrieval.fusion_choice import choose_dev_fusion
@@ -316,9 +317,7 @@ def _costs(systems: dict[str, SystemRun], q: np.ndarray, qids: list[str], querie
         size = (_adapter_bytes(ad) if ad is not None else 0) + (4 * n_passages * int(s.passages.shape[1]) if moved else 0)
         what = ", ".join(w for w, on in (("the adapter's weights", projects), ("its query memory", ad is not None and ad.memory is not None),
                                           ("a projected collection's vectors", moved)) if on) or "nothing"
-        fit = ad.config.training.get("fit_seconds") if ad is not None else None
-        if fit is None and ad is not None and ad.config.selection:
-            fit = ad.config.selection.get("seconds")
+        fit = ad.config.training.get("fit_seconds") if ad is not None else None  # None: trained before it was recorded
         out[k] = {"fit_seconds": s.seconds if s.seconds is not None else fit, "query_ms": ms,
                   "storage_bytes": size, "storage": what}
     hybrids = [k for k, s in systems.items() if s.fusion is not None]
@@ -353,8 +352,8 @@ def _why_seen(sizes: dict[str, int], split: str | None, policy: dict) -> str:
     seen, unseen = sizes.get("seen", 0), sizes.get("unseen", 0)
     if split is None:
         return (f"{seen} of these held-out queries ask only about passages that training queries had as answers; "
-                f"the other {unseen} ask about at least one passage training never saw as an answer"
-                + (" (so no held-out query is seen: they ask about held-out passages)" if not seen else "") + ".")
+                f"the other {unseen} ask about at least one passage no training query had as an answer"
+                + (" (so none is seen)" if not seen else "") + ".")
     by = policy.get("by")
     if by == "grouped":
         return (f"This store's splits are grouped (ingest --split-by grouped): no relevant passage is shared between "
@@ -421,7 +420,7 @@ def _hybrid_systems(dense: list[SystemRun], lexical: Results, store: Store, mode
 def _best_plain_comparison(systems: dict[str, SystemRun], scores: dict[str, dict], cfg: EvalConfig) -> dict[str, dict]:
     """Each adapter system against the best system that needs no adapter (raw, BM25, raw+BM25, raw RRF; by
     the primary metric on these queries): is the adapter worth it once BM25 is fused?"""
-    plain = [k for k in systems if not is_adapter_key(k) and k != "mse_baseline"]
+    plain = [k for k in systems if k in PLAIN]  # not the MSE baseline nor NUDGE: they are fitted on the labels too
     best = max(plain, key=lambda k: (scores[k]["means"][PRIMARY_METRIC], k == "raw"))
     return {k: {"system": best, **_compare(scores[k], scores[best], cfg, (PRIMARY_METRIC, "nDCG@10"))}
             for k in systems if is_adapter_key(k)}

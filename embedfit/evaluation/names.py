@@ -1,4 +1,4 @@
-"""What the report calls each system: a name that says what it is ("query adapter + memory (α 1.0)",
+"""What the report calls each system: a name that says what it is ("query adapter + memory (α 1)",
 "raw + BM25 (z-score, w 0.5)"), never the folder an adapter was saved in (that appears once, in its details).
 
 One home for these names: eval labels its systems with them, and the report, the page's Eval tab and the
@@ -18,7 +18,7 @@ def _num(x) -> str:
 
 
 def adapter_name(adapter: Adapter) -> str:
-    """"query adapter", "query adapter + memory (α 1.0)", "query memory (α 0.5)", "NUDGE-N passage move (γ 0.1)",
+    """"query adapter", "query adapter + memory (α 1)", "query memory (α 0.5)", "NUDGE-N passage move (γ 0.1)",
     "two-sided adapter", or "identity (nothing beat raw on dev)"."""
     c = adapter.config
     if adapter.is_identity:

@@ -15,7 +15,7 @@
      "vs_best_non_adapter": {SYSTEM: V},         (each adapter system, and its hybrids)
      "seen_unseen": {"n": {"seen": int, "unseen": int}, SYSTEM: {"seen" | "unseen": S}},   (eval/seen.py)
      "seen_reason": why the queries split into seen / unseen as they did (one sentence; "" without the split),
-     "labels": {SYSTEM: what the system is, in words ("query adapter + memory (α 1.0)")},
+     "labels": {SYSTEM: what the system is, in words ("query adapter + memory (α 1)")},
      "vs_raw": {SYSTEM: {"MRR@10" | "nDCG@10" | "Recall@10" | "Recall@100": D}},   (every system but raw)
      "costs": {SYSTEM: K},
      "decision": the decision card (`embedfit.report.decision.decide` of this object)}
@@ -448,7 +448,7 @@ def report_md(outcome: EvalOutcome) -> str:
             "raw embeddings of the same model."), ""]
     metrics = metrics_json(outcome)
     for model, obj in render.blocks(metrics):
-        out += [render.card_markdown(render.card(obj)), "", render.systems_table(obj).markdown(), ""]
+        out += [render.card_markdown(render.card(obj), model), "", render.systems_table(obj).markdown(), ""]
         st = render.seen_table(obj)
         if st is not None:
             out += [st.markdown(), ""]
@@ -463,13 +463,15 @@ def report_md(outcome: EvalOutcome) -> str:
             cells = [_summary_cell(ev, k) for k in ("adapted", "bm25", "mse_baseline")]
             out.append(f"| {ev.model} | {ev.n_queries} | {_f(ev.systems['raw'].means[PRIMARY_METRIC])} | " + " | ".join(cells) + " |")
         out.append("")
+    details = details_json(outcome)["models"]
     for ev in outcome.models:
         out += _model_section(ev)
+        out += ["### What each system is", ""] + [f"- {line}" for line in render.system_details(details[ev.model])] + [""]
     return "\n".join(out)
 
 
 def write_reports(outcome: EvalOutcome, out: Path) -> None:
-    """Write metrics.json, details.json, report.md and the figures into `out` (checked by the caller)."""
+    """Write metrics.json, details.json, report.md, report.html and the figures into `out` (checked by the caller)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for files in [outcome.figure_files] + [ev.figure_files for ev in outcome.models]:

@@ -13,8 +13,10 @@ The rule, stated once:
    (`vs_best_non_adapter`); otherwise the cheaper system is the recommendation.
 4. Of the qualifying candidates, the highest mean primary metric wins. None qualifies: keep the raw embeddings.
 
-These are test-split numbers (or held-out files): the recommendation is chosen on the queries it is scored on,
-so its gain is what was measured, not a promise; the intervals say how far it could be off.
+The numbers are those of the scored queries (the test split by default, the dev split with --split dev, or
+held-out files): the recommendation is chosen on the queries it is scored on, so its gain is what was measured,
+not a promise; the intervals say how far it could be off. A hybrid is recognised by its fusion entry (`fusion`),
+not by its name.
 """
 from __future__ import annotations
 
@@ -32,10 +34,12 @@ def is_customized(key: str) -> bool:
     return key == "adapted" or key.startswith(("adapted:", "adapted_"))
 
 
-def _dense_key(key: str) -> str:
-    for suffix in ("_bm25", "_rrf"):
-        if key.endswith(suffix):
-            return key[: -len(suffix)]
+def _dense_key(obj: dict, key: str) -> str:
+    """The dense system a hybrid fuses with BM25 (the key itself for a system that is not a hybrid)."""
+    if key in (obj.get("fusion") or {}):
+        for suffix in ("_bm25", "_rrf"):
+            if key.endswith(suffix):
+                return key[: -len(suffix)]
     return key
 
 
@@ -56,6 +60,11 @@ def _change(obj: dict, key: str, metric: str) -> dict | None:
     return c if isinstance(c, dict) and _finite(c.get("delta")) and _finite(c.get("p")) else None
 
 
+def has_tests(obj: dict) -> bool:
+    """True when the object carries the paired tests a card is decided from (reports written before cards do not)."""
+    return isinstance(obj.get("vs_raw"), dict)
+
+
 def _subset(obj: dict, key: str, name: str, metric: str) -> dict | None:
     """{"n", "delta", "ci95", "p", "mean"} of `key` on the seen or unseen queries, or None."""
     su = obj.get("seen_unseen") or {}
@@ -63,6 +72,8 @@ def _subset(obj: dict, key: str, name: str, metric: str) -> dict | None:
     if not isinstance(sub, dict) or not isinstance(sub.get("vs_raw"), dict) or metric not in sub["vs_raw"]:
         return None
     v = sub["vs_raw"][metric]
+    if not (isinstance(v, dict) and _finite(v.get("delta")) and _finite(v.get("p"))):
+        return None
     return {"n": (su.get("n") or {}).get(name), "delta": v["delta"], "ci95": v.get("ci95"), "p": v["p"],
             "mean": (sub.get("means") or {}).get(metric)}
 
@@ -93,8 +104,9 @@ def judge(obj: dict, key: str, metric: str = PRIMARY_METRIC) -> tuple[bool, str]
     if is_customized(key):
         vb = (obj.get("vs_best_non_adapter") or {}).get(key) or {}
         v = vb.get(metric)
-        if isinstance(v, dict) and _finite(v.get("delta")) and not (v["delta"] > 0 and v["p"] < ALPHA):
-            return False, (f"not significantly better than {_label(obj, vb.get('system', 'raw'))}, which needs no "
+        if isinstance(v, dict) and _finite(v.get("delta")) and _finite(v.get("p")) and not (v["delta"] > 0 and v["p"] < ALPHA):
+            word = "worse than" if v["delta"] < 0 and v["p"] < ALPHA else "not significantly better than"
+            return False, (f"{word} {_label(obj, vb.get('system', 'raw'))}, which needs no "
                            f"customization ({metric} {v['delta']:+.3f}, {_p(v['p'])})")
     return True, f"beats raw ({metric} {c['delta']:+.3f}, {_p(c['p'])})"
 
@@ -112,7 +124,7 @@ def steps(obj: dict, key: str, metric: str = PRIMARY_METRIC) -> list[dict]:
     if key == "raw":
         return []
     m = lambda k: _mean(obj, k, metric)  # noqa: E731
-    dense = _dense_key(key)
+    dense = _dense_key(obj, key)
     if key == dense or key == "bm25":
         what = "customization" if is_customized(key) else ("BM25 instead of dense" if key == "bm25" else key)
         return [{"step": what, "label": _label(obj, key), "delta": m(key) - m("raw"), "mean": m(key)}]
@@ -137,8 +149,13 @@ def decide(obj: dict, metric: str = PRIMARY_METRIC) -> dict:
     if best != "raw":
         c = _change(obj, best, metric)
         gain = {"delta": c["delta"], "ci95": c.get("ci95"), "p": c["p"]}
-    others = [{"system": k, "label": _label(obj, k), "why": verdicts[k][1]} for k in keys
-              if k not in (best, "raw") and (is_customized(k) or not verdicts[k][0])]
+    def why(k: str) -> str:
+        if not verdicts[k][0]:
+            return verdicts[k][1]
+        return (f"also qualifies ({verdicts[k][1]}) but scores lower than the recommendation ({metric} "
+                f"{_mean(obj, k, metric):.3f} against {_mean(obj, best, metric):.3f})")
+
+    others = [{"system": k, "label": _label(obj, k), "why": why(k)} for k in keys if k not in (best, "raw")]
     return {
         "model": obj.get("model"),
         "metric": metric,

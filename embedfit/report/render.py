@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from embedfit.report.decision import decide
+from embedfit.report.decision import decide, has_tests
 from embedfit.settings import METRICS, PRIMARY_METRIC
 
 SECOND_METRIC = "nDCG@10"
@@ -95,10 +95,10 @@ class Table:
         return "\n".join(lines)
 
     def html(self, css_class: str = "ef-table") -> str:
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.header)
-        body = "".join("<tr>" + "".join(f'<td class="{"num" if i in self.numeric else ""}">{html.escape(c)}</td>'
+        head = "".join(f"<th>{html.escape(str(h))}</th>" for h in self.header)
+        body = "".join("<tr>" + "".join(f'<td class="{"num" if i in self.numeric else ""}">{html.escape(str(c))}</td>'
                                         for i, c in enumerate(row)) + "</tr>" for row in self.rows)
-        note = f'<p class="ef-note">{html.escape(self.note)}</p>' if self.note else ""
+        note = f'<p class="ef-note">{html.escape(str(self.note))}</p>' if self.note else ""
         return (f'{note}<table class="{css_class}"><thead><tr>{head}</tr></thead>'
                 f"<tbody>{body}</tbody></table>")
 
@@ -264,10 +264,17 @@ def system_details(block: Mapping) -> list[str]:
 
 # -- the decision card -------------------------------------------------------------------------------------
 
-def card(obj: Mapping) -> dict:
-    """The card's content: the one eval wrote, or (a report from before cards) decided now from the same numbers."""
+OLD_REPORT = ("This report was written before decision cards and paired changes were saved in metrics.json, so no "
+              "recommendation is drawn from it: run eval again for the card. Its tables follow.")
+
+
+def card(obj: Mapping) -> dict | None:
+    """The card's content: the one eval wrote; decided now from the same numbers when the file has the paired
+    tests but no card; None for a report from before both (a card from missing tests would wrongly say "keep raw")."""
     dec = obj.get("decision")
-    return dec if isinstance(dec, dict) and "recommended" in dec else decide(dict(obj))
+    if isinstance(dec, dict) and "recommended" in dec:
+        return dec
+    return decide(dict(obj)) if has_tests(dict(obj)) else None
 
 
 def _cost_line(cost: Mapping | None) -> str:
@@ -276,7 +283,7 @@ def _cost_line(cost: Mapping | None) -> str:
     if not num(cost.get("query_ms")) and not num(cost.get("storage_bytes")) and not num(cost.get("fit_seconds")):
         return "nothing over raw"
     fit = num(cost.get("fit_seconds"))
-    fitted = "nothing to fit" if fit == 0 else f"fit {seconds(fit)} once"
+    fitted = "nothing to fit" if fit == 0 else "fit time not recorded" if fit is None else f"fit {seconds(fit)} once"
     return (f"{fitted}; +{num(cost.get('query_ms')) or 0:.2f} ms per query; "
             f"+{size(cost.get('storage_bytes'))} stored ({cost.get('storage')})")
 
@@ -295,7 +302,14 @@ def _whom(dec: Mapping) -> list[str]:
     return out
 
 
-def card_markdown(dec: Mapping) -> str:
+def _attr(x: Any) -> str:
+    """A number for a data-* attribute (escaped: the value came from a file)."""
+    return html.escape(str(num(x)), quote=True)
+
+
+def card_markdown(dec: Mapping | None, model: str = "") -> str:
+    if dec is None:
+        return f"## Decision: {model}\n\n{OLD_REPORT}"
     m = dec.get("metric", PRIMARY_METRIC)
     head = f"## Decision: {dec.get('model')} ({dec.get('n_queries')} queries, {m})"
     if dec.get("keep_raw"):
@@ -316,30 +330,33 @@ def card_markdown(dec: Mapping) -> str:
     if why:
         lines += ["", f"*Seen / unseen:* {why}"]
     if dec.get("others"):
-        lines += ["", "Not recommended: " + "; ".join(f"{o['label']}: {o['why']}" for o in dec["others"]) + "."]
+        lines += ["", "The other candidates, and why not them: " + "; ".join(f"{o['label']}: {o['why']}" for o in dec["others"]) + "."]
     return "\n".join(lines)
 
 
-def card_html(dec: Mapping) -> str:
+def card_html(dec: Mapping | None, model: str = "") -> str:
     e = html.escape
-    m = dec.get("metric", PRIMARY_METRIC)
-    model = str(dec.get("model"))
+    if dec is None:
+        return (f'<section class="ef-decision ef-old" data-model="{e(model)}"><h2 class="ef-card-title">Decision · '
+                f"{e(model)}</h2><p>{e(OLD_REPORT)}</p></section>")
+    m = str(dec.get("metric", PRIMARY_METRIC))
+    model = model or str(dec.get("model"))
     out = [f'<section class="ef-decision" data-model="{e(model)}" data-system="{e(str(dec.get("recommended")))}">',
-           f'<h2 class="ef-card-title">Decision · {e(model)} <small>({e(str(dec.get("n_queries")))} queries, {e(m)})</small></h2>']
+           f'<h2 class="ef-card-title">Decision · {e(model)} <small>({e(str(dec.get("n_queries")))} queries, {e(str(m))})</small></h2>']
     if dec.get("keep_raw"):
         out.append(f'<p class="ef-rec"><b class="ef-rec-label">Keep the raw embeddings.</b> No system beat raw '
-                   f'significantly without a catch ({e(m)} <span class="ef-raw" data-value="{dec.get("raw_mean")}">'
+                   f'significantly without a catch ({e(m)} <span class="ef-raw" data-value="{_attr(dec.get("raw_mean"))}">'
                    f'{f3(dec.get("raw_mean"))}</span>).</p>')
     else:
         g = dec.get("gain") or {}
         out.append(f'<p class="ef-rec">Deploy: <b class="ef-rec-label">{e(str(dec.get("label")))}</b></p>')
-        out.append(f'<p class="ef-headline">{e(m)} <span class="ef-raw" data-value="{dec.get("raw_mean")}">'
-                   f'{f3(dec.get("raw_mean"))}</span> → <span class="ef-mean" data-value="{dec.get("mean")}">'
-                   f'{f3(dec.get("mean"))}</span>: <b class="ef-gain" data-value="{g.get("delta")}">{signed(g.get("delta"))}</b> '
+        out.append(f'<p class="ef-headline">{e(m)} <span class="ef-raw" data-value="{_attr(dec.get("raw_mean"))}">'
+                   f'{f3(dec.get("raw_mean"))}</span> → <span class="ef-mean" data-value="{_attr(dec.get("mean"))}">'
+                   f'{f3(dec.get("mean"))}</span>: <b class="ef-gain" data-value="{_attr(g.get("delta"))}">{signed(g.get("delta"))}</b> '
                    f'(95% CI <span class="ef-ci">{interval(g.get("ci95"), sign=True)}</span>, '
                    f'<span class="ef-p">{pval(g.get("p"))}</span>)</p>')
         if dec.get("steps"):
-            steps = " · ".join(f'<span class="ef-step" data-value="{s["delta"]}">+ {e(s["step"])}: {signed(s["delta"])}</span>'
+            steps = " · ".join(f'<span class="ef-step" data-value="{_attr(s.get("delta"))}">+ {e(str(s.get("step")))}: {signed(s.get("delta"))}</span>'
                                for s in dec["steps"])
             out.append(f'<p class="ef-steps">What each step adds: {steps}</p>')
         whom = _whom(dec)
@@ -350,9 +367,9 @@ def card_html(dec: Mapping) -> str:
     if why:
         out.append(f'<p class="ef-why"><i>Seen / unseen:</i> {e(why)}</p>')
     if dec.get("others"):
-        items = "".join(f"<li><b>{e(o['label'])}</b>: {e(o['why'])}</li>" for o in dec["others"])
+        items = "".join(f"<li><b>{e(str(o.get('label')))}</b>: {e(str(o.get('why')))}</li>" for o in dec["others"])
         opened = " open" if dec.get("keep_raw") else ""  # the card's whole story then: why nothing else
-        out.append(f'<details class="ef-others"{opened}><summary>Not recommended ({len(dec["others"])})</summary>'
+        out.append(f'<details class="ef-others"{opened}><summary>The other candidates ({len(dec["others"])}), and why not them</summary>'
                    f"<ul>{items}</ul></details>")
     out.append("</section>")
     return "".join(out)
@@ -406,7 +423,7 @@ def body_html(metrics: Mapping, details: Mapping, images: Mapping[str, bytes], f
     models = blocks(metrics, first_model)
     dmodels = details.get("models") if isinstance(details.get("models"), dict) else {}
     out = ['<div class="ef-report">']
-    out += [card_html(card(obj)) for _, obj in models]
+    out += [card_html(card(obj), model) for model, obj in models]
     top = details.get("figures") if isinstance(details.get("figures"), dict) else {}
     for key, rel in top.items():
         if rel in images:

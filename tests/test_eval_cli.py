@@ -263,6 +263,10 @@ def test_heldout_queries_score_exactly_the_given_queries(tiny, tmp_path):
     expected = [f"new{i}" for i in range(len(test_ids))] + ["para", train_id]
     assert metrics["n_queries"] == len(expected)
     assert details["query_ids"] == expected
+    # threshold accuracy on the held-out queries' own pairs (at most one hard negative per positive, per query)
+    n_pos = sum(1 for a, b, c in qrels_rows if a in expected and c > 0 and b != "p_not_in_store")
+    assert 0 < details["threshold_pairs"]["hard"]["test_pos"] <= n_pos
+    assert any("measured on these held-out queries' own pairs" in n for n in details["notes"])
 
     # the oracle embeds the given texts itself and ranks the whole corpus
     from embedfit.embed import load_embedder

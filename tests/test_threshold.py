@@ -159,3 +159,34 @@ def test_property_accuracy_and_se_bounds(pos, neg, t):
     n = len(pos) + len(neg)
     assert 0.0 <= acc <= 1.0 and 0.0 <= se <= 0.5 / math.sqrt(n) + 1e-15
     assert acc <= threshold_accuracy(pos, neg, best_threshold(pos, neg))[0]
+
+
+def test_heldout_threshold_accuracy_by_hand():
+    """Held-out queries get their own pairs, mined now by ingest's rule; the threshold comes from the store's dev.
+
+    Passages p1 (1, 0), p2 (0, 1), p3 (0.6, 0.8), p4 (0.8, -0.6). Dev: d1 (0.8, 0.6) answers p3 (cosine 0.96), its
+    hard negative p1 (0.8): the threshold is the midpoint, 0.88. Held-out: h1 (0.6, 0.8) answers p1 (0.6); p3
+    (1.0) and p2 (0.8) score above 0.95 x 0.6 and are refused as hard negatives by the margin rule, so its hard
+    negative is p4 (0.0). h2 (0, 1) answers p2 (1.0); its hard negative is p3 (0.8). At 0.88: (h1, p1) is missed,
+    the other three pairs are right: accuracy 3/4, SE sqrt(0.75 x 0.25 / 4)."""
+    from embedfit.embed.base import l2_normalise
+    from embedfit.evaluation.evaluate import PairSource, heldout_pairs, threshold_accuracies
+    from embedfit.evaluation.results import SystemRun
+    from embedfit.pipeline.negatives import MiningConfig
+    from embedfit.types import TrainingExample
+
+    pids = ["p1", "p2", "p3", "p4"]
+    P = np.array([[1, 0], [0, 1], [0.6, 0.8], [0.8, -0.6]], dtype=np.float32)
+    texts = {"p1": "alpha beta", "p2": "gamma delta", "p3": "epsilon zeta", "p4": "eta theta"}
+    dev = PairSource([TrainingExample("d1", "dev", ("p3",), weak_ids=("p2",), hard_ids=("p1",))], "dev", ["d1"],
+                     np.array([[0.8, 0.6]], dtype=np.float32))
+    held = heldout_pairs(["h1", "h2"], np.array([[0.6, 0.8], [0, 1]], dtype=np.float32), pids, P, texts,
+                         {"h1": {"p1": 1}, "h2": {"p2": 1}}, MiningConfig(k_hard=1, k_weak=1))
+    assert [(e.query_id, e.hard_ids) for e in held.examples] == [("h1", ("p4",)), ("h2", ("p3",))]
+    raw = SystemRun(key="raw", label="raw", results={}, project_queries=l2_normalise, passages=P)
+    run = threshold_accuracies([raw], pids, dev, held)
+    hard = run.by_system["raw"]["hard"]
+    assert hard["threshold"] == pytest.approx(0.88)
+    assert hard["accuracy"] == 0.75 and hard["se"] == pytest.approx(math.sqrt(0.75 * 0.25 / 4))
+    assert run.pair_counts["hard"] == {"dev_pos": 1, "dev_neg": 1, "test_pos": 2, "test_neg": 2}
+    assert run.pair_counts["weak"]["test_pos"] == 2 and run.pair_counts["weak"]["test_neg"] == 2

@@ -49,6 +49,7 @@ from embedfit.metrics.retrieval import per_query_metrics, recall_at_k_curve
 from embedfit.metrics.seen import seen_unseen
 from embedfit.metrics.stats import bootstrap_ci, paired_p_value
 from embedfit.outputs import check_output, read_json_object
+from embedfit.pipeline.negatives import MiningConfig, MiningInput, mine_negatives
 from embedfit.report.decision import PLAIN
 from embedfit.retrieval.exact import exact_search
 from embedfit.retrieval.fusion import DEFAULT_N, RRF_DEFAULT, FusionSpec, dev_signature, fuse_results, load_raw_fusion
@@ -58,7 +59,7 @@ from embedfit.search.chroma_ann import chroma_search, recall_against_exact
 from embedfit.settings import K_VALUES, METRICS, TOP_K, with_options
 from embedfit.store import chroma_store, query_vectors
 from embedfit.store.store import Store
-from embedfit.types import Corpus, Qrels, Queries, Results, slug
+from embedfit.types import Corpus, Qrels, Queries, Results, TrainingExample, slug
 
 log = logging.getLogger(__name__)
 
@@ -474,33 +475,62 @@ class ThresholdRun:
     notes: list[str]
 
 
-def _threshold_all(systems: list[SystemRun], store: Store, model: str, pids: list[str]) -> ThresholdRun:
-    """Threshold chosen on dev pairs, accuracy on test pairs, for every dense system in `systems`."""
-    examples = store.load_examples(model)
+@dataclass(frozen=True)
+class PairSource:
+    """Where one side of threshold accuracy takes its pairs: mined examples (`TrainingExample`), the split of them
+    to use, and the raw vectors of their queries (`query_ids` in row order)."""
+
+    examples: list[TrainingExample]
+    split: str
+    query_ids: list[str]
+    vectors: np.ndarray
+
+
+def store_pairs(store: Store, model: str, split: str) -> PairSource:
+    """The store's own pairs of `split`: ingest's mined examples and its saved query vectors."""
     ids, raw_q = query_vectors.load(store.root, model)
-    qrow = {q: i for i, q in enumerate(ids)}
+    return PairSource(store.load_examples(model), split, list(ids), raw_q)
+
+
+def heldout_pairs(query_ids: list[str], q: np.ndarray, pids: list[str], p_raw: np.ndarray, texts: dict[str, str],
+                  qrels: Qrels, mining: MiningConfig) -> PairSource:
+    """Held-out queries' own pairs: positives from their qrels; weak (random) and hard (nearest non-answer under
+    the raw embeddings) negatives mined now by ingest's rule and settings (`embedfit.pipeline.negatives`), so the
+    held-out score is measured exactly as the store's test split is."""
+    data = MiningInput(query_ids, l2_normalise(q), pids, p_raw, texts, qrels, dict.fromkeys(query_ids, "test"))
+    examples, _ = mine_negatives(data, mining)
+    return PairSource(examples, "test", list(query_ids), q)
+
+
+def threshold_accuracies(systems: list[SystemRun], pids: list[str], dev: PairSource, test: PairSource) -> ThresholdRun:
+    """Per dense system and pair kind: the threshold chosen on `dev`'s pairs, the accuracy on `test`'s (one
+    negative per positive per query, so chance is 50%), and all of `test`'s pair scores for the histograms."""
+    dev_row = {q: i for i, q in enumerate(dev.query_ids)}
+    test_row = {q: i for i, q in enumerate(test.query_ids)}
     prow = {p: i for i, p in enumerate(pids)}
     run = ThresholdRun(by_system={s.key: {} for s in systems}, hist={}, pair_counts={}, notes=[])
     for kind in PAIR_KINDS:
-        dev, test = (_pairs(examples, qrow, prow, s, kind, balanced=True) for s in ("dev", "test"))
-        every = _pairs(examples, qrow, prow, "test", kind, balanced=False)
-        run.pair_counts[kind] = {"dev_pos": len(dev.pos_q), "dev_neg": len(dev.neg_q),
-                                 "test_pos": len(test.pos_q), "test_neg": len(test.neg_q)}
-        if min(len(dev.pos_q), len(dev.neg_q), len(test.pos_q), len(test.neg_q)) == 0:
-            run.notes.append(f"threshold accuracy ({kind}): not enough dev/test pairs in the store ({run.pair_counts[kind]}).")
+        dp = _pairs(dev.examples, dev_row, prow, dev.split, kind, balanced=True)
+        tp = _pairs(test.examples, test_row, prow, test.split, kind, balanced=True)
+        every = _pairs(test.examples, test_row, prow, test.split, kind, balanced=False)
+        run.pair_counts[kind] = {"dev_pos": len(dp.pos_q), "dev_neg": len(dp.neg_q),
+                                 "test_pos": len(tp.pos_q), "test_neg": len(tp.neg_q)}
+        if min(len(dp.pos_q), len(dp.neg_q), len(tp.pos_q), len(tp.neg_q)) == 0:
+            run.notes.append(f"threshold accuracy ({kind}): not enough dev/test pairs ({run.pair_counts[kind]}).")
             continue
         for s in systems:
-            Q = s.project_queries(raw_q)
+            Qd = s.project_queries(dev.vectors)
+            Qt = Qd if test.vectors is dev.vectors else s.project_queries(test.vectors)
             P = s.passages
-            dev_pos, dev_neg = _pair_scores(Q, P, dev.pos_q, dev.pos_p), _pair_scores(Q, P, dev.neg_q, dev.neg_p)
+            dev_pos, dev_neg = _pair_scores(Qd, P, dp.pos_q, dp.pos_p), _pair_scores(Qd, P, dp.neg_q, dp.neg_p)
             t = best_threshold(dev_pos, dev_neg)  # chosen on dev ...
             dev_acc, _ = threshold_accuracy(dev_pos, dev_neg, t)
-            acc, se = threshold_accuracy(_pair_scores(Q, P, test.pos_q, test.pos_p),  # ... reported on test
-                                         _pair_scores(Q, P, test.neg_q, test.neg_p), t)
+            acc, se = threshold_accuracy(_pair_scores(Qt, P, tp.pos_q, tp.pos_p),  # ... reported on test
+                                         _pair_scores(Qt, P, tp.neg_q, tp.neg_p), t)
             run.by_system[s.key][kind] = {"threshold": t, "accuracy": acc, "se": se, "dev_accuracy": dev_acc,
-                                          "n_pos": len(test.pos_q), "n_neg": len(test.neg_q)}
-            run.hist.setdefault(s.key, {})[kind] = (_pair_scores(Q, P, every.pos_q, every.pos_p),
-                                                    _pair_scores(Q, P, every.neg_q, every.neg_p))
+                                          "n_pos": len(tp.pos_q), "n_neg": len(tp.neg_q)}
+            run.hist.setdefault(s.key, {})[kind] = (_pair_scores(Qt, P, every.pos_q, every.pos_p),
+                                                    _pair_scores(Qt, P, every.neg_q, every.neg_p))
     return run
 
 
@@ -733,7 +763,16 @@ def evaluate_model(store: Store, model: str, cfg: EvalConfig, adapters: list[tup
     with _timed(timings, "costs"):
         costs = _costs(systems, q, qids, scope.queries, len(pids), index if cfg.bm25 else None, store.lexical_dir)
     with _timed(timings, "threshold"):
-        thresholds = _threshold_all([s for s in systems.values() if s.dense], store, model, pids)
+        dev_pairs = store_pairs(store, model, "dev")
+        if heldout is None:
+            test_pairs = replace(dev_pairs, split="test")
+        else:  # the held-out queries' own pairs, mined now as ingest mines the store's
+            mining = MiningConfig(**(info.get("mining") or {}))
+            test_pairs = heldout_pairs(qids, q, pids, p_raw, {p: corpus[p].text for p in pids}, scope.qrels, mining)
+            notes.append(f"threshold accuracy: the threshold is chosen on the store's dev pairs and the accuracy "
+                         f"measured on these held-out queries' own pairs, their negatives mined now from the raw "
+                         f"ranking by ingest's rule ({mining.k_hard} hard, {mining.k_weak} weak per query).")
+        thresholds = threshold_accuracies([s for s in systems.values() if s.dense], pids, dev_pairs, test_pairs)
     systems = {k: replace(s, **scores[k], hnsw=hnsw.get(k), threshold=thresholds.by_system.get(k, {}),
                           vs_best_plain=vs_best_plain.get(k, {}), by_subset=by_subset.get(k, {}), cost=costs.get(k, {}))
                for k, s in systems.items()}

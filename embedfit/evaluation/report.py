@@ -402,8 +402,11 @@ def _model_section(ev: ModelEvaluation) -> list[str]:
                 "(query, hard = nearest non-answer under raw embeddings). Only the dense systems have it: it "
                 "thresholds a cosine, and a fused or BM25 score is not one. One negative per positive per query, so "
                 "chance is 50%. The threshold is chosen on the **dev** split's pairs and the accuracy reported on the "
-                "**test** split's pairs (± binomial standard error). "
-                + ", ".join(f"{k}: {c['dev_pos']}+{c['dev_neg']} dev pairs, {c['test_pos']}+{c['test_neg']} test pairs"
+                + ("**held-out queries'** own pairs (negatives mined at eval time by ingest's rule)"
+                   if ev.scope.startswith("held-out") else "**test** split's pairs")
+                + " (± binomial standard error). "
+                + ", ".join(f"{k}: {c['dev_pos']}+{c['dev_neg']} dev pairs, {c['test_pos']}+{c['test_neg']} "
+                            f"{'held-out' if ev.scope.startswith('held-out') else 'test'} pairs"
                             for k, c in pc.items()) + ".", "",
                 "| system | weak: test accuracy ± SE | weak: threshold | hard: test accuracy ± SE | hard: threshold |",
                 "|---|---:|---:|---:|---:|"]

@@ -128,7 +128,8 @@ def test_metrics_json_has_exactly_the_contract_keys(full_run):
     extra = {f"p_value_{k}_vs_raw" for k in EXTRA_ADAPTERS | EXTRA_HYBRIDS}
     assert set(m) == TOP_KEYS | extra
     assert m["model"] == MODEL and m["adapter"] == "qonly"
-    assert set(m["retrieval"]) == {"raw", "adapted", "bm25", "mse_baseline"} | NUDGE | HYBRIDS | EXTRA_ADAPTERS | EXTRA_HYBRIDS
+    assert set(m["retrieval"]) == {"raw", "adapted", "bm25", "mse_baseline", "finetune"} | NUDGE | HYBRIDS | EXTRA_ADAPTERS | EXTRA_HYBRIDS
+    assert m["retrieval"]["finetune"] is None  # an optional baseline (--baselines finetune), not asked for
     assert all(m["retrieval"][k] is not None and m["p_value_" + k + "_vs_raw"] is not None for k in NUDGE)
     assert set(m["fusion"]) == HYBRIDS | EXTRA_HYBRIDS
     assert all(f["chosen_on"] == "dev" for k, f in m["fusion"].items() if k.endswith("_bm25"))
@@ -136,10 +137,14 @@ def test_metrics_json_has_exactly_the_contract_keys(full_run):
     assert set(m["vs_best_non_adapter"]) == {"adapted", "adapted_bm25", "adapted_rrf"} | EXTRA_ADAPTERS | EXTRA_HYBRIDS
     assert {v["system"] for v in m["vs_best_non_adapter"].values()} <= {"raw", "bm25", "raw_bm25", "raw_rrf"}
     for name, vals in m["retrieval"].items():
+        if name == "finetune":
+            continue
         assert list(vals) == METRICS, name
         assert all(0.0 <= v <= 1.0 for v in vals.values())
     assert set(m["ci95"]) == set(m["retrieval"])
     for name, cis in m["ci95"].items():
+        if name == "finetune":
+            continue
         assert set(cis) == {"MRR@10", "nDCG@10", "Recall@10"}
         for metric, (lo, hi) in cis.items():
             assert lo <= m["retrieval"][name][metric] + 1e-12 and m["retrieval"][name][metric] <= hi + 1e-12

@@ -76,7 +76,7 @@ def test_single_model_single_adapter_is_exactly_the_contract():
     assert m["embedfit_version"] == embedfit.__version__
     assert m["n_queries"] == 3 and m["model"] == "m" and m["adapter"] == "a0"
     # every key always present; what was not computed (no hybrid systems in this evaluation) is null
-    assert list(m["retrieval"]) == ["raw", "adapted", "bm25", "mse_baseline", "nudge_n", "nudge_m", "raw_bm25",
+    assert list(m["retrieval"]) == ["raw", "adapted", "bm25", "mse_baseline", "nudge_n", "nudge_m", "finetune", "raw_bm25",
                                     "adapted_bm25", "raw_rrf", "adapted_rrf"]
     assert all(list(v) == METRICS for k, v in m["retrieval"].items() if k in ("raw", "adapted", "bm25", "mse_baseline"))
     assert m["retrieval"]["raw_bm25"] is None and m["p_value_adapted_rrf_vs_raw"] is None and m["fusion"] == {}

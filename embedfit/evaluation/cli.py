@@ -15,7 +15,7 @@ from pathlib import Path
 
 from embedfit.adapters.config import SELECTABLE
 from embedfit.evaluation import dims, learning_curve
-from embedfit.evaluation.config import SPLITS, EvalConfig
+from embedfit.evaluation.config import OPTIONAL_BASELINES, SPLITS, EvalConfig
 from embedfit.evaluation.dims import DimsConfig, dims_table, run_dims
 from embedfit.evaluation.evaluate import run_eval
 from embedfit.evaluation.learning_curve import CurveConfig, run_learning_curve
@@ -49,6 +49,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mse-epochs", type=int, default=d.mse_epochs, help="epochs of the MSE cookbook baseline")
     p.add_argument("--no-hnsw", action="store_true", help="skip querying Chroma's HNSW index")
     p.add_argument("--no-plots", action="store_true", help="skip the figures")
+    p.add_argument("--baselines", nargs="+", choices=OPTIONAL_BASELINES, default=[],
+                   help="optional baselines that take minutes: finetune (full fine-tuning of the model with "
+                        "sentence-transformers' MultipleNegativesRankingLoss on the train split, the corpus re-embedded)")
+    p.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs,
+                   help="epochs of the fine-tune baseline (the best on dev is kept)")
     p.add_argument("--study", type=Path, action="append", default=[], dest="studies",
                    help="a folder `eval learning-curve` or `eval dims` wrote into; its figure joins the report when it "
                         "measured this store's data (repeatable; default: the studies' default folders)")
@@ -76,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
         plot_queries=a.plot_queries, plot_passages=a.plot_passages,
         cache_dir=None if a.no_cache else a.cache, batch_size=a.batch_size, device=a.device,
         chroma_host=a.chroma_host, chroma_port=a.chroma_port, min_queries=a.min_queries, min_usable=a.min_usable,
-        force=a.force, studies=a.studies)
+        force=a.force, studies=a.studies, baselines=a.baselines, finetune_epochs=a.finetune_epochs)
 
 
 def _study_parser(command: str, doc: str | None, d: CurveConfig | DimsConfig, out_help: str) -> argparse.ArgumentParser:

@@ -14,6 +14,8 @@ CI_METRICS = ("MRR@10", "nDCG@10", "Recall@10")
 #: metrics whose adapted-vs-raw p-value goes into metrics.json (`p_value_adapted_vs_raw`)
 P_METRICS = ("MRR@10", "nDCG@10")
 SPLITS = ("dev", "test")
+#: baselines eval runs only when asked (`--baselines`): they cost minutes, not seconds
+OPTIONAL_BASELINES = ("finetune",)
 #: details.json names its writer: what makes a folder recognisably an eval report of ours
 REPORT_GENERATOR = "embedfit eval"
 #: the generator's name before the tool was called embedfit: still ours to replace
@@ -69,6 +71,10 @@ class EvalConfig:
     #: folders where `embedfit eval learning-curve` / `eval dims` wrote; their figures join the report when they
     #: measured this store's data. Empty: the studies' default folders (`.data/learning-curve`, `.data/dims`)
     studies: list[Path] = field(default_factory=list)
+    #: optional baselines that cost real time: "finetune" (`embedfit.evaluation.finetune`)
+    baselines: list[str] = field(default_factory=list)
+    #: epochs of the fine-tune baseline (the best on dev is kept)
+    finetune_epochs: int = 2
 
     def validate(self) -> None:
         check_device(self.device)
@@ -88,6 +94,11 @@ class EvalConfig:
             raise InputError("--min-queries must be at least 1")
         if not 0.0 <= self.min_usable <= 1.0:
             raise InputError("--min-usable must be a fraction between 0 and 1")
+        unknown = sorted(set(self.baselines) - set(OPTIONAL_BASELINES))
+        if unknown:
+            raise InputError(f"--baselines: unknown {', '.join(unknown)}; known: {', '.join(OPTIONAL_BASELINES)}")
+        if self.finetune_epochs < 1:
+            raise InputError("--finetune-epochs must be at least 1")
         if len(set(self.models)) != len(self.models):
             raise InputError("a model is given twice with --model")
 

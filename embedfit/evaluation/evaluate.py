@@ -41,6 +41,7 @@ from embedfit.errors import EmbedfitError, InputError, MismatchError, StoreError
 from embedfit.evaluation import names, plots, report
 from embedfit.evaluation.config import CI_METRICS, PRIMARY_METRIC, REPORT_OUTPUT, EvalConfig
 from embedfit.evaluation.dims import DimsConfig
+from embedfit.evaluation.finetune import finetune, training_pairs
 from embedfit.evaluation.heldout import HeldOut, load_heldout, require_enough
 from embedfit.evaluation.learning_curve import CurveConfig
 from embedfit.evaluation.results import EvalOutcome, ModelEvaluation, SystemRun, is_adapter_key
@@ -185,6 +186,33 @@ def _nudge_systems(store: Store, model: str, q: np.ndarray, qids: list[str], dum
     return out
 
 
+def _finetune_system(store: Store, model: str, corpus: Corpus, store_queries: Queries, scope: Scope, qids: list[str],
+                     pids: list[str], cfg: EvalConfig, notes: list[str]) -> dict[str, SystemRun]:
+    """The full fine-tune baseline (`embedfit.evaluation.finetune`), fitted on the store's train split with the epoch
+    chosen on dev, scored on the same queries as every other system."""
+    qrels = store.load_qrels()
+    train = training_pairs(store_queries, qrels, store.split_query_ids("train"), corpus)
+    dev_ids = store.split_query_ids("dev")
+    try:
+        res = finetune(model, train, {q: store_queries[q] for q in dev_ids if q in store_queries},
+                       {q: qrels[q] for q in dev_ids if q in qrels}, corpus, pids, [scope.queries[q] for q in qids],
+                       epochs=cfg.finetune_epochs, seed=cfg.seed)
+    except InputError as exc:
+        notes.append(f"fine-tune baseline skipped: {exc}.")
+        return {}
+    curve = ", ".join(f"epoch {c['epoch']} {c['dev MRR@10']:.4f}" for c in res.curve)
+    notes.append(f"Full fine-tune baseline: {model} fine-tuned with sentence-transformers' MultipleNegativesRankingLoss "
+                 f"on {res.n_pairs} (query, positive) pairs of the train split; dev MRR@10 by epoch: {curve}; epoch "
+                 f"{res.best_epoch} kept" + (" (the untuned model: fine-tuning never beat it on dev)" if res.best_epoch == 0
+                                             else "") + f"; the corpus re-embedded with it; {res.seconds:.0f} s in all.")
+    results = exact_search(res.query_vectors, qids, res.passage_vectors, pids, k=TOP_K)
+    cost = {"fit_seconds": round(res.seconds, 2), "query_ms": 0.0, "storage_bytes": res.weight_bytes,
+            "storage": "a fine-tuned copy of the model (the corpus re-embedded in place of its raw vectors)"}
+    label = f"full fine-tune (MNRL, epoch {res.best_epoch})"
+    return {"finetune": SystemRun(key="finetune", label=label, results=results, seconds=round(res.seconds, 2),
+                                  cost=cost)}
+
+
 # -- statistics ------------------------------------------------------------------------------------
 
 def _score(results: Results, qrels: Qrels, cfg: EvalConfig, raw: dict | None = None) -> dict:
@@ -309,6 +337,8 @@ def _costs(systems: dict[str, SystemRun], q: np.ndarray, qids: list[str], querie
     rows = list(range(min(LATENCY_QUERIES, len(qids))))
     out: dict[str, dict] = {"raw": {"fit_seconds": 0.0, "query_ms": 0.0, "storage_bytes": 0, "storage": "nothing"}}
     for k, s in systems.items():
+        if s.cost:  # measured where it was fitted (the fine-tune baseline)
+            out[k] = s.cost
         if k == "raw" or not s.dense:
             continue
         ad = s.adapter
@@ -733,6 +763,9 @@ def evaluate_model(store: Store, model: str, cfg: EvalConfig, adapters: list[tup
     if cfg.nudge:
         with _timed(timings, "nudge"):
             systems.update(_nudge_systems(store, model, q, qids, dump, p_raw, notes))
+    if "finetune" in cfg.baselines:
+        with _timed(timings, "finetune"):
+            systems.update(_finetune_system(store, model, corpus, store_queries, scope, qids, pids, cfg, notes))
     if cfg.bm25:
         with _timed(timings, "bm25"):
             key = tuple(qids)

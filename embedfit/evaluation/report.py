@@ -4,7 +4,7 @@
 
     {"n_queries": int, "model": str, "adapter": str | null,
      "retrieval": {"raw": M, "adapted": M | null, "bm25": M | null, "mse_baseline": M | null,
-                   "nudge_n": M | null, "nudge_m": M | null,
+                   "nudge_n": M | null, "nudge_m": M | null, "finetune": M | null (only with --baselines finetune),
                    "raw_bm25": M | null, "adapted_bm25": M | null, "raw_rrf": M | null, "adapted_rrf": M | null},
      "ci95": {each key of "retrieval": C | null},
      "p_value_adapted_vs_raw": P | null, "p_value_raw_bm25_vs_raw": P | null, "p_value_adapted_bm25_vs_raw": P | null,
@@ -64,8 +64,8 @@ from embedfit.settings import METRICS
 log = logging.getLogger(__name__)
 
 ALPHA = 0.05
-SYSTEM_ORDER = ("raw", "adapted", "bm25", "mse_baseline", "nudge_n", "nudge_m", "raw_bm25", "adapted_bm25", "raw_rrf",
-                "adapted_rrf")
+SYSTEM_ORDER = ("raw", "adapted", "bm25", "mse_baseline", "nudge_n", "nudge_m", "finetune", "raw_bm25", "adapted_bm25",
+                "raw_rrf", "adapted_rrf")
 #: systems with an interval and a p-value against raw in metrics.json (besides each further adapter)
 COMPARED = ("adapted", "raw_bm25", "adapted_bm25", "raw_rrf", "adapted_rrf", "nudge_n", "nudge_m")
 

@@ -12,6 +12,7 @@ crafted details.json cannot make the page read a file outside the report folder.
 """
 from __future__ import annotations
 
+import html
 import io
 import json
 import logging
@@ -44,8 +45,6 @@ def missing_note(folder: Path, store: Path, adapter_dir: Path) -> str:
 
 
 def _message(text: str) -> str:
-    import html
-
     return f'<div class="ef-report-missing"><pre>{html.escape(text)}</pre></div>'
 
 
@@ -68,15 +67,9 @@ def load_report(folder: Path, model: str, store: Path, adapter_dir: Path) -> Rep
     except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a hand-edited or foreign metrics.json
         log.warning("report in %s could not be drawn: %s", folder, exc)
         return ReportView(html=_message(f"The report in {folder} could not be drawn ({exc!r}); re-run eval."))
-    where = (f'<p class="ef-note">From <code>{_esc(folder)}</code>: <code>report.html</code> there is this page in '
-             "one file; <code>report.md</code> the long read.</p>")
+    where = (f'<p class="ef-note">From <code>{html.escape(str(folder))}</code>: <code>report.html</code> there is '
+             "this page in one file; <code>report.md</code> the long read.</p>")
     return ReportView(html=body + where, images=images, found=True)
-
-
-def _esc(x) -> str:
-    import html
-
-    return html.escape(str(x))
 
 
 def figure_list(folder: Path, model: str) -> list[tuple[Path, str]]:
@@ -107,15 +100,12 @@ def figure_list(folder: Path, model: str) -> list[tuple[Path, str]]:
 
 
 def _read_images(folder: Path, model: str) -> dict[str, bytes]:
+    """Figure path (as details.json gives it) -> bytes of each listed figure that is a readable PNG no larger than
+    MAX_IMAGE_BYTES; the rest are skipped and logged."""
     if not folder.is_dir():
         return {}
-    return dict(_read_pngs(figure_list(folder, model)[:MAX_IMAGES]))
-
-
-def _read_pngs(paths: list[tuple[Path, str]]) -> list[tuple[str, bytes]]:
-    """(key, bytes) of each path that is a readable PNG no larger than MAX_IMAGE_BYTES; the rest skipped, logged."""
-    out = []
-    for path, key in paths:
+    out = {}
+    for path, key in figure_list(folder, model)[:MAX_IMAGES]:
         try:
             if path.stat().st_size > MAX_IMAGE_BYTES:
                 log.warning("skipping %s: larger than %d bytes", path, MAX_IMAGE_BYTES)
@@ -125,7 +115,7 @@ def _read_pngs(paths: list[tuple[Path, str]]) -> list[tuple[str, bytes]]:
                 if im.format != "PNG":
                     raise OSError(f"not a PNG but {im.format}")
                 im.verify()
-            out.append((key, data))
+            out[key] = data
         except (OSError, SyntaxError) as exc:  # PIL raises SyntaxError for some broken PNGs
             log.warning("skipping unreadable image %s (%s)", path, exc)
     return out

@@ -397,16 +397,17 @@ def _model_section(ev: ModelEvaluation) -> list[str]:
     thr = [s for s in ev.systems.values() if s.threshold]
     if thr:
         pc = ev.pair_counts
+        heldout = ev.scope.startswith("held-out")
         out += ["", "### Threshold accuracy (the original study's metric)", "",
                 "Pairs from the store's mined examples: (query, positive) against (query, weak = random negative) or "
                 "(query, hard = nearest non-answer under raw embeddings). Only the dense systems have it: it "
                 "thresholds a cosine, and a fused or BM25 score is not one. One negative per positive per query, so "
                 "chance is 50%. The threshold is chosen on the **dev** split's pairs and the accuracy reported on the "
                 + ("**held-out queries'** own pairs (negatives mined at eval time by ingest's rule)"
-                   if ev.scope.startswith("held-out") else "**test** split's pairs")
+                   if heldout else "**test** split's pairs")
                 + " (± binomial standard error). "
                 + ", ".join(f"{k}: {c['dev_pos']}+{c['dev_neg']} dev pairs, {c['test_pos']}+{c['test_neg']} "
-                            f"{'held-out' if ev.scope.startswith('held-out') else 'test'} pairs"
+                            f"{'held-out' if heldout else 'test'} pairs"
                             for k, c in pc.items()) + ".", "",
                 "| system | weak: test accuracy ± SE | weak: threshold | hard: test accuracy ± SE | hard: threshold |",
                 "|---|---:|---:|---:|---:|"]
@@ -418,13 +419,7 @@ def _model_section(ev: ModelEvaluation) -> list[str]:
             out.append(f"| {s.label} | " + " | ".join(cells) + " |")
     if ev.figures:
         out += ["", "### Figures", ""]
-        names = {"similarity_hist": "cosine histograms of positive vs negative pairs",
-                 "forest": "change against raw, every system (forest plot)",
-                 "recall_at_k": "Recall@k curves", "latent_space": "latent space (PCA 2-D)",
-                 "latent_space_html": "latent space, interactive"}
-        for key, path in ev.figures.items():
-            label = names.get(key, key.replace("training:", "training curves: ").replace("selection:", "selection at a glance: "))
-            out.append(f"- [{label}]({path})")
+        out += [f"- [{render.figure_caption(key)}]({path})" for key, path in ev.figures.items()]
     if ev.notes:
         out += ["", "### Notes", ""] + [f"- {n}" for n in ev.notes]
     out.append("")
@@ -439,7 +434,15 @@ def _summary_cell(ev: ModelEvaluation, key: str) -> str:
     return f"{_f(s.means[PRIMARY_METRIC])} ({_signed(v['delta'])}, {_pval(v['p'])})"
 
 
-def report_md(outcome: EvalOutcome) -> str:
+def _figure_files(outcome: EvalOutcome) -> dict[str, bytes | str]:
+    """Every figure file of the run (the forest plot) and of each model: path inside the report -> content."""
+    return {rel: content for files in [outcome.figure_files] + [ev.figure_files for ev in outcome.models]
+            for rel, content in files.items()}
+
+
+def report_md(outcome: EvalOutcome, metrics: dict | None = None, details: dict | None = None) -> str:
+    """report.md; `metrics` and `details` are the run's metrics.json and details.json objects when the caller
+    already made them (computed here otherwise)."""
     cfg = outcome.config
     scope = (f"held-out queries `{cfg.queries}` with qrels `{cfg.qrels}`" if cfg.heldout
              else f"the store's **{cfg.split} split**")
@@ -449,7 +452,8 @@ def report_md(outcome: EvalOutcome) -> str:
            ("Every system is ranked by exact cosine search over the same stored passage vectors and scored on the same "
             "queries; intervals are 95% BCa bootstrap over queries, p-values are paired permutation tests against the "
             "raw embeddings of the same model."), ""]
-    metrics = metrics_json(outcome)
+    metrics = metrics if metrics is not None else metrics_json(outcome)
+    details = details if details is not None else details_json(outcome)
     for model, obj in render.blocks(metrics):
         out += [render.card_markdown(render.card(obj), model), "", render.systems_table(obj).markdown(), ""]
         st = render.seen_table(obj)
@@ -466,10 +470,9 @@ def report_md(outcome: EvalOutcome) -> str:
             cells = [_summary_cell(ev, k) for k in ("adapted", "bm25", "mse_baseline")]
             out.append(f"| {ev.model} | {ev.n_queries} | {_f(ev.systems['raw'].means[PRIMARY_METRIC])} | " + " | ".join(cells) + " |")
         out.append("")
-    details = details_json(outcome)["models"]
     for ev in outcome.models:
         out += _model_section(ev)
-        out += ["### What each system is", ""] + [f"- {line}" for line in render.system_details(details[ev.model])] + [""]
+        out += ["### What each system is", ""] + [f"- {line}" for line in render.system_details(details["models"][ev.model])] + [""]
     return "\n".join(out)
 
 
@@ -477,24 +480,25 @@ def write_reports(outcome: EvalOutcome, out: Path) -> None:
     """Write metrics.json, details.json, report.md, report.html and the figures into `out` (checked by the caller)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for files in [outcome.figure_files] + [ev.figure_files for ev in outcome.models]:
-        for rel, content in files.items():
-            write = atomic.write_bytes if isinstance(content, bytes) else atomic.write_text
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            write(out / rel, content)
+    for rel, content in _figure_files(outcome).items():
+        write = atomic.write_bytes if isinstance(content, bytes) else atomic.write_text
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        write(out / rel, content)
     if any(rel.endswith(".html") for ev in outcome.models for rel in ev.figure_files):
         atomic.write_text(out / "figures" / plots.PLOTLY_JS, plots.plotly_js())
-    atomic.write_json(out / "metrics.json", metrics_json(outcome))  # undefined numbers (NaN) are written as null
-    atomic.write_json(out / "details.json", details_json(outcome))
-    atomic.write_text(out / "report.md", report_md(outcome))
-    atomic.write_text(out / "report.html", report_html(outcome))
+    metrics, details = metrics_json(outcome), details_json(outcome)
+    atomic.write_json(out / "metrics.json", metrics)  # undefined numbers (NaN) are written as null
+    atomic.write_json(out / "details.json", details)
+    atomic.write_text(out / "report.md", report_md(outcome, metrics, details))
+    atomic.write_text(out / "report.html", report_html(outcome, metrics, details))
     log.info("wrote %s, %s, %s and %s", out / "metrics.json", out / "details.json", out / "report.md", out / "report.html")
 
 
-def report_html(outcome: EvalOutcome) -> str:
+def report_html(outcome: EvalOutcome, metrics: dict | None = None, details: dict | None = None) -> str:
     """`report.html`: the same report, every figure embedded (`embedfit.report.render`): one file, opens offline."""
-    images = {rel: content for files in [outcome.figure_files] + [ev.figure_files for ev in outcome.models]
-              for rel, content in files.items() if isinstance(content, bytes) and rel.endswith(".png")}
+    images = {rel: content for rel, content in _figure_files(outcome).items()
+              if isinstance(content, bytes) and rel.endswith(".png")}
     store = Path(outcome.config.store)
     title = f"embedfit evaluation report: {store.parent.name}/{store.name}"
-    return render.report_html(metrics_json(outcome), details_json(outcome), images, title)
+    return render.report_html(metrics if metrics is not None else metrics_json(outcome),
+                              details if details is not None else details_json(outcome), images, title)

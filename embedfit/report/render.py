@@ -27,9 +27,19 @@ SECOND_METRIC = "nDCG@10"
 
 FIGURE_NAMES = {"forest": "change against raw, every system (forest plot)",
                 "similarity_hist": "cosine of test pairs, per system", "recall_at_k": "Recall@k",
-                "latent_space": "latent space (2-d projection)",
+                "latent_space": "latent space (2-d projection)", "latent_space_html": "latent space, interactive",
                 "learning_curve": "learning curve: the gain against the number of labels (eval learning-curve)",
                 "dims": "smaller vectors: quality against bytes per vector (eval dims)"}
+
+
+def figure_caption(key: str) -> str:
+    """What a figure eval lists under `key` shows, in words: the same caption in report.md, report.html and the page."""
+    if key in FIGURE_NAMES:
+        return FIGURE_NAMES[key]
+    for prefix, what in (("training:", "training curves of "), ("selection:", "how selection chose ")):
+        if key.startswith(prefix):
+            return what + key[len(prefix):]
+    return key.replace("_", " ")
 
 
 # -- numbers -------------------------------------------------------------------------------------------
@@ -427,7 +437,7 @@ def body_html(metrics: Mapping, details: Mapping, images: Mapping[str, bytes], f
     top = details.get("figures") if isinstance(details.get("figures"), dict) else {}
     for key, rel in top.items():
         if rel in images:
-            caption = FIGURE_NAMES.get(key, key)
+            caption = figure_caption(key)
             if key == "forest":
                 caption += ("; green: significantly better than raw (p < 0.05), red: significantly worse, grey: no "
                             "significant change; seen / unseen: queries about documents training saw / new ones")
@@ -460,9 +470,7 @@ def body_html(metrics: Mapping, details: Mapping, images: Mapping[str, bytes], f
         rest = [(rel, key) for key, rel in figs.items() if not key.startswith("selection:") and rel in images]
         if rest:
             out.append('<div class="ef-figs">' + "".join(
-                figure_html(images[rel], f"{model}: " + (FIGURE_NAMES.get(key) or (
-                    f"training curves of {key.split(':', 1)[1]}" if key.startswith("training:") else key.replace("_", " "))))
-                for rel, key in rest) + "</div>")
+                figure_html(images[rel], f"{model}: {figure_caption(key)}") for rel, key in rest) + "</div>")
     out.append("</div>")
     return "".join(out)
 

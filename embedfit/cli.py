@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "grid": ("embedfit.adapters.cli", ("grid",), "train a grid of fixed settings and print a table"),
     "eval": ("embedfit.evaluation.cli", (), "score raw, customized and baseline systems with intervals; write the "
                                             "report (also: eval learning-curve, eval dims)"),
+    "serve": ("embedfit.store.cli", (), "run a Chroma server for a store (it holds the store's lock), so the app "
+                                        "and a writer can use it at once"),
     "app": ("embedfit.app.cli", (), "serve the page that shows raw and customized retrieval side by side"),
 }
 

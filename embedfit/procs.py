@@ -1,5 +1,6 @@
 """Child-process helpers: a free local port to start a server on, a wait until it answers, a stop that always
-ends the child, and a child that dies with its parent (so a kill -9 of the parent leaves no orphan serving).
+ends the child, a child that dies with its parent (so a kill -9 of the parent leaves no orphan serving), and a
+reaper for the grandchildren a library starts behind our back (Ray's agents), which no `preexec_fn` reaches.
 
 They live in `core` because two kinds of callers start child processes: the load script
 (`scripts/load_test.py` starts the app) and the tests (which start the app, `chroma run` and other
@@ -13,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -115,3 +117,57 @@ def running(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of `pid` (field 22 of /proc/PID/stat): with the pid, names one process even after
+    the pid is reused. None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def start_reaper(interval: float = 0.25) -> subprocess.Popen | None:
+    """Start a watcher that kills, when this process dies in any way (kill -9 included), every process that was
+    below it: what a library started for us and would leave behind. Ray started locally is the case: its raylet
+    shares the driver's fate, but the raylet's agents (DashboardAgent, RuntimeEnvAgent) are reparented to init and
+    keep running for minutes. Stop the watcher with `stop_reaper` once the library has shut down cleanly.
+
+    The watcher snapshots this process's descendants every `interval` seconds (from /proc, with their start times,
+    so a reused pid is never killed) and, once its parent is gone, SIGKILLs those still running. A process born
+    and orphaned within one interval escapes it. It runs in its own session, so a Ctrl-C to the terminal's process
+    group does not end it before it has done its work. Linux only (None elsewhere)."""
+    if not os.path.isdir("/proc/self"):
+        return None
+    code = f"from embedfit.procs import _reap_after; _reap_after({os.getpid()}, {interval!r})"
+    return subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_reaper(reaper: subprocess.Popen | None) -> None:
+    """End a watcher from `start_reaper` without it killing anything (the parent is alive and has cleaned up)."""
+    if reaper is not None and reaper.poll() is None:
+        reaper.terminate()
+        reaper.wait(timeout=10)
+
+
+def _reap_after(parent: int, interval: float) -> None:
+    """The watcher's loop (see `start_reaper`): snapshot `parent`'s descendants; when it is gone, kill them."""
+    me = os.getpid()
+    seen: dict[int, str] = {}
+    while os.getppid() == parent:  # reparented (to init or a subreaper) once the parent has died
+        now = {}
+        for pid in descendants(parent) - {me}:
+            start = _start_time(pid)
+            if start is not None:
+                now[pid] = start
+        seen = now
+        time.sleep(interval)
+    for pid, start in seen.items():
+        if _start_time(pid) == start and running(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass

@@ -34,7 +34,7 @@ from embedfit.errors import EmbedfitError, InputError
 from embedfit.procs import die_with_parent, free_port, port_is_free, stop_process, wait_until_answering
 from embedfit.runcli import run_cli
 from embedfit.settings import default_adapters, default_data, default_report, default_store
-from embedfit.store import chroma_store
+from embedfit.store.server import start_server
 
 log = logging.getLogger("demo")
 
@@ -149,15 +149,9 @@ def run_demo(cfg: DemoConfig) -> int:
     server = app = None
     try:
         if not cfg.page_only:  # phase 2 writes while the app reads: both go through one Chroma server
-            chroma_store.hold_for_server(cfg.store)  # ... which holds the store: embedded openers are refused
-            port = free_port()
-            server = subprocess.Popen(["chroma", "run", "--path", str(cfg.store / "chroma"), "--host", "127.0.0.1",
-                                       "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                      executable=str(Path(sys.executable).with_name("chroma")),
-                                      preexec_fn=die_with_parent())
-            _wait_http(f"http://127.0.0.1:{port}/api/v2/heartbeat", server, "the Chroma server", 60)
+            port = free_port()  # the server holds the store: embedded openers are refused while it runs
+            server = start_server(cfg.store, "127.0.0.1", port)
             env = {**env, "CHROMA_HOST": "127.0.0.1", "CHROMA_PORT": str(port)}
-            log.info("Chroma server on 127.0.0.1:%d for the store %s (stopped with the demo)", port, cfg.store)
         app_cmd = _py("embedfit", "app", "--store", str(cfg.store), "--model", cfg.app_model, "--adapter",
                       str(cfg.adapters / cfg.app_model), "--report", str(cfg.report), "--port", str(cfg.port))
         log.info("app: %s", " ".join(app_cmd[1:]))

@@ -68,7 +68,7 @@ def assert_refused(r: subprocess.CompletedProcess, seconds: float, doing: str) -
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
     assert "Traceback" not in r.stderr
     assert f"another process is {doing} the local store" in r.stderr
-    assert "not process-safe" in r.stderr and "chroma run" in r.stderr  # why, and the way out
+    assert "not process-safe" in r.stderr and "embedfit serve" in r.stderr  # why, and the way out
     assert seconds < REFUSE_WITHIN_S
 
 

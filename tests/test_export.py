@@ -449,3 +449,51 @@ def test_the_numpy_memory_path_scores_what_eval_scores_on_scifact(tmp_path):
                              pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate(run).values()]))
     assert without == pytest.approx(ev.metrics["retrieval"]["raw"]["nDCG@10"], abs=1e-6)
     assert abs(without - eval_ndcg) > 1e-3, (without, eval_ndcg)
+
+
+#: LlamaIndex's HuggingFaceEmbedding and what it needs beyond this environment (which already has torch,
+#: sentence-transformers, transformers, numpy, pydantic, httpx ...), pinned to the versions the registry resolved
+#: on 2026-12-04 for `pip install llama-index-embeddings-huggingface`.
+LLAMAINDEX_HF = ["llama-index-core==0.14.25", "llama-index-embeddings-huggingface==0.8.0",
+                 "llama-index-instrumentation==0.6.0", "llama-index-workflows==2.26.1", "Deprecated==1.3.1",
+                 "SQLAlchemy==2.1.9", "aiosqlite==0.22.1", "banks==2.5.1", "colorama==0.4.6",
+                 "dataclasses-json==0.6.7", "defusedxml==0.7.1", "dirtyjson==1.0.8", "filetype==1.2.0",
+                 "griffe==2.4.1", "griffecli==2.4.1", "griffelib==2.4.1", "kernels==0.19.1", "marshmallow==3.26.2",
+                 "mypy_extensions==1.2.0", "nest-asyncio==1.6.0", "nltk==3.10.4", "platformdirs==4.14.9",
+                 "tinytag==2.3.2", "typing-inspect==0.9.0", "wrapt==2.5.2"]
+
+
+@pytest.mark.slow
+def test_llamaindex_huggingface_embedding_never_silently_skips_the_adapter(small_store, tmp_path, embedder, texts):
+    """Issue 22, case 1, the fourth ordinary path: LlamaIndex's `HuggingFaceEmbedding` pointed at the
+    sentence-transformers export. It encodes queries with `encode(prompt_name="query")`, which skipped a query-side
+    adapter in silence; now it raises naming the route. A both-sides export gives our adapted vectors for queries
+    and passages alike. LlamaIndex is installed from the package registry into a folder put first on the path."""
+    target = tmp_path / "li"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                          *LLAMAINDEX_HF], capture_output=True, text=True, timeout=600)
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    make_adapter(tmp_path / "q", small_store[0].store, sides="query", scale=0.05, seed=3)
+    ad_both = make_adapter(tmp_path / "b", small_store[0].store, sides="both", scale=0.05, seed=3)
+    export(tmp_path / "q", "sentence-transformers", tmp_path / "st-q")
+    export(tmp_path / "b", "sentence-transformers", tmp_path / "st-b")
+    qs, ps = texts
+    got = fresh(f"""
+        import json, sys
+        sys.path.insert(0, {str(target)!r})
+        from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+        out = {{}}
+        q = HuggingFaceEmbedding(model_name={str(tmp_path / 'st-q')!r}, device="cpu")
+        try:
+            q.get_query_embedding({qs[0]!r})
+            out["query_side"] = "returned a vector"
+        except Exception as exc:
+            out["query_side"] = type(exc).__name__ + ": " + str(exc)[:300]
+        b = HuggingFaceEmbedding(model_name={str(tmp_path / 'st-b')!r}, device="cpu")
+        out["both_q"] = [b.get_query_embedding(t) for t in {qs!r}]
+        out["both_p"] = b.get_text_embedding_batch({ps!r})
+        print(json.dumps(out))
+    """, tmp_path)
+    assert "route" in got["query_side"] and "ValueError" in got["query_side"], got["query_side"]
+    np.testing.assert_allclose(got["both_q"], ad_both.project_queries(embedder.embed(qs, "query")), atol=1e-5)
+    np.testing.assert_allclose(got["both_p"], ad_both.project_passages(embedder.embed(ps, "passage")), atol=1e-5)

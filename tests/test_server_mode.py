@@ -177,7 +177,7 @@ def test_an_unreachable_server_is_one_clear_error(tmp_path, capsys):
                       "--no-cache", "--chroma-host", "127.0.0.1", "--chroma-port", str(port)])
     err = capsys.readouterr().err
     assert rc == 2, err
-    assert f"cannot reach the Chroma server at 127.0.0.1:{port}" in err and "chroma run" in err
+    assert f"cannot reach the Chroma server at 127.0.0.1:{port}" in err and "embedfit serve" in err
     assert "Traceback" not in err
     assert not (tmp_path / "s").exists()  # refused before anything was written
 

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from embedfit import procs
 from embedfit.embed import EmbeddingCache, embed_cached, load_embedder
 from embedfit.embed.base import Embedder, encoder_id
 from embedfit.errors import EmbeddingError, InputError, MismatchError
@@ -155,6 +156,7 @@ def ray_session(model: str, device: str = "auto", address: str | None = None,
     if address:
         check_reachable(address)
     t0 = time.perf_counter()
+    reaper = None
     try:
         import ray
         import ray.data
@@ -177,8 +179,14 @@ def ray_session(model: str, device: str = "auto", address: str | None = None,
     else:
         ray_from = "started here"
         log.info("starting Ray on this machine (%d CPUs)", os.cpu_count() or 1)
+        # Ray's agents outlive a driver killed with -9 by minutes (its raylet does not): the reaper ends them
+        reaper = procs.start_reaper()
         # "local": a new Ray even when `ray start` left a cluster address on this machine (join it with auto)
-        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.WARNING)
+        try:
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.WARNING)
+        except BaseException:
+            procs.stop_reaper(reaper)
+            raise
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False  # embed_cached shows ours
         n_actors = actors or _cpu_nodes(ray)
@@ -189,6 +197,7 @@ def ray_session(model: str, device: str = "auto", address: str | None = None,
     finally:
         if ray_from != "already running":
             ray.shutdown()
+        procs.stop_reaper(reaper)
 
 
 def _cpu_nodes(ray: Any) -> int:

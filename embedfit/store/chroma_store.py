@@ -5,7 +5,8 @@
   readers (eval, app) shared. A second writer is refused at once with a clear message instead of
   hanging or corrupting SQLite.
 - Server mode: an `HttpClient` to `chroma run` (`--chroma-host/--chroma-port` or `CHROMA_HOST/CHROMA_PORT`);
-  the server serialises access, so no lock is needed.
+  the server serialises access. `embedfit serve` (`embedfit.store.server`) starts one that holds the store's lock;
+  one started by hand does not, so embedded openers also look for a `chroma run` on their folder and refuse.
 
 Collections always get cosine distance explicitly and never an embedding function (Chroma's default one
 downloads a model): we pass our own vectors. Writes are `upsert` in batches no larger than the client's
@@ -96,7 +97,7 @@ def _acquire(lock_path: Path, exclusive: bool) -> None:
             raise StoreBusyError(
                 f"another process is {other} the local store {lock_path.parent} "
                 "(Chroma's local store is not process-safe). Wait for it to finish, close the app, "
-                "or run a Chroma server (`chroma run --path DIR --port 8000`) and pass --chroma-host/--chroma-port."
+                "or run a Chroma server for it (`embedfit serve --store DIR --port 8000`) and pass --chroma-host/--chroma-port."
             ) from None
         _locks[key] = (fd, want)
 
@@ -119,6 +120,45 @@ def release_locks() -> None:
         _locks.clear()
 
 
+def _argv(pid: str) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def chroma_servers_on(chroma_dir: str | Path) -> list[int]:
+    """Pids of `chroma run` processes (of users whose processes we can read) serving `chroma_dir`: a server
+    started by hand takes no lock of ours, so the lock alone would let an embedded opener in beside it. Read
+    from /proc (Linux; elsewhere nothing is found): the `--path` argument (or `--path=`, default `./chroma`),
+    resolved against the server's working directory."""
+    if not os.path.isdir("/proc/self"):
+        return []
+    want = Path(chroma_dir).resolve()
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        argv = _argv(pid)
+        at = next((i for i, a in enumerate(argv[:3]) if Path(a).name == "chroma"), None)
+        if at is None or argv[at + 1:at + 2] != ["run"]:
+            continue
+        rest, path = argv[at + 2:], "./chroma"
+        for i, a in enumerate(rest):
+            if a == "--path" and i + 1 < len(rest):
+                path = rest[i + 1]
+            elif a.startswith("--path="):
+                path = a.split("=", 1)[1]
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        if (Path(cwd) / path).resolve() == want:
+            found.append(int(pid))
+    return found
+
+
 def open_client(target: ChromaTarget, write: bool) -> Any:
     """A Chroma client for `target`; embedded stores are locked (exclusive when `write`)."""
     settings = Settings(anonymized_telemetry=False)
@@ -129,13 +169,20 @@ def open_client(target: ChromaTarget, write: bool) -> Any:
         except Exception as exc:  # chromadb/httpx raise many types for "not there"; the cause stays chained (-v)
             raise StoreError(
                 f"cannot reach the Chroma server at {target.host}:{target.port} ({type(exc).__name__}). "
-                f"Start one with: chroma run --path DIR --host {target.host} --port {target.port}"
+                f"Start one with: embedfit serve --store DIR --host {target.host} --port {target.port}"
             ) from exc
         return client
     assert target.path is not None
     if not write and not target.path.exists():
         raise StoreError(f"no Chroma data at {target.path}")
     target.path.mkdir(parents=True, exist_ok=True)
+    servers = chroma_servers_on(target.path)
+    if servers:
+        raise StoreBusyError(
+            f"a Chroma server (pid {servers[0]}) serves {target.path}: opening the same files here beside it "
+            "breaks both (Chroma's local store is not process-safe). Go through it with --chroma-host/--chroma-port "
+            "(or CHROMA_HOST/CHROMA_PORT), or stop it. `embedfit serve` starts a server that also holds the store's "
+            "lock")
     _acquire(target.path.parent / ".store.lock", exclusive=write)
     return chromadb.PersistentClient(path=str(target.path), settings=settings)
 

@@ -31,10 +31,12 @@ def query_memory(Q: np.ndarray, positives: Sequence[np.ndarray], n_passages: int
     Q = np.asarray(Q, dtype=np.float64)
     sums = np.zeros((n_passages, Q.shape[1]), dtype=np.float64)
     counts = np.zeros(n_passages, dtype=np.int64)
-    for i, rows in enumerate(positives):
-        rows = np.unique(np.asarray(rows, dtype=np.int64))
-        sums[rows] += Q[i]
-        counts[rows] += 1
+    pairs = [np.unique(np.asarray(rows, dtype=np.int64)) for rows in positives]
+    if pairs:
+        query_of = np.repeat(np.arange(len(pairs)), [len(r) for r in pairs])
+        passage = np.concatenate(pairs)
+        np.add.at(sums, passage, Q[query_of])
+        np.add.at(counts, passage, 1)
     used = np.flatnonzero(counts)
     return used, (sums[used] / counts[used, None]).astype(np.float32)
 

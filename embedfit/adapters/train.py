@@ -176,6 +176,19 @@ def initial_module(cfg: TrainConfig, data: TrainingData) -> nn.Module:
 
 
 @contextmanager
+def flush_denormals():
+    """Treat subnormal floats as 0 while training. InfoNCE over the corpus at a low temperature puts most softmax
+    probabilities below float32's normal range, and the CPU handles those in microcode: an epoch on the NQ demo store
+    took 4.7 s with all-MiniLM-L6-v2 against 1.2 s with them flushed (the loss changed in its 8th digit), while
+    paraphrase-MiniLM-L3-v2, whose scores spread less, was 1.2 s either way."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)  # torch's default (it offers no way to read the current setting)
+
+
+@contextmanager
 def torch_threads(n: int):
     """Run with `n` intra-op threads. The matrices here are small (384 x 384): with several threads
     each op waits on the others, and on a busy 2-core machine a step measured 275 ms with 2 threads
@@ -214,7 +227,7 @@ def run_epochs(module: nn.Module, cfg: TrainConfig, data: TrainingData, rng: np.
 
 def train_adapter(store: Store, cfg: TrainConfig, data: TrainingData | None = None) -> TrainResult:
     """Train per `cfg` on the store's train split, select on dev, return the chosen adapter."""
-    with torch_threads(1):
+    with torch_threads(1), flush_denormals():
         return _train(store, cfg, data)
 
 

@@ -146,18 +146,24 @@ def binary_metrics(scores: np.ndarray, query_ids: list[str], passage_ids: list[s
     cut = np.sort(cut, axis=1)
     order = np.argsort(-np.take_along_axis(s, cut, axis=1), axis=1, kind="stable")
     top = by_id[np.take_along_axis(cut, order, axis=1)]
-    ids = np.asarray(passage_ids, dtype=object)
-    out: dict[str, dict[str, float]] = {f"Recall@{k}": {} for k in ks}
-    out[f"MRR@{MRR_CUTOFF}"], out[f"nDCG@{NDCG_CUTOFF}"] = {}, {}
-    disc = 1.0 / np.log2(np.arange(2, NDCG_CUTOFF + 2))
+    col = {p: j for j, p in enumerate(passage_ids)}
+    n_rel = np.zeros(len(judged), dtype=np.float64)  # relevant passages, the ones missing from the corpus too
+    relevant = np.zeros((len(judged), n_p), dtype=bool)
     for r, (_, q) in enumerate(judged):
-        rel = {p for p, v in qrels[q].items() if v > 0}
-        hits = np.array([ids[j] in rel for j in top[r]])
-        for k in ks:
-            out[f"Recall@{k}"][q] = float(hits[:k].sum() / len(rel))
-        first = np.flatnonzero(hits[:MRR_CUTOFF])
-        out[f"MRR@{MRR_CUTOFF}"][q] = float(1.0 / (first[0] + 1)) if len(first) else 0.0
-        n_ideal = min(len(rel), NDCG_CUTOFF)
-        out[f"nDCG@{NDCG_CUTOFF}"][q] = float((hits[:NDCG_CUTOFF] * disc[:len(hits[:NDCG_CUTOFF])]).sum()
-                                                / disc[:n_ideal].sum())
+        rel = [p for p, v in qrels[q].items() if v > 0]
+        n_rel[r] = len(rel)
+        relevant[r, [col[p] for p in rel if p in col]] = True
+    hits = np.take_along_axis(relevant, top, axis=1) if len(judged) else np.zeros((0, depth), dtype=bool)
+    qids = [q for _, q in judged]
+    out: dict[str, dict[str, float]] = {}
+    for k in ks:
+        out[f"Recall@{k}"] = dict(zip(qids, (hits[:, :k].sum(axis=1) / n_rel).tolist()))
+    head = hits[:, :MRR_CUTOFF]
+    rr = np.where(head.any(axis=1), 1.0 / (head.argmax(axis=1) + 1), 0.0)
+    out[f"MRR@{MRR_CUTOFF}"] = dict(zip(qids, rr.tolist()))
+    disc = 1.0 / np.log2(np.arange(2, NDCG_CUTOFF + 2))
+    ideal = np.concatenate([[0.0], np.cumsum(disc)])[np.minimum(n_rel, NDCG_CUTOFF).astype(np.int64)]
+    top10 = hits[:, :NDCG_CUTOFF]
+    dcg = (top10 * disc[:top10.shape[1]]).sum(axis=1)
+    out[f"nDCG@{NDCG_CUTOFF}"] = dict(zip(qids, (dcg / ideal).tolist()))
     return out

@@ -60,7 +60,7 @@ from chromadb.config import Settings
 from embedfit import atomic
 from embedfit.adapters.config import TrainConfig
 from embedfit.adapters.data import load_training_data
-from embedfit.adapters.select import Point, run_selection
+from embedfit.adapters.select import Point, lexical_side, run_selection
 from embedfit.adapters.train import flush_denormals, torch_threads, train_adapter
 from embedfit.app.config import AppConfig
 from embedfit.embed import load_embedder
@@ -271,17 +271,19 @@ def bench_training(cfg: BenchConfig, store_dir: Path):
 
 def bench_selection(cfg: BenchConfig, store_dir: Path) -> dict:
     tcfg = TrainConfig(store=store_dir, model=cfg.model)
-    data = load_training_data(Store(store_dir), cfg.model)
+    store = Store(store_dir)
+    data = load_training_data(store, cfg.model)
     with torch_threads(1), flush_denormals():
         t0 = time.perf_counter()
-        sel = run_selection(tcfg, data)
+        sel = run_selection(tcfg, data, lexical_side(store, data))  # as `embedfit train` does (BM25 fusion on)
         seconds = time.perf_counter() - t0
     chosen = sel.best()
     return {"seconds": round(seconds, 1), "store": str(store_dir), "model": cfg.model,
             "n_train_queries": len(data.train.query_ids), "decided_by": sel.decided_by, "folds": sel.folds,
-            "points_scored": len(sel.scores), "chosen": chosen.to_json(),
-            f"chosen_{sel.metric}": round(sel.mean(chosen), 4),
-            f"identity_{sel.metric}": round(sel.mean(Point("identity")), 4),
+            "points_scored": len(sel.scores), "chosen": chosen.to_json(), "served": sel.served,
+            f"chosen_{sel.metric}": round(sel.value(chosen), 4),
+            f"identity_{sel.metric}": round(sel.value(Point("identity")), 4),
+            f"chosen_dense_{sel.metric}": round(sel.mean(chosen), 4),
             "target": TARGETS["selection_seconds"], "meets_target": seconds <= TARGETS["selection_seconds"]}
 
 
@@ -595,7 +597,8 @@ def markdown_table(r: dict) -> str:
     if sl:
         how = f"{sl['folds']}-fold CV" if sl["folds"] > 1 else "dev split"
         rows.append(f"| selection ({sl['model']}, {sl['n_train_queries']} train queries, {how} over {sl['decided_by']}, "
-                    f"{sl['points_scored']} points; chose {sl['chosen']['method']}) | {sl['seconds']} s | "
+                    f"{sl['points_scored']} points; chose {sl['chosen']['method']}"
+                    f"{' with BM25' if sl.get('served') == 'fused' else ''}) | {sl['seconds']} s | "
                     f"≤ {sl['target']} s | {mark(sl['meets_target'])} |")
     s = r.get("search_latency_ms")
     if s and "all" in s:

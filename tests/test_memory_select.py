@@ -147,7 +147,7 @@ def test_a_family_whose_every_point_is_refused_leaves_the_identity(small_store, 
     from embedfit.store.store import Store
 
     chroma_store.release_locks()
-    monkeypatch.setattr(Selection, "guarded", lambda self, p: p.method != "identity")
+    monkeypatch.setattr(Selection, "guarded", lambda self, p, served=None: p.method != "identity")
     cfg = TrainConfig(store=small_store[0].store, model="all-MiniLM-L6-v2", methods=("query+memory",), folds=2,
                       epochs=1, max_epochs=1, temperatures=(0.05,), candidate_sets=("mined",), alphas=(0.5,))
     result, sel, chosen = select_adapter(Store(small_store[0].store), cfg)
@@ -155,3 +155,29 @@ def test_a_family_whose_every_point_is_refused_leaves_the_identity(small_store, 
     rows = sel.table()
     assert [r["method"] for r in rows] == ["identity", "query+memory"] and rows[1]["guarded"]
     chroma_store.release_locks()
+
+
+def test_bounded_memory_moves_each_passage_only_as_far_as_its_queries_need():
+    """Worked by hand in 2-d. Passages p0 (1, 0), p1 (0, 1), p2 (0.8, 0.6); query a (0.6, 0.8) answers p0, query b
+    (0, 1) answers p1. a's best other passage is p2 (0.96); b's is p2 (0.6).
+    - p1 already wins b by 0.4: it does not move at margin 0 or 0.3, and moves at margin 0.5 (1 - 0.6 < 0.5) as far
+      as it can (t = 1: its move is toward b itself, which cannot raise b . p1 above 1).
+    - p0 along normalise(p0 + t * 4 * a): a . p = (0.6 + 4t) / sqrt(1 + 4.8t + 16t^2), 0.9558 at t = 0.5 and
+      0.9615 at t = 0.55, so on the grid of 0.05 steps the first t with a . p >= 0.96 is 0.55. At alpha 1 even t = 1
+      gives 0.894 < 0.96: unsatisfiable, so the full move."""
+    from embedfit.adapters.memory import sufficient_moves
+
+    P = np.array([[1, 0], [0, 1], [0.8, 0.6]], dtype=np.float32)
+    Q = np.array([[0.6, 0.8], [0, 1]], dtype=np.float32)
+    positives = [np.array([0]), np.array([1])]
+    rows, M = query_memory(Q, positives, 3)
+    assert rows.tolist() == [0, 1]
+    t = sufficient_moves(P, rows, M, 4.0, Q, positives, margin=0.0)
+    np.testing.assert_allclose(t, [0.55, 0.0])
+    assert sufficient_moves(P, rows, M, 4.0, Q, positives, margin=0.3)[1] == 0.0
+    assert sufficient_moves(P, rows, M, 4.0, Q, positives, margin=0.5)[1] == 1.0
+    assert sufficient_moves(P, rows, M, 1.0, Q, positives, margin=0.0)[0] == 1.0
+    # the bound is the memory scaled per passage: p0 moves 0.55 of its way, p1 stays
+    moved = apply_memory(P, rows, M * t[:, None], 4.0)
+    assert float(moved[0] @ Q[0]) >= 0.96 > float(apply_memory(P, rows, M * 0.5, 4.0)[0] @ Q[0])
+    assert np.array_equal(moved[1], P[1])

@@ -109,3 +109,26 @@ def test_selection_ships_nudge_n_when_it_wins_and_applies_it_as_the_package_does
     others = sorted(set(range(len(data.P))) - set(answered))
     np.testing.assert_array_equal(got[others], data.P[others])
     np.testing.assert_array_equal(ad.project_queries(data.dev.Q), data.dev.Q)  # passage-side only
+
+
+def test_query_plus_nudge_moves_passages_toward_the_adapted_queries_as_the_package_does():
+    """Issue 21, item 2: `query+nudge` = the query adapter, then NUDGE-N fitted on the *adapted* train queries
+    (gamma given). Its shipped memory projects the passages to the package's own output for those queries, and its
+    queries go through the adapter."""
+    from embedfit.adapters.config import TrainConfig
+    from embedfit.adapters.select import Point, _adapt, fit, memory_alpha
+
+    data = _toy(2)
+    cfg = TrainConfig(tune_fusion=False, lr=0.01, weight_decay=0.0)
+    point = Point("query+nudge", "mined", 0.05, 3, 0.2)
+    module, memory = fit(cfg, point, data)
+    assert module is not None and memory is not None and memory_alpha(point) == 1.0
+    adapted = {"q_embs": _adapt(module, data.train.Q), "q_ans_indx": [p.tolist() for p in data.train.positives]}
+    val = {"q_embs": _adapt(module, data.dev.Q), "q_ans_indx": [p.tolist() for p in data.dev.positives]}
+    expected = NUDGEN(device=torch.device("cpu")).finetune_embeddings(data.P.copy(), adapted, val, gamma=0.2)
+    where = {pid: i for i, pid in enumerate(data.passage_ids)}
+    rows = np.array([where[p] for p in memory.ids])
+    np.testing.assert_allclose(data.P[rows] + memory.vectors, expected[rows], atol=1e-5)
+    assert not np.allclose(_adapt(module, data.dev.Q), data.dev.Q, atol=1e-4)  # the adapter did train
+    raw = nudge_embeddings(data.P, data.train, data.dev, gamma=0.2)  # and the move is not the raw queries' one
+    assert not np.allclose(raw[rows], expected[rows], atol=1e-4)

@@ -54,6 +54,9 @@ class TrainConfig:
     alphas: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
     #: NUDGE-N's move sizes tried (`embedfit.adapters.nudge`; the package's own grid is 0.02 to 0.48)
     nudge_gammas: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4)
+    #: margin-bounded memories tried when a memory's best point costs unseen queries (`memory.sufficient_moves`);
+    #: none by default: on SciFact's dev folds they gave up most of the memory's gain and little of its unseen loss
+    margins: tuple[float, ...] = ()
     #: folds of cross-validation over train+dev; None = automatic (5 up to 3,000 labelled queries, else 1 = dev)
     folds: int | None = None
     #: the longest schedule selection may extend a still-improving run to
@@ -96,6 +99,8 @@ class TrainConfig:
             raise InputError("--temperatures must be positive numbers")
         if not self.alphas or any(a <= 0 for a in self.alphas):
             raise InputError("--alphas must be positive numbers (no move, alpha 0, is the identity candidate)")
+        if any(not -1 <= m <= 1 for m in self.margins):
+            raise InputError("--margins must be numbers between -1 and 1 (cosine differences)")
         if not self.nudge_gammas or any(not 0 < g < 2 for g in self.nudge_gammas):
             raise InputError("--nudge-gammas must be numbers between 0 and 2 (NUDGE-N's bound on the move)")
         if self.folds is not None and self.folds < 1:

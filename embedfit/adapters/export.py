@@ -177,7 +177,7 @@ def dropped_memory_note(adapter: Adapter) -> str:
             and r.get("candidates") == chosen.get("candidates") and r.get("temperature") == chosen.get("temperature")]
     if chosen.get("method") in ("memory", "nudge"):  # passage-side alone: without it is the identity
         without = [r for r in rows if r.get("method") == "identity"]
-    else:
+    else:  # query+memory, query+nudge: without the passage side is the adapter alone
         without = [r for r in rows if r.get("method") == "query" and not r.get("guarded")
                    and r.get("candidates") == chosen.get("candidates") and r.get("temperature") == chosen.get("temperature")]
     identity = next((r["mean"] for r in rows if r.get("method") == "identity"), None)

@@ -50,3 +50,40 @@ def apply_memory(P: np.ndarray, rows: np.ndarray, M: np.ndarray, alpha: float) -
     norms = np.linalg.norm(moved, axis=1, keepdims=True)
     out[rows] = (moved / np.where(norms > 0, norms, 1.0)).astype(np.float32)
     return out
+
+
+def sufficient_moves(P: np.ndarray, rows: np.ndarray, M: np.ndarray, alpha: float, Q: np.ndarray,
+                     positives: Sequence[np.ndarray], margin: float, steps: int = 20) -> np.ndarray:
+    """For each moved passage `rows[i]`, the smallest fraction t of its move (t in 0, 1/steps, ..., 1) after which
+    every training query it answers ranks it above that query's best other passage by `margin`:
+    q . normalise(p + t * alpha * m) >= max over q's non-positives of q . P + margin. A passage whose queries
+    already prefer it by the margin does not move (t = 0); one that no t in [0, 1] satisfies moves fully (t = 1).
+
+    Why: the full memory moves every answered passage by alpha, and each move also pulls the passage toward
+    queries about *other* documents (the unseen queries it then outranks their answer for). A passage moved only
+    as far as its own queries need is a smaller hub. The other passages' moves are ignored when each passage's
+    fraction is computed (each is judged against the unmoved corpus). `Q` are the (adapted) training queries
+    `positives` index; the result scales the memory (`M * t[:, None]`), so it is stored and applied as any memory.
+    """
+    P = np.asarray(P, dtype=np.float64)
+    Q = np.asarray(Q, dtype=np.float64)
+    M = np.asarray(M, dtype=np.float64)
+    where = {int(r): i for i, r in enumerate(rows)}
+    best_other = np.empty(len(Q))
+    for start in range(0, len(Q), 1024):  # q . P for every passage, in blocks (the corpus can be large)
+        s = Q[start:start + 1024] @ P.T
+        for i in range(s.shape[0]):
+            s[i, np.asarray(positives[start + i], dtype=np.int64)] = -np.inf
+        best_other[start:start + 1024] = s.max(axis=1)
+    ts = np.linspace(0.0, 1.0, steps + 1)
+    need = np.zeros(len(rows))
+    for qi, pos in enumerate(positives):
+        for r in np.unique(np.asarray(pos, dtype=np.int64)):
+            i = where.get(int(r))
+            if i is None:
+                continue
+            path = P[r][None, :] + ts[:, None] * alpha * M[i][None, :]
+            path /= np.maximum(np.linalg.norm(path, axis=1, keepdims=True), 1e-12)
+            ok = np.flatnonzero(path @ Q[qi] >= best_other[qi] + margin)
+            need[i] = max(need[i], ts[ok[0]] if len(ok) else 1.0)
+    return need

@@ -12,6 +12,10 @@ The candidates, all on the frozen vectors (no re-embedding):
 - `nudge`: NUDGE-N (`embedfit.adapters.nudge`, ICLR 2025), the published passage-side method closest to the
   memory, for each gamma of the grid (the table's alpha column); a chosen one ships as a query memory (its moved
   passages, alpha 1), so the store, the page and every export apply it as they apply ours.
+- `query+nudge`: the query adapter with NUDGE-N's bounded move computed on the *adapted* queries. Tried in a second
+  stage, at the best epochs of an adapter + memory family that gains overall but costs unseen queries: the memory
+  moves every answered passage by alpha, NUDGE-N bounds each move, and the bound is what protects new queries.
+  (The margin-bounded memory, `memory.sufficient_moves`, is tried there too when `--margins` are given.)
 
 Small data makes one dev split noisy (a few dozen queries decide), so with up to `AUTO_FOLDS_UP_TO`
 labelled queries selection cross-validates: train+dev are cut into k folds, every candidate is trained on
@@ -45,7 +49,7 @@ from torch import nn
 from embedfit.adapters.adapter import Adapter, AdapterConfig, PassageMemory
 from embedfit.adapters.config import TrainConfig
 from embedfit.adapters.data import SplitData, TrainingData, load_training_data
-from embedfit.adapters.memory import apply_memory, query_memory
+from embedfit.adapters.memory import apply_memory, query_memory, sufficient_moves
 from embedfit.adapters.nudge import nudge_embeddings
 from embedfit.adapters.train import (
     TrainResult,
@@ -55,11 +59,12 @@ from embedfit.adapters.train import (
     run_epochs,
     torch_threads,
 )
-from embedfit.metrics.retrieval import binary_metrics, per_query_metrics
+from embedfit.errors import StoreError
+from embedfit.metrics.retrieval import per_query_metrics, ranking_binary_metrics, top_rows
 from embedfit.metrics.seen import seen_unseen, trained_passages
 from embedfit.progress import progress
 from embedfit.retrieval.exact import exact_search
-from embedfit.retrieval.fusion import DEFAULT_N
+from embedfit.retrieval.fusion import DEFAULT_N, WEIGHTS, LexicalTopN, PreparedLexical, fused_rankings, prepare_lexical
 from embedfit.settings import K_VALUES, TOP_K
 from embedfit.store.store import Store
 from embedfit.types import Results, slug
@@ -69,9 +74,13 @@ log = logging.getLogger(__name__)
 #: labelled queries (train + dev) up to which selection cross-validates instead of trusting one dev split
 AUTO_FOLDS_UP_TO = 3000
 DEFAULT_FOLDS = 5
-METHODS = ("identity", "memory", "query", "query+memory", "nudge")
+METHODS = ("identity", "memory", "query", "query+memory", "nudge", "query+nudge")
 #: prefix of the per-fold metrics computed over the held-out queries about new documents only
 UNSEEN = "unseen:"
+#: prefix of a point's metric after z-score fusion with BM25 at one weight ("fused0.3:MRR@10")
+FUSED = "fused"
+#: the metrics a fused ranking (its top 10) can give, so the ones fused selection can decide by
+FUSED_METRICS = ("Recall@1", "Recall@5", "Recall@10", "MRR@10", "nDCG@10")
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,9 @@ class Point:
     temperature: float | None = None
     epochs: int | None = None
     alpha: float | None = None
+    #: a bounded memory (`embedfit.adapters.memory.sufficient_moves`): each passage moves only as far as its own
+    #: training queries need to prefer it by this margin
+    margin: float | None = None
 
     @property
     def family(self) -> tuple:
@@ -103,6 +115,9 @@ class Selection:
     seconds: float = 0.0
     #: a point may lose at most this much of the metric on the held-out queries about new documents (None: no guard)
     unseen_tolerance: float | None = 0.01
+    #: what decides: "dense" (the customization's own ranking) or "fused" (the customization + BM25, at the fusion
+    #: weight best for it: what is served when BM25 fusion pays)
+    served: str = "dense"
 
     def mean(self, point: Point, metric: str | None = None) -> float:
         """Mean over folds (NaN-free: a fold without any unseen query does not count for the unseen mean)."""
@@ -111,31 +126,63 @@ class Selection:
         return float(np.mean(vals)) if vals else float("nan")
 
     def mean_metrics(self, point: Point) -> dict[str, float]:
-        return {k: self.mean(point, k) for k in self.scores[point][0] if not k.startswith(UNSEEN)}
+        """The dense ranking's mean metrics (what a config's dev_metrics records)."""
+        return {k: self.mean(point, k) for k in self.scores[point][0]
+                if not k.startswith(UNSEEN) and not k.startswith(FUSED)}
 
-    def unseen_change(self, point: Point) -> float:
-        """The point's mean change of the metric on unseen held-out queries, against identity (NaN: none)."""
+    def has_fused(self) -> bool:
+        return any(k.startswith(FUSED) for k in self.scores[Point("identity")][0])
+
+    def fused_weight(self, point: Point) -> float:
+        """The BM25 weight at which the point's fused mean is best (the smaller weight wins a tie; 0 = dense)."""
+        return max(WEIGHTS, key=lambda w: (round(self.mean(point, f"{FUSED}{w}:{self.metric}"), 12), -w))
+
+    def value(self, point: Point, served: str | None = None) -> float:
+        """The mean metric that decides: the dense one, or the fused one at the point's best weight."""
+        if (served or self.served) == "fused":
+            return self.mean(point, f"{FUSED}{self.fused_weight(point)}:{self.metric}")
+        return self.mean(point)
+
+    def unseen_change(self, point: Point, served: str | None = None) -> float:
+        """The point's mean change of the deciding metric on unseen held-out queries, against identity (NaN: none);
+        fused: each at its own best weight."""
+        if (served or self.served) == "fused":
+            def unseen(p: Point) -> float:
+                return self.mean(p, f"{UNSEEN}{FUSED}{self.fused_weight(p)}:{self.metric}")
+            return unseen(point) - unseen(Point("identity"))
         return self.mean(point, UNSEEN + self.metric) - self.mean(Point("identity"), UNSEEN + self.metric)
 
-    def guarded(self, point: Point) -> bool:
+    def guarded(self, point: Point, served: str | None = None) -> bool:
         """True when the point loses more than the tolerance on queries about new documents."""
-        change = self.unseen_change(point)
+        change = self.unseen_change(point, served)
         return self.unseen_tolerance is not None and not np.isnan(change) and change < -self.unseen_tolerance
 
-    def best(self, points=None, guard: bool = True) -> Point:
-        """The best mean over complete points (scored on every fold) that do not lose more than the tolerance on
-        unseen queries; the first listed wins ties, and identity (never guarded) is listed first."""
+    def best(self, points=None, guard: bool = True, served: str | None = None) -> Point:
+        """The best deciding mean over complete points (scored on every fold) that do not lose more than the
+        tolerance on unseen queries; the first listed wins ties, and identity (never guarded) is listed first."""
         best, score = None, -np.inf
         for p in points if points is not None else self.scores:
-            if len(self.scores[p]) != self.folds or (guard and self.guarded(p)):
+            if len(self.scores[p]) != self.folds or (guard and self.guarded(p, served)):
                 continue
-            if self.mean(p) > score + 1e-12:
-                best, score = p, self.mean(p)
+            if self.value(p, served) > score + 1e-12:
+                best, score = p, self.value(p, served)
         return best
 
+    def decide_served(self) -> None:
+        """Fused when fusion pays: the best fused point beats the best dense point's dense mean, at a BM25 weight
+        above 0. Otherwise the dense choice stands (and what is served is the customization alone)."""
+        if not self.has_fused():
+            self.served = "dense"
+            return
+        dense, fused = self.best(served="dense"), self.best(served="fused")
+        pays = fused is not None and dense is not None and self.fused_weight(fused) > 0 \
+            and self.value(fused, "fused") > self.value(dense, "dense") + 1e-12
+        self.served = "fused" if pays else "dense"
+
     def table(self) -> list[dict]:
-        """One row per family (method, candidates, temperature): its best epochs/alpha, mean, spread, gain."""
-        identity = self.mean(Point("identity"))
+        """One row per family (method, candidates, temperature): its best epochs/alpha, mean, spread, gain (of the
+        deciding metric: fused rows also give the dense mean and their BM25 weight)."""
+        identity = self.value(Point("identity"))
         rows = []
         for fam in dict.fromkeys(p.family for p in self.scores):
             mine = [p for p in self.scores if p.family == fam]
@@ -146,17 +193,19 @@ class Selection:
             for p, guarded in ((best, False), (unguarded, True)):
                 if p is None or (guarded and p == best):
                     continue
-                per_fold = [m[self.metric] for m in self.scores[p]]
+                key = self.metric if self.served == "dense" else f"{FUSED}{self.fused_weight(p)}:{self.metric}"
+                per_fold = [m[key] for m in self.scores[p]]
                 rows.append({**p.to_json(), "mean": round(float(np.mean(per_fold)), 4),
                              "sd": round(float(np.std(per_fold)), 4), "gain": round(float(np.mean(per_fold)) - identity, 4),
-                             "unseen_change": round(self.unseen_change(p), 4), "guarded": guarded})
+                             "unseen_change": round(self.unseen_change(p), 4), "guarded": guarded,
+                             **({"dense_mean": round(self.mean(p), 4), "bm25_weight": self.fused_weight(p)}
+                                if self.served == "fused" else {})})
         return rows
 
     def points(self) -> list[dict]:
         """Every point scored on every fold: its setting, mean metric and whether the unseen guard refused it
         (the report's "selection at a glance" figure draws them all)."""
-        return [{**p.to_json(), "mean": round(float(np.mean([m[self.metric] for m in folds])), 4),
-                 "refused": bool(self.guarded(p))}
+        return [{**p.to_json(), "mean": round(self.value(p), 4), "refused": bool(self.guarded(p))}
                 for p, folds in self.scores.items() if len(folds) == self.folds]
 
 
@@ -165,19 +214,25 @@ def table_markdown(sel: Selection, chosen: Point) -> str:
            else f"the dev split ({sel.decided_by} queries)")
     tol = (f"; a setting that loses more than {sel.unseen_tolerance:.3f} on the held-out queries about new "
            "documents (unseen) is refused (marked *refused*, beside the best allowed one)" if sel.unseen_tolerance is not None else "")
+    served = ("; the setting + BM25 decides (z-score fusion at each row's best BM25 weight, in brackets: what is "
+              "served, because fusion paid on these queries), its dense mean beside it" if sel.served == "fused" else "")
     head = (f"dev {sel.metric}, decided by {who}; each row shows its best epochs / alpha (for nudge: NUDGE-N's "
-            f"gamma){tol}\n\n"
+            f"gamma){tol}{served}\n\n"
             f"| method | candidates | temperature | epochs | alpha | mean {sel.metric} | sd over folds | vs identity | "
             "unseen vs identity |\n|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in sel.table():
         mark = " **chosen**" if Point(**{k: r.get(k) for k in ("method", "candidates", "temperature", "epochs",
-                                                              "alpha")}) == chosen else ""
+                                                              "alpha", "margin")}) == chosen else ""
         mark += " *refused*" if r["guarded"] else ""
         unseen = "" if np.isnan(r["unseen_change"]) else f"{r['unseen_change']:+.4f}"
         sd = f"{r['sd']:.4f}" if sel.folds > 1 else "–"
+        mean = (f"{r['mean']:.4f} (w {r['bm25_weight']:g}; dense {r['dense_mean']:.4f})" if "bm25_weight" in r
+                else f"{r['mean']:.4f}")
         lines.append(f"| {r['method']}{mark} | {r.get('candidates', '')} | {r.get('temperature', '')} | "
-                     f"{r.get('epochs', '')} | {r.get('alpha', '')} | {r['mean']:.4f} | {sd} | {r['gain']:+.4f} | "
+                     f"{r.get('epochs', '')} | {r.get('alpha', '')}"
+                     f"{f' bounded, margin {m:g}' if (m := r.get('margin')) is not None else ''} | {mean} | {sd} | "
+                     f"{r['gain']:+.4f} | "
                      f"{unseen} |")
     return "\n".join(lines)
 
@@ -246,29 +301,40 @@ def _unseen_rows(d: TrainingData) -> set[str]:
 
 
 def _score(Qa: np.ndarray, P: np.ndarray, split: SplitData, data: TrainingData,
-           unseen: set[str] | None = None) -> dict[str, float]:
+           unseen: set[str] | None = None, lexical: PreparedLexical | None = None) -> dict[str, float]:
     """Mean metrics on `split`, plus `UNSEEN` (the selection metrics' means over its `unseen` queries, NaN without
-    any): what the guard against losses on new documents reads."""
+    any): what the guard against losses on new documents reads. With `lexical` (the split's BM25 top n) and binary
+    relevance, also the metrics of the ranking fused with BM25 at every weight (`FUSED`)."""
+    fused: list[tuple[str, dict[str, dict[str, float]]]] = []
     if data_is_binary(split):  # the fast path (tested against trec_eval): thousands of points are scored
         Qn = Qa / np.maximum(np.linalg.norm(Qa, axis=1, keepdims=True), 1e-12)
-        per_query = binary_metrics(Qn @ P.T, split.query_ids, data.passage_ids, split.qrels, K_VALUES)
+        S = Qn @ P.T
+        top = top_rows(S, data.passage_ids, max(K_VALUES))
+        per_query = ranking_binary_metrics(top, split.query_ids, data.passage_ids, split.qrels, K_VALUES)[0]
+        if lexical is not None:
+            tops = fused_rankings(S, lexical, WEIGHTS, dense_top=top)
+            got = ranking_binary_metrics(np.stack([tops[w] for w in WEIGHTS]), split.query_ids, data.passage_ids,
+                                         split.qrels, (1, 5, 10))
+            fused = [(f"{FUSED}{w}:", g) for w, g in zip(WEIGHTS, got)]
     else:
         per_query = per_query_metrics(split.qrels, _results(Qa, P, split, data), K_VALUES)
-    out = {m: float(np.mean(list(v.values()))) for m, v in per_query.items()}
-    for m, v in per_query.items():
-        vals = [x for q, x in v.items() if unseen and q in unseen]
-        out[UNSEEN + m] = float(np.mean(vals)) if vals else float("nan")
+    out: dict[str, float] = {}
+    for prefix, metrics in [("", per_query), *fused]:
+        for m, v in metrics.items():
+            out[prefix + m] = float(np.mean(list(v.values())))
+            vals = [x for q, x in v.items() if unseen and q in unseen]
+            out[UNSEEN + prefix + m] = float(np.mean(vals)) if vals else float("nan")
     return out
 
 
 def _memory_points(sel: Selection, base: Point, module: nn.Module | None, d: TrainingData, alphas,
-                   unseen: set[str]) -> None:
+                   unseen: set[str], lexical: PreparedLexical | None = None) -> None:
     """Score the query memory built from `d.train`'s (adapted) queries, for every alpha, on `d.dev`."""
     rows, M = query_memory(_adapt(module, d.train.Q), d.train.positives, len(d.passage_ids))
     Qa = _adapt(module, d.dev.Q)
     for a in alphas:
         sel.scores.setdefault(dataclasses.replace(base, alpha=a), []).append(
-            _score(Qa, apply_memory(d.P, rows, M, a), d.dev, d, unseen))
+            _score(Qa, apply_memory(d.P, rows, M, a), d.dev, d, unseen, lexical))
 
 
 # -- the search -----------------------------------------------------------------------------------------
@@ -278,8 +344,10 @@ def _query_cfg(cfg: TrainConfig, candidates: str, temperature: float) -> TrainCo
                                candidates=candidates, temperature=temperature)
 
 
-def run_selection(cfg: TrainConfig, data: TrainingData) -> Selection:
-    """Score every candidate of `cfg`'s grid on every fold (see the module docstring)."""
+def run_selection(cfg: TrainConfig, data: TrainingData, lexical: LexicalTopN | None = None) -> Selection:
+    """Score every candidate of `cfg`'s grid on every fold (see the module docstring). With `lexical` (BM25's top n
+    for every train and dev query), each point is also scored fused with BM25, and the fused metric decides when
+    fusion pays (`Selection.decide_served`)."""
     t0 = time.perf_counter()
     k = auto_folds(data, cfg.folds)
     folds = folds_of(data, k, cfg.seed)
@@ -288,17 +356,28 @@ def run_selection(cfg: TrainConfig, data: TrainingData) -> Selection:
     log.info("selection: %s over %d labelled queries, metric %s",
              f"{k}-fold cross-validation" if k > 1 else "the dev split", sel.decided_by, cfg.metric)
     unseen = [_unseen_rows(d) for d in folds]
-    for d, u in zip(folds, unseen):
-        sel.scores.setdefault(Point("identity"), []).append(_score(d.dev.Q, d.P, d.dev, d, u))
+    if lexical is not None and (cfg.metric not in FUSED_METRICS or not data_is_binary(data.dev)):
+        log.info("selection: by the dense ranking alone (fused selection needs binary relevance and one of %s)",
+                 ", ".join(FUSED_METRICS))
+        lexical = None
+    lex = [prepare_lexical(lexical.for_queries(d.dev.query_ids), len(d.passage_ids)) if lexical is not None else None
+           for d in folds]
+    for d, u, lx in zip(folds, unseen, lex):
+        sel.scores.setdefault(Point("identity"), []).append(_score(d.dev.Q, d.P, d.dev, d, u, lx))
     if "memory" in cfg.methods:
-        for d, u in zip(folds, unseen):
-            _memory_points(sel, Point("memory"), None, d, cfg.alphas, u)
+        for d, u, lx in zip(folds, unseen, lex):
+            _memory_points(sel, Point("memory"), None, d, cfg.alphas, u, lx)
     if "nudge" in cfg.methods:
-        for d, u in zip(folds, unseen):
+        for d, u, lx in zip(folds, unseen, lex):
             for g in cfg.nudge_gammas:
                 sel.scores.setdefault(Point("nudge", alpha=g), []).append(
-                    _score(d.dev.Q, nudge_embeddings(d.P, d.train, d.dev, gamma=g), d.dev, d, u))
+                    _score(d.dev.Q, nudge_embeddings(d.P, d.train, d.dev, gamma=g), d.dev, d, u, lx))
+    # what decides while the adapters train (their early stopping watches it): the fused metric when fusion pays for
+    # the points scored so far (raw, memory, NUDGE-N); decided again over every point at the end
+    sel.decide_served()
     if not {"query", "query+memory"} & set(cfg.methods):
+        _bounded_points(sel, cfg, folds, unseen, lex)
+        sel.decide_served()
         sel.seconds = time.perf_counter() - t0
         return sel
     for cand in cfg.candidate_sets:
@@ -314,18 +393,19 @@ def run_selection(cfg: TrainConfig, data: TrainingData) -> Selection:
                            unit="fold-epoch", leave=False)
             mine: list[Point] = []
             for epoch in range(1, cfg.max_epochs + 1):
-                for (d, module, steps), u in zip(runs, unseen):
+                for (d, module, steps), u, lx in zip(runs, unseen, lex):
                     got, loss = next(steps)
                     sel.losses.setdefault((cand, temp), {}).setdefault(got, []).append(loss)
                     if "query" in cfg.methods:
                         sel.scores.setdefault(Point("query", cand, temp, got), []).append(
-                            _score(_adapt(module, d.dev.Q), d.P, d.dev, d, u))
+                            _score(_adapt(module, d.dev.Q), d.P, d.dev, d, u, lx))
                     if "query+memory" in cfg.methods:
-                        _memory_points(sel, Point("query+memory", cand, temp, got), module, d, cfg.alphas, u)
+                        _memory_points(sel, Point("query+memory", cand, temp, got), module, d, cfg.alphas, u, lx)
                     bar.update()
                 mine = [p for p in sel.scores if p.candidates == cand and p.temperature == temp]
                 # early stopping: the run ends once neither method (adapter alone, adapter + memory) has found a
-                # better allowed point for `patience` epochs; a method whose every point was refused counts as 0
+                # better allowed point for `patience` epochs (by the metric that decides, as far as known now: see
+                # below); a method whose every point was refused counts as 0
                 last = max((b.epochs for m in ("query", "query+memory")
                             if (b := sel.best([p for p in mine if p.method == m]))), default=0)
                 if epoch - last >= cfg.patience:
@@ -336,7 +416,9 @@ def run_selection(cfg: TrainConfig, data: TrainingData) -> Selection:
             if best is None:  # every point of the family lost too much on unseen queries: the table says so
                 log.info("selection: %s T=%s: every point refused by the unseen guard", cand, temp)
             else:
-                log.info("selection: %s T=%s best %s %.4f (%s)", cand, temp, cfg.metric, sel.mean(best), best)
+                log.info("selection: %s T=%s best %s %.4f (%s)", cand, temp, cfg.metric, sel.value(best), best)
+    _bounded_points(sel, cfg, folds, unseen, lex)
+    sel.decide_served()
     sel.seconds = time.perf_counter() - t0
     return sel
 
@@ -344,7 +426,7 @@ def run_selection(cfg: TrainConfig, data: TrainingData) -> Selection:
 def fit(cfg: TrainConfig, point: Point, d: TrainingData) -> tuple[nn.Module | None, PassageMemory | None]:
     """The chosen setting fitted on `d.train`: the query module (None without one) and the memory (or None)."""
     module = None
-    if point.method in ("query", "query+memory"):
+    if point.method in ("query", "query+memory", "query+nudge"):
         qcfg = _query_cfg(cfg, point.candidates, point.temperature)
         torch.manual_seed(cfg.seed)
         module = initial_module(qcfg, d)
@@ -353,18 +435,74 @@ def fit(cfg: TrainConfig, point: Point, d: TrainingData) -> tuple[nn.Module | No
             pass
     memory = None
     if point.method in ("memory", "query+memory"):
-        rows, M = query_memory(_adapt(module, d.train.Q), d.train.positives, len(d.passage_ids))
+        rows, M = _memory_of(point, module, d)
         memory = PassageMemory(tuple(d.passage_ids[r] for r in rows), M)
-    if point.method == "nudge":  # NUDGE-N's moved passages as a memory: normalise(P + 1 * (moved - P)) = moved
-        moved = nudge_embeddings(d.P, d.train, d.dev, gamma=point.alpha)
+    if point.method in ("nudge", "query+nudge"):  # NUDGE-N's moved passages as a memory: P + 1 * (moved - P) = moved
+        moved = _nudged(module, d, point.alpha)
         rows = np.array(sorted({int(p) for pos in d.train.positives for p in pos}), dtype=np.int64)
         memory = PassageMemory(tuple(d.passage_ids[r] for r in rows), (moved[rows] - d.P[rows]).astype(np.float32))
     return module, memory
 
 
+def _nudged(module: nn.Module | None, d: TrainingData, gamma: float) -> np.ndarray:
+    """NUDGE-N's passages for `d.train`'s queries as the search sees them: adapted by `module` when there is one
+    (the passages then move toward the adapted queries, within NUDGE-N's bound)."""
+    if module is None:
+        return nudge_embeddings(d.P, d.train, d.dev, gamma=gamma)
+    return nudge_embeddings(d.P, dataclasses.replace(d.train, Q=_adapt(module, d.train.Q)),
+                            dataclasses.replace(d.dev, Q=_adapt(module, d.dev.Q)), gamma=gamma)
+
+
+def _memory_of(point: Point, module: nn.Module | None, d: TrainingData) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, M) of the point's query memory built from `d.train`'s (adapted) queries; a bounded point's vectors are
+    scaled by each passage's sufficient fraction of the move (`sufficient_moves`), so they apply with its alpha."""
+    Qt = _adapt(module, d.train.Q)
+    rows, M = query_memory(Qt, d.train.positives, len(d.passage_ids))
+    if point.margin is not None:
+        t = sufficient_moves(d.P, rows, M, point.alpha, Qt, d.train.positives, point.margin)
+        M = (M * t[:, None]).astype(np.float32)
+    return rows, M
+
+
+def _bounded_points(sel: Selection, cfg: TrainConfig, folds: list[TrainingData], unseen: list[set[str]],
+                    lex: list[PreparedLexical | None]) -> None:
+    """Stage two, for the memory families whose best point beats identity overall but costs unseen queries (where a
+    bound can help; a memory that loses overall, as on NQ's grouped split, is not retried). For each, at that
+    point's epochs: the adapter with NUDGE-N's bounded move on the *adapted* queries (`query+nudge`, every gamma of
+    `cfg.nudge_gammas`, when NUDGE is among the methods), and the margin-bounded memory (`cfg.margins`, at the
+    point's alpha and the grid's largest; none by default). Scored on every fold like the rest; a query adapter is
+    refitted per fold to the point's epochs (same seed: the module the first stage scored)."""
+    bases = []
+    for fam in dict.fromkeys(p.family for p in sel.scores if p.method in ("memory", "query+memory")):
+        top = sel.best([p for p in sel.scores if p.family == fam], guard=False)
+        if top is not None and sel.value(top) > sel.value(Point("identity")) and sel.unseen_change(top) < 0:
+            bases.append(top)
+    for base in bases:
+        nudge = base.method == "query+memory" and "nudge" in cfg.methods
+        if not (nudge or cfg.margins):
+            continue
+        log.info("selection: bounded moves for %s (it costs unseen queries %+.4f)", base.to_json(),
+                 sel.unseen_change(base))
+        for d, u, lx in zip(folds, unseen, lex):
+            module = fit(cfg, dataclasses.replace(base, method="query"), d)[0] if base.method == "query+memory" \
+                else None
+            Qt, Qa = _adapt(module, d.train.Q), _adapt(module, d.dev.Q)
+            if nudge:
+                for g in cfg.nudge_gammas:
+                    sel.scores.setdefault(dataclasses.replace(base, method="query+nudge", alpha=g), []).append(
+                        _score(Qa, _nudged(module, d, g), d.dev, d, u, lx))
+            if cfg.margins:
+                rows, M = query_memory(Qt, d.train.positives, len(d.passage_ids))
+                for alpha in dict.fromkeys((base.alpha, max(cfg.alphas))):
+                    for margin in cfg.margins:
+                        t = sufficient_moves(d.P, rows, M, alpha, Qt, d.train.positives, margin)
+                        sel.scores.setdefault(dataclasses.replace(base, alpha=alpha, margin=margin), []).append(
+                            _score(Qa, apply_memory(d.P, rows, M * t[:, None], alpha), d.dev, d, u, lx))
+
+
 def memory_alpha(point: Point) -> float | None:
     """The alpha a point's memory is applied with: its own, or 1 for NUDGE-N (whose alpha column holds gamma)."""
-    return 1.0 if point.method == "nudge" else point.alpha
+    return 1.0 if point.method in ("nudge", "query+nudge") else point.alpha
 
 
 def _dense_results(module, memory: PassageMemory | None, alpha: float | None, d: TrainingData, k: int) -> Results:
@@ -375,6 +513,26 @@ def _dense_results(module, memory: PassageMemory | None, alpha: float | None, d:
     return _results(_adapt(module, d.dev.Q), P, d.dev, d, k=k)
 
 
+def lexical_side(store: Store | None, data: TrainingData) -> LexicalTopN | None:
+    """BM25's top n for every train and dev query, from the store's index: what `run_selection` fuses each candidate
+    with (None without a store or an index: then selection decides by the dense ranking alone). The time it takes
+    (seconds on NQ) belongs to selection; `embedfit train` and `make bench` both include it."""
+    if store is None:
+        return None
+    try:
+        index = store.lexical_index()
+    except StoreError as exc:
+        log.info("selection by the dense ranking alone: %s", exc)
+        return None
+    queries = store.load_queries()
+    ids = [*data.train.query_ids, *data.dev.query_ids]
+    t0 = time.perf_counter()
+    results = index.search_queries({q: queries[q] for q in ids}, DEFAULT_N)
+    log.info("BM25 top %d of %d train and dev queries in %.1f s (for fused selection)", DEFAULT_N, len(ids),
+             time.perf_counter() - t0)
+    return LexicalTopN.from_results(results, ids, data.passage_ids)
+
+
 def select_adapter(store: Store | None, cfg: TrainConfig, data: TrainingData | None = None) -> tuple[TrainResult, Selection, Point]:
     """Run the selection, fit the chosen setting (on train+dev after cross-validation, else on train), choose
     its BM25 fusion on queries it was not fitted on, and return it as an adapter."""
@@ -382,11 +540,12 @@ def select_adapter(store: Store | None, cfg: TrainConfig, data: TrainingData | N
         cfg.validate()
         t0 = time.perf_counter()
         data = data or load_training_data(store, cfg.model)
-        sel = run_selection(cfg, data)
+        sel = run_selection(cfg, data, lexical_side(store, data) if cfg.tune_fusion else None)
         chosen = sel.best()
         identity = sel.mean_metrics(Point("identity"))
-        log.info("selection chose %s (%s %.4f vs identity %.4f) in %.1f s", chosen.to_json(), cfg.metric,
-                 sel.mean(chosen), identity[cfg.metric], sel.seconds)
+        log.info("selection chose %s (%s%s %.4f vs identity %.4f) in %.1f s", chosen.to_json(), cfg.metric,
+                 " with BM25" if sel.served == "fused" else "", sel.value(chosen), sel.value(Point("identity")),
+                 sel.seconds)
         folds = folds_of(data, sel.folds, cfg.seed)
         fit_on = dataclasses.replace(data, train=concat_splits(data.train, data.dev)) if sel.folds > 1 else data
         module, memory = fit(cfg, chosen, fit_on)
@@ -414,11 +573,15 @@ def select_adapter(store: Store | None, cfg: TrainConfig, data: TrainingData | N
         dev_metrics={"selected": sel.mean_metrics(chosen), "identity": identity, "metric": cfg.metric},
         fusion=fusion.to_json() if fusion else None,
         memory=({"alpha": memory_alpha(chosen), "n_passages": len(memory.ids),
-                 **({"method": "nudge-n", "gamma": chosen.alpha} if chosen.method == "nudge" else {})}
+                 **({"bounded_margin": chosen.margin} if chosen.margin is not None else {}),
+                 **({"method": "nudge-n", "gamma": chosen.alpha} if chosen.method in ("nudge", "query+nudge")
+                    else {})}
                 if memory is not None else None),
         selection={"chosen": chosen.to_json(), "folds": sel.folds, "decided_by": sel.decided_by,
                    "metric": cfg.metric, "unseen_tolerance": sel.unseen_tolerance,
                    "unseen_change": None if np.isnan(sel.unseen_change(chosen)) else round(sel.unseen_change(chosen), 4),
+                   "served": sel.served,
+                   **({"bm25_weight": sel.fused_weight(chosen)} if sel.served == "fused" else {}),
                    "seconds": round(sel.seconds, 1), "table": sel.table(), "points": sel.points()})
     seconds = time.perf_counter() - t0
     config.training["fit_seconds"] = round(seconds, 2)  # what the report's decision card quotes as the cost to fit

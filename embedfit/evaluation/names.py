@@ -29,7 +29,8 @@ def adapter_name(adapter: Adapter) -> str:
         return move if c.identity else f"{_sides(c.sides)} + {move}"
     base = None if c.identity else _sides(c.sides) + (f" ({c.kind})" if c.kind != "linear" else "")
     if memory:
-        mem = f"memory (α {_num(memory['alpha'])})"
+        bound = f", bounded at margin {_num(memory['bounded_margin'])}" if memory.get("bounded_margin") is not None else ""
+        mem = f"memory (α {_num(memory['alpha'])}{bound})"
         return f"{base} + {mem}" if base else f"query {mem}"
     return base or "identity"
 

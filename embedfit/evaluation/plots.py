@@ -295,14 +295,16 @@ def selection_figure(selection: dict, label: str):
         if p.get("method") == "identity":
             continue
         by_epochs = p.get("epochs") is not None
-        fam = (by_epochs, p.get("method"), p.get("candidates"), p.get("temperature"), p.get("alpha") if by_epochs else None)
+        fam = (by_epochs, p.get("method"), p.get("candidates"), p.get("temperature"),
+               p.get("alpha") if by_epochs else None, p.get("margin"))
         families.setdefault(fam, []).append(p)
-    for (by_epochs, method, cand, temp, alpha), pts in families.items():
+    for (by_epochs, method, cand, temp, alpha, margin), pts in families.items():
         ax = left if by_epochs else right
         xkey = "epochs" if by_epochs else "alpha"
         pts = sorted(pts, key=lambda p: p[xkey])
         name = method + (f", {cand}" if cand else "") + (f", T {temp:g}" if isinstance(temp, (int, float)) else "") \
-            + (f", α {alpha:g}" if isinstance(alpha, (int, float)) else "")
+            + (f", α {alpha:g}" if isinstance(alpha, (int, float)) else "") \
+            + (f", bounded (margin {margin:g})" if isinstance(margin, (int, float)) else "")
         ok = [p for p in pts if not p.get("refused", p.get("guarded", False))]
         line, = ax.plot([p[xkey] for p in pts], [p["mean"] for p in pts], "-", alpha=0.5, label=name)
         ax.plot([p[xkey] for p in ok], [p["mean"] for p in ok], "o", ms=4, color=line.get_color())
@@ -312,7 +314,7 @@ def selection_figure(selection: dict, label: str):
                     label="refused: costs unseen queries" if not any(
                         "refused" in str(t.get_label()) for t in ax.get_lines()) else None)
         for p in pts:
-            if all(p.get(k) == chosen.get(k) for k in ("method", "candidates", "temperature", "epochs", "alpha")):
+            if all(p.get(k) == chosen.get(k) for k in ("method", "candidates", "temperature", "epochs", "alpha", "margin")):
                 ax.plot([p[xkey]], [p["mean"]], "*", ms=16, color="gold", markeredgecolor="black", label="chosen",
                         zorder=5)
     for ax, xlabel in ((left, "epochs"), (right, "memory α / NUDGE-N γ")):
@@ -322,7 +324,7 @@ def selection_figure(selection: dict, label: str):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    left.set_ylabel(f"dev {metric} (mean over folds)")
+    left.set_ylabel(f"dev {metric}{' with BM25' if selection.get('served') == 'fused' else ''} (mean over folds)")
     if chosen.get("method") == "identity":
         fig.suptitle(f"{label}: selection chose the identity (nothing beat raw on dev)", fontsize=10)
     else:

@@ -131,30 +131,79 @@ def binary_metrics(scores: np.ndarray, query_ids: list[str], passage_ids: list[s
     """
     ks = _check_ks(k_values)
     scores = np.asarray(scores)
-    n_p = scores.shape[1]
-    judged = [(i, q) for i, q in enumerate(query_ids) if any(r > 0 for r in qrels.get(q, {}).values())]
-    if any(r > 1 for _, q in judged for r in qrels[q].values()):
-        raise ValueError("binary_metrics takes binary relevance only; graded qrels need per_query_metrics")
-    depth = min(max(max(ks), MRR_CUTOFF, NDCG_CUTOFF), n_p)
+    judged = _judged_rows(query_ids, qrels)
+    depth = min(max(max(ks), MRR_CUTOFF, NDCG_CUTOFF), scores.shape[1])
     rows = np.array([i for i, _ in judged], dtype=np.int64)
-    s = scores[rows] if len(rows) else np.zeros((0, n_p))
-    # rank by (score desc, passage id asc): with the columns in id order, the depth best columns of each row put in
-    # ascending column order and then stably sorted by score leave exact ties in id order
+    top = top_rows(scores[rows] if len(rows) else np.zeros((0, scores.shape[1])), passage_ids, depth)
+    return _metrics_of_top(top, judged, passage_ids, qrels, ks)
+
+
+def top_rows(scores: np.ndarray, passage_ids: list[str], depth: int) -> np.ndarray:
+    """Each row's `depth` best columns (queries x depth), best first, exact score ties broken by passage id
+    ascending (as trec_eval and `ranked_ids` do; only a tie straddling the last place may keep either passage)."""
+    n_p = scores.shape[1]
+    depth = min(depth, n_p)
     by_id = np.argsort(np.asarray(passage_ids, dtype=object), kind="stable")
-    s = s[:, by_id]
-    cut = np.argpartition(-s, depth - 1, axis=1)[:, :depth] if depth < n_p else np.tile(np.arange(n_p), (len(rows), 1))
+    in_order = bool(np.array_equal(by_id, np.arange(n_p)))  # the store's passages are: no copy then
+    s = scores if in_order else scores[:, by_id]
+    # with the columns in id order, the depth best columns of each row put in ascending column order and then
+    # stably sorted by score leave exact ties in id order
+    cut = np.argpartition(-s, depth - 1, axis=1)[:, :depth] if depth < n_p else np.tile(np.arange(n_p), (len(s), 1))
     cut = np.sort(cut, axis=1)
     order = np.argsort(-np.take_along_axis(s, cut, axis=1), axis=1, kind="stable")
-    top = by_id[np.take_along_axis(cut, order, axis=1)]
+    top = np.take_along_axis(cut, order, axis=1)
+    return top if in_order else by_id[top]
+
+
+def _judged_rows(query_ids: list[str], qrels: Qrels) -> list[tuple[int, str]]:
+    """(row, query id) of the queries with a relevant passage; ValueError on graded relevance."""
+    judged = [(i, q) for i, q in enumerate(query_ids) if any(r > 0 for r in qrels.get(q, {}).values())]
+    if any(r > 1 for _, q in judged for r in qrels[q].values()):
+        raise ValueError("binary metrics take binary relevance only; graded qrels need per_query_metrics")
+    return judged
+
+
+def ranking_binary_metrics(top: np.ndarray, query_ids: list[str], passage_ids: list[str], qrels: Qrels,
+                           k_values: Iterable[int] = (1, 5, 10)) -> list[dict[str, dict[str, float]]]:
+    """`binary_metrics` of rankings already made, several at once: `top[j, i]` holds the passage rows (of
+    `passage_ids`) of ranking j of query i, best first, -1 where it has fewer (a 2-d `top` is one ranking). One
+    result per ranking. Every k of `k_values` (and 10, for MRR@10 and nDCG@10) must fit in the rankings' depth.
+    For rankings made outside a score matrix (`embedfit.retrieval.fusion.fused_rankings`: one per fusion weight)."""
+    ks = _check_ks(k_values)
+    top = top[None] if top.ndim == 2 else top
+    if min(max(max(ks), MRR_CUTOFF, NDCG_CUTOFF), len(passage_ids)) > top.shape[2]:
+        raise ValueError(f"rankings of {top.shape[2]} passages cannot give metrics at {max(ks)} and 10")
+    judged = _judged_rows(query_ids, qrels)
+    rows = np.array([i for i, _ in judged], dtype=np.int64)
+    relevant, n_rel = _relevance(judged, passage_ids, qrels)
+    qids = [q for _, q in judged]
+    return [_hits_metrics(np.take_along_axis(relevant, t[rows], axis=1), n_rel, qids, ks) for t in top]
+
+
+def _metrics_of_top(top: np.ndarray, judged: list[tuple[int, str]], passage_ids: list[str], qrels: Qrels,
+                    ks: list[int]) -> dict[str, dict[str, float]]:
+    """Per-query Recall@k, MRR@10 and nDCG@10 of rankings `top` (judged queries x depth; -1: no passage)."""
+    relevant, n_rel = _relevance(judged, passage_ids, qrels)
+    hits = np.take_along_axis(relevant, top, axis=1) if len(judged) else np.zeros((0, top.shape[-1]), dtype=bool)
+    return _hits_metrics(hits, n_rel, [q for _, q in judged], ks)
+
+
+def _relevance(judged: list[tuple[int, str]], passage_ids: list[str], qrels: Qrels) -> tuple[np.ndarray, np.ndarray]:
+    """(relevant, n_rel): a (judged queries x passages + 1) boolean matrix whose last column, standing for -1 (no
+    passage), is False; and each query's count of relevant passages, the ones missing from the corpus too (recall's
+    denominator, as in trec_eval)."""
     col = {p: j for j, p in enumerate(passage_ids)}
-    n_rel = np.zeros(len(judged), dtype=np.float64)  # relevant passages, the ones missing from the corpus too
-    relevant = np.zeros((len(judged), n_p), dtype=bool)
+    n_rel = np.zeros(len(judged), dtype=np.float64)
+    relevant = np.zeros((len(judged), len(passage_ids) + 1), dtype=bool)
     for r, (_, q) in enumerate(judged):
         rel = [p for p, v in qrels[q].items() if v > 0]
         n_rel[r] = len(rel)
         relevant[r, [col[p] for p in rel if p in col]] = True
-    hits = np.take_along_axis(relevant, top, axis=1) if len(judged) else np.zeros((0, depth), dtype=bool)
-    qids = [q for _, q in judged]
+    return relevant, n_rel
+
+
+def _hits_metrics(hits: np.ndarray, n_rel: np.ndarray, qids: list[str], ks: list[int]) -> dict[str, dict[str, float]]:
+    """Per-query metrics from `hits` (queries x depth: is the passage at that rank relevant)."""
     out: dict[str, dict[str, float]] = {}
     for k in ks:
         out[f"Recall@{k}"] = dict(zip(qids, (hits[:, :k].sum(axis=1) / n_rel).tolist()))

@@ -183,6 +183,129 @@ def choose_fusion(dense: Results, lexical: Results, qrels: Qrels, *, metric: str
                         n_queries=len(judged), grid=grid)
 
 
+# -- the same fusion on arrays, for selection loops -----------------------------------------------------
+
+@dataclass(frozen=True)
+class LexicalTopN:
+    """One side's top n per query as arrays: `rows[i]` the passage rows of query `query_ids[i]` best first (-1 pads
+    a query with fewer candidates), `scores[i]` their scores. Built once; every dense candidate is fused against it."""
+
+    query_ids: tuple[str, ...]
+    rows: np.ndarray  # (queries, n) int64
+    scores: np.ndarray  # (queries, n) float64, NaN where rows is -1
+
+    @classmethod
+    def from_results(cls, results: Results, query_ids: Sequence[str], passage_ids: Sequence[str],
+                     n: int = DEFAULT_N) -> LexicalTopN:
+        """From BEIR results (query id -> passage id -> score), in `query_ids` order, rows of `passage_ids`;
+        passages not in `passage_ids` are dropped, and each query keeps its `n` best (`top_n`)."""
+        where = {p: i for i, p in enumerate(passage_ids)}
+        rows = np.full((len(query_ids), n), -1, dtype=np.int64)
+        scores = np.full((len(query_ids), n), np.nan)
+        for i, q in enumerate(query_ids):
+            best = [(where[p], v) for p, v in top_n(results.get(q, {}), n).items() if p in where]
+            if best:
+                rows[i, :len(best)] = [r for r, _ in best]
+                scores[i, :len(best)] = [v for _, v in best]
+        return cls(tuple(query_ids), rows, scores)
+
+    def for_queries(self, query_ids: Sequence[str]) -> LexicalTopN:
+        """The same arrays for `query_ids` (each must be among this one's), in that order."""
+        where = {q: i for i, q in enumerate(self.query_ids)}
+        index = np.array([where[q] for q in query_ids], dtype=np.int64)
+        return LexicalTopN(tuple(query_ids), self.rows[index], self.scores[index])
+
+
+def _normalise_rows(s: np.ndarray, method: str) -> np.ndarray:
+    """`normalise` for every row of `s` at once, over its non-NaN entries (NaN stays NaN)."""
+    valid = ~np.isnan(s)
+    count = valid.sum(axis=1, keepdims=True)
+    if method == "zscore":
+        mean = np.where(count > 0, np.nansum(s, axis=1, keepdims=True) / np.maximum(count, 1), 0.0)
+        var = np.where(valid, (s - mean) ** 2, 0.0).sum(axis=1, keepdims=True) / np.maximum(count, 1)
+        std = np.sqrt(var)
+        return np.where(std > 0, (s - mean) / np.where(std > 0, std, 1.0), np.where(valid, 0.0, np.nan))
+    if method == "minmax":
+        lo = np.where(count > 0, np.nanmin(np.where(valid, s, np.inf), axis=1, keepdims=True), 0.0)
+        hi = np.where(count > 0, np.nanmax(np.where(valid, s, -np.inf), axis=1, keepdims=True), 0.0)
+        span = hi - lo
+        return np.where(span > 0, (s - lo) / np.where(span > 0, span, 1.0), np.where(valid, 0.0, np.nan))
+    raise ValueError(f"unknown normalisation {method!r}")
+
+
+@dataclass(frozen=True)
+class PreparedLexical:
+    """A `LexicalTopN` made ready to fuse with any dense ranking of the same queries (`prepare_lexical`): what does
+    not depend on the dense side is computed once per query set, not once per candidate."""
+
+    method: str
+    n: int
+    rows: np.ndarray  # (queries, n) passage rows, -1 padding
+    z: np.ndarray  # (queries, n) normalised scores (NaN at padding)
+    valid: np.ndarray  # rows >= 0
+    #: (queries, passages + 1): each passage's normalised lexical value for the query, the lexical floor for those
+    #: outside its top n (the last column stands for row -1)
+    lookup: np.ndarray
+
+
+def prepare_lexical(lexical: LexicalTopN, n_passages: int, method: str = "zscore",
+                    n: int = DEFAULT_N) -> PreparedLexical:
+    if method not in SCORE_METHODS:
+        raise ValueError(f"array fusion takes a score method ({', '.join(SCORE_METHODS)}), got {method!r}")
+    rows = lexical.rows[:, :n]
+    z = _normalise_rows(lexical.scores[:, :n], method)
+    valid = rows >= 0
+    floor = np.where(valid.any(axis=1, keepdims=True),
+                     np.nanmin(np.where(valid, z, np.inf), axis=1, keepdims=True), 0.0)
+    lookup = np.repeat(floor, n_passages + 1, axis=1)
+    q, c = np.nonzero(valid)
+    lookup[q, rows[q, c]] = z[q, c]
+    return PreparedLexical(method, n, rows, z, valid, lookup)
+
+
+def fused_rankings(dense: np.ndarray, lexical: LexicalTopN | PreparedLexical, weights: Sequence[float],
+                   method: str = "zscore", n: int = DEFAULT_N, k: int = 10,
+                   dense_top: np.ndarray | None = None) -> dict[float, np.ndarray]:
+    """`fuse` for every query and every lexical weight at once, from a dense score matrix (queries x passages,
+    rows in `lexical`'s order): weight -> the passage rows of each query's fused top `k` (queries x k), best
+    first, -1 where fewer. Selection scores hundreds of candidates this way; the dict path (`fuse_results`) takes
+    seconds per candidate. Same candidates, normalisation and floors as `fuse`; exact ties of fused scores are
+    broken by passage row (`tests/test_fused_selection.py` finds the same top 10 as `fuse_results` on real data).
+    Pass a `PreparedLexical` (its method and n win) when fusing many dense rankings with one lexical side, and
+    `dense_top` (each query's best dense rows, at least n wide, as `embedfit.metrics.retrieval.top_rows` gives
+    them) when the caller has ranked already."""
+    lex = lexical if isinstance(lexical, PreparedLexical) else prepare_lexical(lexical, dense.shape[1], method, n)
+    n = lex.n
+    nq, n_p = dense.shape
+    nd = min(n, n_p)
+    if dense_top is not None and dense_top.shape[1] >= nd:
+        d_rows = dense_top[:, :nd]
+    else:
+        d_rows = np.argpartition(-dense, nd - 1, axis=1)[:, :nd] if nd < n_p else np.tile(np.arange(n_p), (nq, 1))
+    d_z = _normalise_rows(np.take_along_axis(dense, d_rows, axis=1).astype(np.float64), lex.method)
+    floor_d = d_z.min(axis=1, keepdims=True)
+    lex_of_dense = np.take_along_axis(lex.lookup, d_rows, axis=1)
+    in_dense = np.zeros((nq, n_p + 1), dtype=bool)
+    np.put_along_axis(in_dense, d_rows, True, axis=1)
+    lex_only = lex.valid & ~np.take_along_axis(in_dense, np.where(lex.valid, lex.rows, n_p), axis=1)
+    cand = np.concatenate([d_rows, np.where(lex.valid, lex.rows, 0)], axis=1)
+    a = np.concatenate([d_z, np.broadcast_to(floor_d, lex.z.shape)], axis=1)
+    b = np.concatenate([lex_of_dense, np.where(lex_only, lex.z, 0.0)], axis=1)
+    keep = np.concatenate([np.ones_like(d_rows, dtype=bool), lex_only], axis=1)
+    kk = min(k, cand.shape[1])
+    out = {}
+    for w in weights:
+        f = np.where(keep, (1.0 - w) * a + w * b, -np.inf)
+        top = np.argpartition(-f, kk - 1, axis=1)[:, :kk] if kk < f.shape[1] else np.tile(np.arange(f.shape[1]),
+                                                                                          (nq, 1))
+        rows = np.take_along_axis(cand, top, axis=1)
+        fs = np.take_along_axis(f, top, axis=1)
+        order = np.lexsort((rows, -fs), axis=1)  # fused score descending, then passage row ascending
+        rows = np.take_along_axis(rows, order, axis=1)
+        out[float(w)] = np.where(np.take_along_axis(fs, order, axis=1) > -np.inf, rows, -1)
+    return out
+
+
 # -- the raw+BM25 choice, saved beside the store ------------------------------------------------------
 
 FUSION_DIR = "fusion"

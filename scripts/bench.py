@@ -115,6 +115,8 @@ class BenchConfig:
     #: queries through the ingest pipeline (None = the whole data set)
     ingest_limit: int | None = None
     latency_queries: int = 200
+    #: how the selection part's selection decides (`TrainConfig.select_by`)
+    select_by: str = "dense"
     warmup: int = 10
     scales: tuple[int, ...] = SCALES
     #: include a scale only if its time extrapolated from the previous one fits in this many seconds
@@ -270,12 +272,13 @@ def bench_training(cfg: BenchConfig, store_dir: Path):
 
 
 def bench_selection(cfg: BenchConfig, store_dir: Path) -> dict:
-    tcfg = TrainConfig(store=store_dir, model=cfg.model)
+    tcfg = TrainConfig(store=store_dir, model=cfg.model, select_by=cfg.select_by)
     store = Store(store_dir)
     data = load_training_data(store, cfg.model)
     with torch_threads(1), flush_denormals():
         t0 = time.perf_counter()
-        sel = run_selection(tcfg, data, lexical_side(store, data))  # as `embedfit train` does (BM25 fusion on)
+        # as `embedfit train` does: with the BM25 side only when selection decides by the fused metric
+        sel = run_selection(tcfg, data, lexical_side(store, data) if tcfg.select_by == "fused" else None)
         seconds = time.perf_counter() - t0
     chosen = sel.best()
     return {"seconds": round(seconds, 1), "store": str(store_dir), "model": cfg.model,
@@ -651,6 +654,8 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     p.add_argument("--force", action="store_true", help="overwrite --out even if it is not a bench file")
     p.add_argument("--ingest-limit", type=int, default=None, help="queries through the pipeline (default: all)")
     p.add_argument("--latency-queries", type=int, default=d.latency_queries)
+    p.add_argument("--select-by", choices=("dense", "fused"), default=d.select_by,
+                   help="the selection part: decide by the dense or the BM25-fused metric")
     p.add_argument("--scales", type=int, nargs="+", default=list(d.scales), help="synthetic collection sizes")
     p.add_argument("--scale-budget", type=float, default=d.scale_budget, help="seconds a scale may take (extrapolated)")
     p.add_argument("--scale-queries", type=int, default=d.scale_queries)
@@ -666,7 +671,7 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     a = p.parse_args(argv)
     logging.getLogger().setLevel(logging.DEBUG if a.verbose else logging.INFO)
     cfg = BenchConfig(data=a.data, store=a.store, model=a.model, out=a.out, ingest_limit=a.ingest_limit,
-                      latency_queries=a.latency_queries, scales=tuple(a.scales), scale_budget=a.scale_budget,
+                      latency_queries=a.latency_queries, select_by=a.select_by, scales=tuple(a.scales), scale_budget=a.scale_budget,
                       scale_queries=a.scale_queries, scale_hnsw=a.scale_hnsw,
                       ef_search=tuple(a.ef_search), work_dir=a.work_dir, parts=tuple(a.parts), force=a.force)
     if a.quick:

@@ -76,6 +76,9 @@ class FitResult:
                        else f"chose {s['chosen']}")
             where = (f"mean of {s['folds']} held-out folds ({s['decided_by']} queries)" if s["folds"] > 1
                      else f"dev split ({s['decided_by']} queries)")
+            if s.get("served") == "fused":
+                verdict += (f" by its {metric} with BM25 (weight {s.get('bm25_weight')}); the table above has those "
+                            "figures, the ones below are the customization alone")
         else:
             verdict = ("no trained epoch beat the raw embeddings on dev: the saved adapter is the IDENTITY"
                        if cfg.identity else f"selected epoch {self.best_epoch}")

@@ -540,7 +540,7 @@ def select_adapter(store: Store | None, cfg: TrainConfig, data: TrainingData | N
         cfg.validate()
         t0 = time.perf_counter()
         data = data or load_training_data(store, cfg.model)
-        sel = run_selection(cfg, data, lexical_side(store, data) if cfg.tune_fusion else None)
+        sel = run_selection(cfg, data, lexical_side(store, data) if cfg.select_by == "fused" else None)
         chosen = sel.best()
         identity = sel.mean_metrics(Point("identity"))
         log.info("selection chose %s (%s%s %.4f vs identity %.4f) in %.1f s", chosen.to_json(), cfg.metric,

@@ -66,8 +66,12 @@ class TrainConfig:
     folds: int | None = None
     #: the longest schedule selection may extend a still-improving run to
     max_epochs: int = 30
-    #: refuse a setting whose held-out unseen-document queries lose more than this (metric points / 100); None: off
-    unseen_tolerance: float | None = 0.01
+    #: refuse a setting whose held-out unseen-document queries lose more than this (metric points / 100); None: off.
+    #: Half a point, the loss on queries about new documents the product promises not to exceed (it was 1 point: on
+    #: SciFact's dev folds that let through an all-MiniLM-L6-v2 adapter + memory losing 0.7 there, which lost 5.0
+    #: nDCG@10 points on the test's unseen claims; at 0.005 the choice changed to one losing 1.3 there, at the same
+    #: overall nDCG@10, 0.881; the other three demo choices did not change)
+    unseen_tolerance: float | None = 0.005
     chroma_host: str | None = None
     chroma_port: int | None = None
 

@@ -57,9 +57,9 @@ from embedfit.adapters.train import (
     fuse_with_store_bm25,
     initial_module,
     run_epochs,
+    store_lexical_index,
     torch_threads,
 )
-from embedfit.errors import StoreError
 from embedfit.metrics.retrieval import per_query_metrics, ranking_binary_metrics, top_rows
 from embedfit.metrics.seen import seen_unseen, trained_passages
 from embedfit.progress import progress
@@ -517,12 +517,8 @@ def lexical_side(store: Store | None, data: TrainingData) -> LexicalTopN | None:
     """BM25's top n for every train and dev query, from the store's index: what `run_selection` fuses each candidate
     with (None without a store or an index: then selection decides by the dense ranking alone). The time it takes
     (seconds on NQ) belongs to selection; `embedfit train` and `make bench` both include it."""
-    if store is None:
-        return None
-    try:
-        index = store.lexical_index()
-    except StoreError as exc:
-        log.info("selection by the dense ranking alone: %s", exc)
+    index = store_lexical_index(store, "selection by the dense ranking alone")
+    if index is None:
         return None
     queries = store.load_queries()
     ids = [*data.train.query_ids, *data.dev.query_ids]

@@ -32,6 +32,7 @@ from embedfit.progress import progress
 from embedfit.retrieval.exact import exact_search
 from embedfit.retrieval.fusion import DEFAULT_N, FusionChoice
 from embedfit.retrieval.fusion_choice import fuse_on_dev
+from embedfit.retrieval.lexical import LexicalIndex
 from embedfit.settings import K_VALUES, TOP_K
 from embedfit.store.store import Store
 from embedfit.types import Qrels, Results, slug
@@ -79,14 +80,22 @@ def fuse_with_store_bm25(store: Store | None, dense: Callable[[], Results], qrel
     top-n on held-out queries (`dense()`, called only when there is an index to fuse with) fused with the store's
     BM25 top-n. None, with a warning, when the store has no lexical index; None without a store (training on
     in-memory data: tests, experiments)."""
+    index = store_lexical_index(store, "no BM25 fusion chosen for this adapter")
+    if index is None:
+        return None
+    return fuse_on_dev(dense(), store.load_queries(), qrels, index, metric=metric, n=DEFAULT_N)
+
+
+def store_lexical_index(store: Store | None, without: str) -> LexicalIndex | None:
+    """The store's BM25 index, or None (with the warning `without`: what is skipped, and why) when the store has
+    none or there is no store (training on in-memory data: tests, experiments)."""
     if store is None:
         return None
     try:
-        index = store.lexical_index()
+        return store.lexical_index()
     except StoreError as exc:
-        log.warning("no BM25 fusion chosen for this adapter: %s", exc)
+        log.warning("%s: %s", without, exc)
         return None
-    return fuse_on_dev(dense(), store.load_queries(), qrels, index, metric=metric, n=DEFAULT_N)
 
 
 def choose_adapter_fusion(store: Store | None, module: nn.Module | None, data: TrainingData, sides: str,

@@ -38,7 +38,8 @@ def _train_options(p: argparse.ArgumentParser, d: TrainConfig) -> None:
     p.add_argument("--rank", type=int, default=d.rank)
     p.add_argument("--hidden", type=int, default=d.hidden)
     p.add_argument("--metric", choices=METRICS, default=d.metric, help="dev metric for selection")
-    p.add_argument("--patience", type=int, default=d.patience)
+    p.add_argument("--patience", type=int, default=d.patience,
+                   help="stop a training run after this many epochs without a better dev mean")
     p.add_argument("--seed", type=int, default=d.seed)
 
 
@@ -90,7 +91,8 @@ def parser() -> argparse.ArgumentParser:
                    help="selection: refuse a setting that loses more than this on held-out queries about new documents "
                         "(metric points / 100; negative: no guard)")
     t.add_argument("--max-epochs", type=int, default=d.max_epochs,
-                   help="selection: the longest schedule a still-improving run is extended to")
+                   help="selection: the most epochs a training run may take (each run stops once --patience epochs "
+                        "pass without a better dev mean)")
     pr = sub.add_parser("project", help="write the adapter-projected collection of a both-sides adapter")
     shared_options(pr, d.store)
     pr.add_argument("--adapter", type=Path, required=True)

@@ -64,7 +64,7 @@ class TrainConfig:
     margins: tuple[float, ...] = ()
     #: folds of cross-validation over train+dev; None = automatic (5 up to 3,000 labelled queries, else 1 = dev)
     folds: int | None = None
-    #: the longest schedule selection may extend a still-improving run to
+    #: the most epochs a selection run may take (each stops after `patience` epochs without a better dev mean)
     max_epochs: int = 30
     #: refuse a setting whose held-out unseen-document queries lose more than this (metric points / 100); None: off.
     #: Half a point, the loss on queries about new documents the product promises not to exceed (it was 1 point: on

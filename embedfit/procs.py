@@ -79,6 +79,15 @@ def wait_until_answering(url: str, proc: subprocess.Popen, timeout: float) -> No
     raise TimeoutError(f"did not answer at {url} within {timeout:.0f} s")
 
 
+def interrupt_on_sigterm() -> None:
+    """From now on SIGTERM (a supervisor, `kill`) ends this process as Ctrl-C does, through the `finally` blocks
+    that stop its children, instead of leaving them running without their parent."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
     """SIGTERM, then SIGKILL if it has not exited after `timeout` seconds; returns once it has exited."""
     proc.terminate()
@@ -89,18 +98,23 @@ def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
         proc.wait()
 
 
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first, then the parent's pid, ...; `proc(5)`
+    numbers them from 3), or None when the process is gone. The name is skipped by its closing parenthesis: it may
+    hold spaces and parentheses itself."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def descendants(pid: int) -> set[int]:
     """Every process below `pid` now, read from /proc (Linux): what a parent's death must not leave running."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+        if entry.isdigit() and (stat := _stat(entry)) is not None:
+            children.setdefault(int(stat[1]), []).append(int(entry))
     out: set[int] = set()
     todo = [pid]
     while todo:
@@ -112,21 +126,15 @@ def descendants(pid: int) -> set[int]:
 
 def running(pid: int) -> bool:
     """True while `pid` runs (a zombie has exited: only its status waits to be read)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"
 
 
 def _start_time(pid: int) -> str | None:
     """The kernel's start time of `pid` (field 22 of /proc/PID/stat): with the pid, names one process even after
     the pid is reused. None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+    stat = _stat(pid)
+    return stat[19] if stat is not None and len(stat) > 19 else None
 
 
 def start_reaper(interval: float = 0.25) -> subprocess.Popen | None:
@@ -135,7 +143,7 @@ def start_reaper(interval: float = 0.25) -> subprocess.Popen | None:
     shares the driver's fate, but the raylet's agents (DashboardAgent, RuntimeEnvAgent) are reparented to init and
     keep running for minutes. Stop the watcher with `stop_reaper` once the library has shut down cleanly.
 
-    The watcher snapshots this process's descendants every `interval` seconds (from /proc, with their start times,
+    The watcher records this process's descendants every `interval` seconds (from /proc, with their start times,
     so a reused pid is never killed) and, once its parent is gone, SIGKILLs those still running. A process born
     and orphaned within one interval escapes it. It runs in its own session, so a Ctrl-C to the terminal's process
     group does not end it before it has done its work. Linux only (None elsewhere)."""
@@ -154,16 +162,16 @@ def stop_reaper(reaper: subprocess.Popen | None) -> None:
 
 
 def _reap_after(parent: int, interval: float) -> None:
-    """The watcher's loop (see `start_reaper`): snapshot `parent`'s descendants; when it is gone, kill them."""
+    """The watcher's loop (see `start_reaper`): record `parent`'s descendants; when it is gone, kill them."""
     me = os.getpid()
     seen: dict[int, str] = {}
     while os.getppid() == parent:  # reparented (to init or a subreaper) once the parent has died
-        now = {}
+        # every snapshot is added, none replaces the last: a scan that runs while the parent dies finds its
+        # children half reparented and would lose them (the start times keep a reused pid from being killed)
         for pid in descendants(parent) - {me}:
             start = _start_time(pid)
             if start is not None:
-                now[pid] = start
-        seen = now
+                seen[pid] = start
         time.sleep(interval)
     for pid, start in seen.items():
         if _start_time(pid) == start and running(pid):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -31,7 +30,14 @@ from pathlib import Path
 
 from embedfit.data.load_hub import looks_like_dataset_id
 from embedfit.errors import EmbedfitError, InputError
-from embedfit.procs import die_with_parent, free_port, port_is_free, stop_process, wait_until_answering
+from embedfit.procs import (
+    die_with_parent,
+    free_port,
+    interrupt_on_sigterm,
+    port_is_free,
+    stop_process,
+    wait_until_answering,
+)
 from embedfit.runcli import run_cli
 from embedfit.settings import default_adapters, default_data, default_report, default_store
 from embedfit.store.server import start_server
@@ -125,18 +131,9 @@ def _model_steps(cfg: DemoConfig, model: str) -> list[tuple[str, list[str]]]:
     return [(f"ingest {model}", _py(*ingest)), (f"select and fit {model}", _py(*train))]
 
 
-def _interrupt_on_sigterm() -> None:
-    """SIGTERM (a supervisor, `kill`) ends the demo like Ctrl-C does: through the `finally` that stops the app and
-    the Chroma server, instead of leaving them running without their parent."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def run_demo(cfg: DemoConfig) -> int:
     cfg.validate()
-    _interrupt_on_sigterm()
+    interrupt_on_sigterm()  # a `kill` stops the app and the Chroma server too
     t0 = time.monotonic()
     env = dict(os.environ)
     limit = cfg.ingest_limit()

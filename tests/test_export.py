@@ -47,6 +47,16 @@ def fresh(code: str, tmp_path) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def st_exports_query_and_both(store, tmp_path) -> Adapter:
+    """A query-side and a both-sides adapter (same seed), exported for sentence-transformers to `st-q` and `st-b`;
+    returns the both-sides adapter (the oracle for what `st-b` must encode)."""
+    make_adapter(tmp_path / "q", store, sides="query", scale=0.05, seed=3)
+    ad_both = make_adapter(tmp_path / "b", store, sides="both", scale=0.05, seed=3)
+    export(tmp_path / "q", "sentence-transformers", tmp_path / "st-q")
+    export(tmp_path / "b", "sentence-transformers", tmp_path / "st-b")
+    return ad_both
+
+
 @pytest.mark.parametrize("sides", ["query", "both"])
 def test_numpy_export_reproduces_adapted_vectors(small_store, tmp_path, embedder, texts, sides):
     ad = make_adapter(tmp_path / "ad", small_store[0].store, sides=sides, scale=0.05, seed=2)
@@ -91,10 +101,7 @@ def test_sentence_transformers_export_never_silently_skips_a_query_adapter(small
     """Issue 22, case 1: the ordinary entry points (`encode()`, `encode(prompt_name="query")`, Chroma's
     SentenceTransformerEmbeddingFunction) returned the raw vectors of a query-side adapter (the default route was
     the document side). Now each raises, naming the route; a both-sides export encodes adapted vectors by all."""
-    make_adapter(tmp_path / "q", small_store[0].store, sides="query", scale=0.05, seed=3)
-    ad_both = make_adapter(tmp_path / "b", small_store[0].store, sides="both", scale=0.05, seed=3)
-    export(tmp_path / "q", "sentence-transformers", tmp_path / "st-q")
-    export(tmp_path / "b", "sentence-transformers", tmp_path / "st-b")
+    ad_both = st_exports_query_and_both(small_store[0].store, tmp_path)
     qs, _ = texts
     got = fresh(f"""
         import json
@@ -473,10 +480,7 @@ def test_llamaindex_huggingface_embedding_never_silently_skips_the_adapter(small
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
                           *LLAMAINDEX_HF], capture_output=True, text=True, timeout=600)
     assert pip.returncode == 0, pip.stderr[-2000:]
-    make_adapter(tmp_path / "q", small_store[0].store, sides="query", scale=0.05, seed=3)
-    ad_both = make_adapter(tmp_path / "b", small_store[0].store, sides="both", scale=0.05, seed=3)
-    export(tmp_path / "q", "sentence-transformers", tmp_path / "st-q")
-    export(tmp_path / "b", "sentence-transformers", tmp_path / "st-b")
+    ad_both = st_exports_query_and_both(small_store[0].store, tmp_path)
     qs, ps = texts
     got = fresh(f"""
         import json, sys

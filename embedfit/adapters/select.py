@@ -110,11 +110,12 @@ class Selection:
     metric: str
     folds: int
     decided_by: int  # labelled queries whose scores decided (all of train+dev with folds, else dev)
+    #: a point may lose at most this much of the metric on the held-out queries about new documents (None: no
+    #: guard); `TrainConfig.unseen_tolerance` holds the default
+    unseen_tolerance: float | None
     scores: dict[Point, list[dict[str, float]]] = field(default_factory=dict)
     losses: dict[tuple, dict[int, list[float]]] = field(default_factory=dict)
     seconds: float = 0.0
-    #: a point may lose at most this much of the metric on the held-out queries about new documents (None: no guard)
-    unseen_tolerance: float | None = 0.01
     #: what decides: "dense" (the customization's own ranking) or "fused" (the customization + BM25, at the fusion
     #: weight best for it: what is served when BM25 fusion pays)
     served: str = "dense"
@@ -330,7 +331,7 @@ def _score(Qa: np.ndarray, P: np.ndarray, split: SplitData, data: TrainingData,
 def _memory_points(sel: Selection, base: Point, module: nn.Module | None, d: TrainingData, alphas,
                    unseen: set[str], lexical: PreparedLexical | None = None) -> None:
     """Score the query memory built from `d.train`'s (adapted) queries, for every alpha, on `d.dev`."""
-    rows, M = query_memory(_adapt(module, d.train.Q), d.train.positives, len(d.passage_ids))
+    rows, M = _memory_of(base, module, d)
     Qa = _adapt(module, d.dev.Q)
     for a in alphas:
         sel.scores.setdefault(dataclasses.replace(base, alpha=a), []).append(

@@ -5,7 +5,8 @@ positive and every other positive in the batch; scale 20, cosine), AdamW at 2e-5
 twice in a batch (a repeated passage would be its own negative), on the store's **train** split (query, positive
 passage); the **dev** split's MRR@10 over the whole corpus after each epoch keeps the best epoch (epoch 0, the
 untuned model, included: if fine-tuning never beats it on dev, the baseline is the untuned model and the report says
-so). Then the corpus and the scored queries are embedded again with the tuned model and ranked by exact search.
+so). The scored queries are embedded with the tuned model (the corpus vectors are the ones the kept epoch's dev
+scoring made) and ranked by exact search.
 Its cost is real and reported: the wall time (training and every re-embedding of the corpus) and a second copy of
 the model's weights; the corpus vectors are replaced, not added to.
 
@@ -107,18 +108,20 @@ def finetune(model_id: str, train: list[tuple[str, str, str]], dev_queries: Quer
     texts = [corpus[p].embedding_text() for p in pids]
     dev_ids = [q for q in dev_queries if q in dev_qrels]
 
-    def dev_mrr() -> float:
+    def dev_mrr() -> tuple[float, np.ndarray | None]:
+        """The model's dev MRR@10, and the corpus vectors it embedded for it (None without dev queries)."""
         if not dev_ids:
-            return float("nan")
+            return float("nan"), None
         Q = _encode(model, [dev_queries[q] for q in dev_ids], "fine-tune: dev queries")
         P = _encode(model, texts, "fine-tune: corpus for dev")
         results = exact_search(Q, dev_ids, P, pids, k=TOP_K)
-        return float(np.mean(list(per_query_metrics(dev_qrels, results, K_VALUES)["MRR@10"].values())))
+        return float(np.mean(list(per_query_metrics(dev_qrels, results, K_VALUES)["MRR@10"].values()))), P
 
     loss_fn = MultipleNegativesRankingLoss(model, scale=SCALE)
     tokenize = getattr(model, "preprocess", None) or model.tokenize  # `tokenize` before sentence-transformers 6
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
-    best, best_state, best_epoch = dev_mrr(), copy.deepcopy(model.state_dict()), 0
+    best, best_P = dev_mrr()  # the kept epoch's corpus vectors are the result's: no second embedding of the corpus
+    best_state, best_epoch = copy.deepcopy(model.state_dict()), 0
     curve = [{"epoch": 0, "train_loss": None, "dev MRR@10": best}]
     log.info("fine-tune %s: %d training pairs, dev MRR@10 untuned %.4f", model_id, len(train), best)
     for epoch in range(1, epochs + 1):
@@ -136,15 +139,15 @@ def finetune(model_id: str, train: list[tuple[str, str, str]], dev_queries: Quer
             optimizer.step()
             total, steps = total + float(loss.detach()), steps + 1
         model.eval()
-        score = dev_mrr()
+        score, P = dev_mrr()
         curve.append({"epoch": epoch, "train_loss": total / max(steps, 1), "dev MRR@10": score})
         log.info("fine-tune epoch %d: loss %.4f, dev MRR@10 %.4f (best %.4f)", epoch, total / max(steps, 1), score, best)
         if score > best + 1e-9:
-            best, best_state, best_epoch = score, copy.deepcopy(model.state_dict()), epoch
+            best, best_P, best_state, best_epoch = score, P, copy.deepcopy(model.state_dict()), epoch
     model.load_state_dict(best_state)
     model.eval()
     Q = _encode(model, scored, "fine-tune: scored queries")
-    P = _encode(model, texts, "fine-tune: corpus")
+    P = best_P if best_P is not None else _encode(model, texts, "fine-tune: corpus")
     weight_bytes = sum(int(t.numel()) * t.element_size() for t in model.state_dict().values())
     return FinetuneResult(Q, P, time.perf_counter() - t0, best_epoch, len(train), weight_bytes, curve)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import time
 from pathlib import Path
 
@@ -32,10 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_with_verbosity(parser(), argv)
 
     def job() -> None:
-        def stop(signum, frame):
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGTERM, stop)  # `kill` ends it like Ctrl-C: the server is stopped, not orphaned
+        procs.interrupt_on_sigterm()  # `kill` ends it like Ctrl-C: the server is stopped, not orphaned
         proc = start_server(a.store, a.host, a.port, log_file=a.log)
         try:
             print(f"serving the store {a.store} at {a.host}:{a.port}; use it with --chroma-host {a.host} "

@@ -17,7 +17,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 #: prctl option: the signal a process gets when its parent dies (linux/prctl.h)
 _PR_SET_PDEATHSIG = 1
@@ -137,32 +139,88 @@ def _start_time(pid: int) -> str | None:
     return stat[19] if stat is not None and len(stat) > 19 else None
 
 
-def start_reaper(interval: float = 0.25) -> subprocess.Popen | None:
-    """Start a watcher that kills, when this process dies in any way (kill -9 included), every process that was
-    below it: what a library started for us and would leave behind. Ray started locally is the case: its raylet
-    shares the driver's fate, but the raylet's agents (DashboardAgent, RuntimeEnvAgent) are reparented to init and
-    keep running for minutes. Stop the watcher with `stop_reaper` once the library has shut down cleanly.
+#: the environment variable that marks what was started below a reaper's parent (see `start_reaper`)
+REAPER_MARK = "EMBEDFIT_REAPER_MARK"
 
-    The watcher records this process's descendants every `interval` seconds (from /proc, with their start times,
-    so a reused pid is never killed) and, once its parent is gone, SIGKILLs those still running. A process born
-    and orphaned within one interval escapes it. It runs in its own session, so a Ctrl-C to the terminal's process
-    group does not end it before it has done its work. Linux only (None elsewhere)."""
+
+@dataclass
+class Reaper:
+    """A running watcher from `start_reaper`: its process, the mark its parent's children inherit, and the value
+    the variable had before (restored by `stop_reaper`)."""
+
+    proc: subprocess.Popen
+    mark: str
+    previous: str | None
+
+
+def start_reaper(interval: float = 0.25) -> Reaper | None:
+    """Start a watcher that kills, when this process dies in any way (kill -9 included), every process started
+    below it: what a library started for us and would leave behind. Ray started locally is the case: its raylet
+    shares the driver's fate, but the raylet's agents (DashboardAgent, RuntimeEnvAgent) and workers are reparented
+    to init and keep running for minutes. Stop the watcher with `stop_reaper` once the library has shut down
+    cleanly.
+
+    Two ways to find them, because either alone misses some:
+    - a mark in the environment (`REAPER_MARK`, unique to this watcher) that every process started from now on
+      inherits; once the parent is gone the watcher kills every process whose environment carries it, however
+      shortly before the kill it was born (a snapshot misses a worker born in its last interval: issue 22's flaky
+      Ray test lost one such `default_worker.py` in five runs);
+    - snapshots of the parent's descendants every `interval` seconds (from /proc, with their start times, so a
+      reused pid is never killed), for a child that clears its environment.
+
+    The watcher runs in its own session, so a Ctrl-C to the terminal's process group does not end it before it has
+    done its work. Linux only (None elsewhere)."""
     if not os.path.isdir("/proc/self"):
         return None
-    code = f"from embedfit.procs import _reap_after; _reap_after({os.getpid()}, {interval!r})"
-    return subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stdin=subprocess.DEVNULL,
+    mark = f"{os.getpid()}-{_start_time(os.getpid())}-{uuid.uuid4().hex}"
+    code = f"from embedfit.procs import _reap_after; _reap_after({os.getpid()}, {interval!r}, {mark!r})"
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    previous = os.environ.get(REAPER_MARK)
+    os.environ[REAPER_MARK] = mark  # after the watcher started: it must not carry its own mark
+    return Reaper(proc=proc, mark=mark, previous=previous)
 
 
-def stop_reaper(reaper: subprocess.Popen | None) -> None:
-    """End a watcher from `start_reaper` without it killing anything (the parent is alive and has cleaned up)."""
-    if reaper is not None and reaper.poll() is None:
-        reaper.terminate()
-        reaper.wait(timeout=10)
+def stop_reaper(reaper: Reaper | None) -> None:
+    """End a watcher from `start_reaper` without it killing anything (the parent is alive and has cleaned up), and
+    take its mark out of the environment, so what this process starts later is not marked."""
+    if reaper is None:
+        return
+    if os.environ.get(REAPER_MARK) == reaper.mark:
+        if reaper.previous is None:
+            os.environ.pop(REAPER_MARK, None)
+        else:
+            os.environ[REAPER_MARK] = reaper.previous
+    if reaper.proc.poll() is None:
+        reaper.proc.terminate()
+        reaper.proc.wait(timeout=10)
 
 
-def _reap_after(parent: int, interval: float) -> None:
-    """The watcher's loop (see `start_reaper`): record `parent`'s descendants; when it is gone, kill them."""
+def carries_mark(pid: int | str, mark: str) -> bool:
+    """True when process `pid` was started with `REAPER_MARK=mark` in its environment (another user's process, or
+    one gone, is False: its environment cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f"{REAPER_MARK}={mark}".encode() in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def _kill_if_same(pid: int, start: str | None) -> bool:
+    """SIGKILL `pid` if it still runs and is the process that started at `start`; True when a signal was sent."""
+    if start is None or _start_time(pid) != start or not running(pid):
+        return False
+    try:
+        os.kill(pid, signal.SIGKILL)
+        return True
+    except OSError:
+        return False
+
+
+def _reap_after(parent: int, interval: float, mark: str, settle: float = 10.0) -> None:
+    """The watcher's loop (see `start_reaper`): record `parent`'s descendants; when it is gone, kill them and every
+    process carrying `mark`, scanning again until a scan finds none (one still starting may spawn another) or
+    `settle` seconds have passed."""
     me = os.getpid()
     seen: dict[int, str] = {}
     while os.getppid() == parent:  # reparented (to init or a subreaper) once the parent has died
@@ -174,8 +232,10 @@ def _reap_after(parent: int, interval: float) -> None:
                 seen[pid] = start
         time.sleep(interval)
     for pid, start in seen.items():
-        if _start_time(pid) == start and running(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        _kill_if_same(pid, start)
+    deadline = time.monotonic() + settle
+    while time.monotonic() < deadline:
+        marked = [int(e) for e in os.listdir("/proc") if e.isdigit() and int(e) != me and carries_mark(e, mark)]
+        if not any([_kill_if_same(pid, _start_time(pid)) for pid in marked]):
+            return
+        time.sleep(0.1)

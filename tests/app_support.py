@@ -85,20 +85,23 @@ def choice_json(method: str, weight: float, n: int = 100) -> dict:
 
 class BM25Oracle:
     """BM25 straight from bm25s over `title + " " + text` (lower-cased, bm25s's English stopwords, words of two or
-    more word characters, no stemmer, Lucene k1=1.5 b=0.75): the scores the store's index must give."""
+    more word characters, Snowball English stems by PyStemmer, Lucene k1=0.9 b=0.4): the scores the store's index must
+    give."""
 
     def __init__(self, corpus):
         import bm25s
 
         self.ids = sorted(corpus)
-        self.bm25 = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
+        self.bm25 = bm25s.BM25(k1=0.9, b=0.4, method="lucene")
         self.bm25.index(self._tokens([f"{corpus[p].title} {corpus[p].text}" for p in self.ids]), show_progress=False)
 
     @staticmethod
     def _tokens(texts: list[str]) -> list[list[str]]:
         import bm25s
+        import Stemmer
 
-        return bm25s.tokenize(texts, lower=True, stopwords="en", stemmer=None, return_ids=False, show_progress=False)
+        return bm25s.tokenize(texts, lower=True, stopwords="en", stemmer=Stemmer.Stemmer("english"), return_ids=False,
+                              show_progress=False)
 
     def top(self, question: str, n: int) -> list[tuple[str, float]]:
         """(id, score) of the `n` best passages with a score > 0, by score then id."""

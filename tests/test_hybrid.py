@@ -139,3 +139,31 @@ def test_a_resplit_store_chooses_its_fusion_again(small_store, tmp_path):
     assert after["dev_sha"] != before["dev_sha"]
     assert after["n_dev_queries"] == sum(1 for q, s in Store(copy).load_splits().items()
                                          if s == "dev" and Store(copy).load_qrels().get(q))
+
+
+def test_an_adapter_whose_fusion_was_chosen_against_an_older_bm25(small_store, tmp_path):
+    """An adapter trained by the release before stemming (its fusion saved with no record of the BM25 it was
+    chosen against): eval chooses its fusion again on dev and says why; the page keeps serving the old weight and
+    warns, naming the command that chooses again. A current adapter gets neither."""
+    cfg, _ = small_store
+    store = Store(cfg.store)
+    res = train_adapter(store, TrainConfig(store=cfg.store, model=MODEL, epochs=1, batch_size=64))
+    save_adapter(res.adapter, tmp_path / "current")
+    shutil.copytree(tmp_path / "current", tmp_path / "old")
+    config_path = tmp_path / "old" / "config.json"
+    config = json.loads(config_path.read_text("utf-8"))
+    del config["fusion"]["lexical"]
+    config_path.write_text(json.dumps(config), "utf-8")
+
+    def eval_notes(adapter_dir) -> list[str]:
+        outcome = run_eval(EvalConfig(store=cfg.store, out=tmp_path / f"report-{adapter_dir.name}",
+                                      adapters=[adapter_dir], models=[MODEL], mse_baseline=False, hnsw=False,
+                                      plots=False, bootstrap_resamples=100)).outcome
+        return [n for n in outcome.models[0].notes if "BM25 fusion" in n]
+
+    assert any("older BM25" in n and "retrain the adapter" in n for n in eval_notes(tmp_path / "old"))
+    assert eval_notes(tmp_path / "current") == []
+    old = Retriever(store, MODEL, load_adapter(tmp_path / "old"), embedder=load_embedder(MODEL))
+    assert old.fusion is not None and any("older BM25" in w and "embedfit train" in w for w in old.warnings)
+    current = Retriever(store, MODEL, load_adapter(tmp_path / "current"), embedder=load_embedder(MODEL))
+    assert not any("older BM25" in w for w in current.warnings)

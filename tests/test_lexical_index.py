@@ -259,6 +259,33 @@ def test_damaged_or_stale_store_index_is_a_store_error_and_lexical_only_repairs_
         build_lexical(root)  # the dataset is not what the manifest says: only a full ingest can fix that
 
 
+def test_an_older_releases_index_and_fusion_are_rebuilt_and_chosen_again(store, tmp_path):
+    """A store from the release before stemming: its index (format 1: unstemmed, k1 1.5, b 0.75) is refused with a
+    message naming the repair, `--lexical-only` rebuilds it, and the raw+BM25 fusion chosen against the old BM25
+    (saved with no record of which BM25) is chosen again instead of being kept."""
+    cfg, _ = store
+    root = copy_store(cfg, tmp_path)
+    meta_path = root / LEXICAL_DIR / "index.json"
+    meta = json.loads(meta_path.read_text("utf-8"))
+    meta["format_version"] = 1
+    meta["params"] = {**meta["params"], "tokenizer": {**meta["params"]["tokenizer"], "stemmer": None}, "k1": 1.5,
+                      "b": 0.75}
+    meta_path.write_text(json.dumps(meta), "utf-8")
+    fusions = sorted((root / "fusion").glob("*.json"))
+    assert fusions
+    for path in fusions:
+        old = json.loads(path.read_text("utf-8"))
+        del old["lexical"]
+        path.write_text(json.dumps(old), "utf-8")
+    with pytest.raises(StoreError, match="another version of embedfit.*\n.*--lexical-only"):
+        Store(root).lexical_index()
+    out = build_lexical(root)
+    assert out["lexical"]["reused"] is False
+    assert all(f["reused"] is False for f in out["fusion"].values()), out["fusion"]
+    assert Store(root).lexical_index().search_queries({"q": "what is a volcano"}, 5) is not None
+    assert build_lexical(root)["lexical"]["reused"] is True  # and now it is current
+
+
 @pytest.mark.parametrize("make", ["missing", "empty", "foreign", "file"])
 def test_lexical_only_refuses_what_is_not_a_store(tmp_path, make):
     target = tmp_path / "s"

@@ -53,7 +53,15 @@ from embedfit.outputs import check_output, read_json_object
 from embedfit.pipeline.negatives import MiningConfig, MiningInput, mine_negatives
 from embedfit.report.decision import PLAIN
 from embedfit.retrieval.exact import exact_search
-from embedfit.retrieval.fusion import DEFAULT_N, RRF_DEFAULT, FusionSpec, dev_signature, fuse_results, load_raw_fusion
+from embedfit.retrieval.fusion import (
+    DEFAULT_N,
+    RRF_DEFAULT,
+    FusionSpec,
+    dev_signature,
+    fuse_results,
+    is_current,
+    load_raw_fusion,
+)
 from embedfit.retrieval.fusion_choice import choose_dev_fusion
 from embedfit.retrieval.lexical import LexicalIndex
 from embedfit.search.chroma_ann import chroma_search, recall_against_exact
@@ -409,9 +417,12 @@ def _fusion_for(system: SystemRun, store: Store, model: str, info: dict, index: 
     Missing (an adapter fitted with tune_fusion off, a store whose fusion was chosen on other splits): chosen here
     on the dev split, the same way, and said in a note."""
     saved = None
+    stale = False
     if system.adapter is not None:
         saved = system.adapter.config.fusion
         where = "the adapter's config (chosen on dev when it was trained)"
+        if saved and not is_current(saved):  # chosen against an older BM25 (another tokenizer or scoring)
+            saved, stale = None, True
     else:
         choice = load_raw_fusion(store.root, model, info.get("data_fingerprint"), dev_signature(store.load_splits()))
         saved = choice.to_json() if choice is not None else None
@@ -426,7 +437,9 @@ def _fusion_for(system: SystemRun, store: Store, model: str, info: dict, index: 
         return RRF_DEFAULT, {**RRF_DEFAULT.to_json(), "chosen_on": None, "source": "no judged dev query: RRF"}
     fix = ("retrain the adapter" if system.adapter is not None
            else f"run embedfit ingest --store {store.root} --lexical-only")
-    notes.append(f"{system.label}: no saved BM25 fusion, so eval chose it on the dev split "
+    why = ("its saved BM25 fusion was chosen against an older BM25 (another tokenizer or scoring)" if stale
+           else "no saved BM25 fusion")
+    notes.append(f"{system.label}: {why}, so eval chose it on the dev split "
                  f"({choice.spec.describe()}); to save it, {fix}.")
     return choice.spec, {**choice.spec.to_json(), "chosen_on": choice.split, "source": "eval, on dev"}
 

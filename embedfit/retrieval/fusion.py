@@ -34,6 +34,7 @@ import numpy as np
 from embedfit import atomic
 from embedfit.metrics.retrieval import ranked_ids, retrieval_metrics
 from embedfit.outputs import read_json_object
+from embedfit.retrieval.lexical import SIGNATURE as LEXICAL_SIGNATURE
 from embedfit.settings import K_VALUES
 from embedfit.types import Qrels, Results, slug, text_sha
 
@@ -95,14 +96,23 @@ class FusionChoice:
     grid: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
+        """With the BM25 rule it was chosen against (`lexical`: `embedfit.retrieval.lexical.SIGNATURE`): a weight
+        chosen for another tokenizer or scoring is not the best for this one (`is_current`)."""
         return {**self.spec.to_json(), "chosen_on": self.split, "metric": self.metric, "dev_score": self.score,
-                "dev_dense_only": self.dense_only, "n_dev_queries": self.n_queries, "grid": self.grid}
+                "dev_dense_only": self.dense_only, "n_dev_queries": self.n_queries, "grid": self.grid,
+                "lexical": LEXICAL_SIGNATURE}
 
     @classmethod
     def from_json(cls, d: Mapping) -> FusionChoice:
         return cls(spec=FusionSpec.from_json(d), split=str(d["chosen_on"]), metric=str(d["metric"]),
                    score=float(d["dev_score"]), dense_only=float(d["dev_dense_only"]),
                    n_queries=int(d["n_dev_queries"]), grid=list(d.get("grid", [])))
+
+
+def is_current(saved: Mapping | None) -> bool:
+    """True when a saved choice (`FusionChoice.to_json`) was made against the BM25 this code builds; one saved by an
+    older embedfit (another tokenizer or scoring, or no record of it) must be chosen again."""
+    return saved is not None and saved.get("lexical") == LEXICAL_SIGNATURE
 
 
 def top_n(scores: Mapping[str, float], n: int) -> dict[str, float]:
@@ -332,10 +342,10 @@ def save_raw_fusion(store_root: Path, model_id: str, choice: FusionChoice, data_
 
 def load_raw_fusion(store_root: Path, model_id: str, data_fingerprint: str | None = None,
                     dev_sha: str | None = None) -> FusionChoice | None:
-    """The saved choice, or None when there is none or it was made on other data or another dev split (then
-    it must be made again)."""
+    """The saved choice, or None when there is none or it was made on other data, another dev split or another
+    BM25 (then it must be made again)."""
     obj = read_json_object(fusion_path(store_root, model_id))
-    if obj is None or (data_fingerprint and obj.get("data_fingerprint") != data_fingerprint):
+    if obj is None or (data_fingerprint and obj.get("data_fingerprint") != data_fingerprint) or not is_current(obj):
         return None
     if dev_sha and obj.get("dev_sha") not in (None, dev_sha):
         return None

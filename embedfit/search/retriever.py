@@ -51,7 +51,7 @@ from embedfit.embed.base import Embedder
 from embedfit.embed.registry import DEFAULT_MODEL
 from embedfit.errors import MismatchError, StoreError
 from embedfit.metrics.seen import trained_passages
-from embedfit.retrieval.fusion import FusionSpec, dev_signature, fuse, load_raw_fusion
+from embedfit.retrieval.fusion import FusionSpec, dev_signature, fuse, is_current, load_raw_fusion
 from embedfit.retrieval.lexical import LexicalIndex
 from embedfit.store.store import Store, check_encoder_build
 from embedfit.types import Passage, normalise_for_id
@@ -272,6 +272,13 @@ class Retriever:
                         f"No hybrid (BM25) side: the adapter {self.adapter.name!r} has no BM25 fusion (it was fitted "
                         "with tune_fusion off, or on vectors without texts). Fit it on the store with "
                         f"`embedfit train --store {root}{model} --out {adapter_dir or 'DIR'}`.")
+                elif not is_current(self.adapter.config.fusion):  # still served: the old weight beats no hybrid
+                    model = "" if self.model_id == DEFAULT_MODEL else f" --model {self.model_id}"
+                    self.warnings.append(
+                        f"The adapter {self.adapter.name!r} chose its BM25 fusion weight against an older BM25 (another "
+                        "tokenizer or scoring), so the hybrid side may not be at its best. Retrain it to choose again: "
+                        f"`embedfit train --store {root}{model} --out {adapter_dir or 'DIR'}`.")
+                    log.warning("%s", self.warnings[-1])
             else:
                 choice = load_raw_fusion(root, self.model_id, info.get("data_fingerprint"),
                                          dev_signature(self._splits) if self._splits else None)

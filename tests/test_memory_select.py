@@ -181,3 +181,68 @@ def test_bounded_memory_moves_each_passage_only_as_far_as_its_queries_need():
     moved = apply_memory(P, rows, M * t[:, None], 4.0)
     assert float(moved[0] @ Q[0]) >= 0.96 > float(apply_memory(P, rows, M * 0.5, 4.0)[0] @ Q[0])
     assert np.array_equal(moved[1], P[1])
+
+
+def _costly_memory_toy(n_passages=200, n_train=400, n_dev=200, dim=16, seed=0) -> TrainingData:
+    """Queries share a direction passages lack (they are all questions): q = norm(t_p + c + noise). Train asks about
+    the first half of the passages, dev about all of them, so half of dev is unseen; moving a passage toward its
+    queries moves it along c too, toward every query."""
+    rng = np.random.default_rng(seed)
+    T = l2_normalise(rng.standard_normal((n_passages, dim)))
+    c = l2_normalise(rng.standard_normal((1, dim)))[0]
+    P = l2_normalise(0.5 * T + rng.standard_normal((n_passages, dim)) / np.sqrt(dim)).astype(np.float32)
+
+    def split(n, hi, tag):
+        rows = rng.integers(0, hi, size=n)
+        Q = l2_normalise(T[rows] + 1.5 * c + 0.5 * rng.standard_normal((n, dim)) / np.sqrt(dim)).astype(np.float32)
+        qids = [f"{tag}{i}" for i in range(n)]
+        return SplitData(query_ids=qids, Q=Q, positives=[np.array([r]) for r in rows],
+                         hard=[np.array([(r + 1) % n_passages]) for r in rows],
+                         weak=[np.array([(r + 7) % n_passages]) for r in rows],
+                         qrels={q: {f"p{r}": 1} for q, r in zip(qids, rows)})
+
+    return TrainingData(model_id="synthetic", dim=dim, data_fingerprint="fp", raw_collection="raw-synthetic",
+                        passage_ids=[f"p{i}" for i in range(n_passages)], P=P, train=split(n_train, n_passages // 2, "t"),
+                        dev=split(n_dev, n_passages, "d"))
+
+
+def test_a_centred_memory_on_a_hand_worked_example():
+    """Training queries (1,0,0) and (0,1,0): their mean points along u = (1,1,0)/sqrt 2. A memory vector (1,0,0)
+    keeps only what is not along u: (1,0,0) - (1/sqrt 2) u = (0.5, -0.5, 0); one along u itself vanishes, one
+    orthogonal to u is kept whole, and a zero mean changes nothing."""
+    from embedfit.adapters.memory import centre_memory
+
+    Q = np.array([[1, 0, 0], [0, 1, 0]], dtype=np.float32)
+    M = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 2]], dtype=np.float32)
+    np.testing.assert_allclose(centre_memory(M, Q), [[0.5, -0.5, 0], [0, 0, 0], [0, 0, 2]], atol=1e-6)
+    np.testing.assert_array_equal(centre_memory(M, np.array([[1, 0, 0], [-1, 0, 0]], dtype=np.float32)), M)
+
+
+def test_selection_tries_the_centred_memory_where_the_memory_costs_unseen_queries():
+    """A toy where the plain memory costs the held-out unseen queries: the second stage scores the centred memory at
+    every alpha on every fold; a chosen centred point is fitted (and recorded) centred."""
+    from embedfit.adapters.config import TrainConfig
+    from embedfit.adapters.memory import centre_memory, query_memory
+    from embedfit.adapters.select import Point, _memory_of, fit, run_selection
+
+    data = _costly_memory_toy()
+    cfg = TrainConfig(methods=("memory",), alphas=(0.5, 1.0), folds=3, tune_fusion=False, unseen_tolerance=None)
+    sel = run_selection(cfg, data)
+    plain = sel.best([p for p in sel.scores if p.method == "memory" and not p.centred], guard=False)
+    assert sel.unseen_change(plain) < 0  # the premise: the plain memory costs unseen queries here
+    centred = [p for p in sel.scores if p.centred]
+    assert {p.alpha for p in centred} == {0.5, 1.0} and all(len(sel.scores[p]) == sel.folds for p in centred)
+    # the mechanism: without the move along the queries' shared direction, the unseen queries lose nothing here
+    assert all(sel.unseen_change(p) > max(0.0, sel.unseen_change(Point("memory", alpha=p.alpha))) for p in centred)
+    point = Point("memory", alpha=1.0, centred=True)
+    rows, M = _memory_of(point, None, data)
+    want_rows, want = query_memory(data.train.Q, data.train.positives, len(data.passage_ids))
+    np.testing.assert_array_equal(rows, want_rows)
+    np.testing.assert_allclose(M, centre_memory(want, data.train.Q), atol=1e-6)
+    _, memory = fit(cfg, point, data)
+    np.testing.assert_allclose(memory.vectors, centre_memory(want, data.train.Q), atol=1e-6)
+    # chosen (no guard against it here, the tolerance made strict): the adapter says it is centred
+    strict = TrainConfig(methods=("memory",), alphas=(0.5, 1.0), folds=3, tune_fusion=False, unseen_tolerance=0.0)
+    res, _, chosen = select_adapter(None, strict, data)
+    assert chosen.centred and res.adapter.config.memory["centred"] is True, chosen
+    assert "centred" in res.adapter.describe()

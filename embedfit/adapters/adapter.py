@@ -166,6 +166,7 @@ class Adapter:
         if c.memory and c.memory.get("method") == "nudge-n":
             what = f"NUDGE-N passage move (gamma {c.memory.get('gamma')}, {c.memory['n_passages']} passages moved)"
         elif c.memory:
-            what = ("" if c.identity else what + " + ") + (f"query memory (alpha {c.memory['alpha']}, "
+            centred = ", centred" if c.memory.get("centred") else ""
+            what = ("" if c.identity else what + " + ") + (f"query memory (alpha {c.memory['alpha']}{centred}, "
                                                            f"{c.memory['n_passages']} passages moved)")
         return f"{c.name}: {what}, sides={c.sides}, loss={c.loss}, base={c.base_model}"

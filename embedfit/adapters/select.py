@@ -15,6 +15,8 @@ The candidates, all on the frozen vectors (no re-embedding):
 - `query+nudge`: the query adapter with NUDGE-N's bounded move computed on the *adapted* queries. Tried in a second
   stage, at the best epochs of an adapter + memory family that gains overall but costs unseen queries: the memory
   moves every answered passage by alpha, NUDGE-N bounds each move, and the bound is what protects new queries.
+  The same stage tries the *centred* memory (`memory.centre_memory`: no move along the mean training query, which
+  brings a moved passage closer to every new query too) at every alpha, for the memory alone and with the adapter.
   (The margin-bounded memory, `memory.sufficient_moves`, is tried there too when `--margins` are given.)
 
 Small data makes one dev split noisy (a few dozen queries decide), so with up to `AUTO_FOLDS_UP_TO`
@@ -49,7 +51,7 @@ from torch import nn
 from embedfit.adapters.adapter import Adapter, AdapterConfig, PassageMemory
 from embedfit.adapters.config import TrainConfig
 from embedfit.adapters.data import SplitData, TrainingData, load_training_data
-from embedfit.adapters.memory import apply_memory, query_memory, sufficient_moves
+from embedfit.adapters.memory import apply_memory, centre_memory, query_memory, sufficient_moves
 from embedfit.adapters.nudge import nudge_embeddings
 from embedfit.adapters.train import (
     TrainResult,
@@ -94,11 +96,14 @@ class Point:
     #: a bounded memory (`embedfit.adapters.memory.sufficient_moves`): each passage moves only as far as its own
     #: training queries need to prefer it by this margin
     margin: float | None = None
+    #: a centred memory (`embedfit.adapters.memory.centre_memory`): no move along the mean training query
+    centred: bool | None = None
 
     @property
     def family(self) -> tuple:
-        """The table's row: the setting without its epoch count and alpha (those are chosen within it)."""
-        return (self.method, self.candidates, self.temperature)
+        """The table's row: the setting without its epoch count and alpha (those are chosen within it); a centred
+        memory is a row of its own."""
+        return (self.method, self.candidates, self.temperature) + (("centred",) if self.centred else ())
 
     def to_json(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -224,7 +229,7 @@ def table_markdown(sel: Selection, chosen: Point) -> str:
     lines = [head]
     for r in sel.table():
         mark = " **chosen**" if Point(**{k: r.get(k) for k in ("method", "candidates", "temperature", "epochs",
-                                                              "alpha", "margin")}) == chosen else ""
+                                                              "alpha", "margin", "centred")}) == chosen else ""
         mark += " *refused*" if r["guarded"] else ""
         unseen = "" if np.isnan(r["unseen_change"]) else f"{r['unseen_change']:+.4f}"
         sd = f"{r['sd']:.4f}" if sel.folds > 1 else "–"
@@ -232,7 +237,8 @@ def table_markdown(sel: Selection, chosen: Point) -> str:
                 else f"{r['mean']:.4f}")
         lines.append(f"| {r['method']}{mark} | {r.get('candidates', '')} | {r.get('temperature', '')} | "
                      f"{r.get('epochs', '')} | {r.get('alpha', '')}"
-                     f"{f' bounded, margin {m:g}' if (m := r.get('margin')) is not None else ''} | {mean} | {sd} | "
+                     f"{f' bounded, margin {m:g}' if (m := r.get('margin')) is not None else ''}"
+                     f"{' centred' if r.get('centred') else ''} | {mean} | {sd} | "
                      f"{r['gain']:+.4f} | "
                      f"{unseen} |")
     return "\n".join(lines)
@@ -459,6 +465,8 @@ def _memory_of(point: Point, module: nn.Module | None, d: TrainingData) -> tuple
     scaled by each passage's sufficient fraction of the move (`sufficient_moves`), so they apply with its alpha."""
     Qt = _adapt(module, d.train.Q)
     rows, M = query_memory(Qt, d.train.positives, len(d.passage_ids))
+    if point.centred:
+        M = centre_memory(M, Qt)
     if point.margin is not None:
         t = sufficient_moves(d.P, rows, M, point.alpha, Qt, d.train.positives, point.margin)
         M = (M * t[:, None]).astype(np.float32)
@@ -474,19 +482,18 @@ def _bounded_points(sel: Selection, cfg: TrainConfig, folds: list[TrainingData],
     point's alpha and the grid's largest; none by default). Scored on every fold like the rest; a query adapter is
     refitted per fold to the point's epochs (same seed: the module the first stage scored)."""
     bases = []
-    for fam in dict.fromkeys(p.family for p in sel.scores if p.method in ("memory", "query+memory")):
+    for fam in dict.fromkeys(p.family for p in sel.scores if p.method in ("memory", "query+memory") and not p.centred):
         top = sel.best([p for p in sel.scores if p.family == fam], guard=False)
         if top is not None and sel.value(top) > sel.value(Point("identity")) and sel.unseen_change(top) < 0:
             bases.append(top)
     for base in bases:
         nudge = base.method == "query+memory" and "nudge" in cfg.methods
-        if not (nudge or cfg.margins):
-            continue
         log.info("selection: bounded moves for %s (it costs unseen queries %+.4f)", base.to_json(),
                  sel.unseen_change(base))
         for d, u, lx in zip(folds, unseen, lex):
             module = fit(cfg, dataclasses.replace(base, method="query"), d)[0] if base.method == "query+memory" \
                 else None
+            _memory_points(sel, dataclasses.replace(base, centred=True), module, d, cfg.alphas, u, lx)
             Qt, Qa = _adapt(module, d.train.Q), _adapt(module, d.dev.Q)
             if nudge:
                 for g in cfg.nudge_gammas:
@@ -571,6 +578,7 @@ def select_adapter(store: Store | None, cfg: TrainConfig, data: TrainingData | N
         fusion=fusion.to_json() if fusion else None,
         memory=({"alpha": memory_alpha(chosen), "n_passages": len(memory.ids),
                  **({"bounded_margin": chosen.margin} if chosen.margin is not None else {}),
+                 **({"centred": True} if chosen.centred else {}),
                  **({"method": "nudge-n", "gamma": chosen.alpha} if chosen.method in ("nudge", "query+nudge")
                     else {})}
                 if memory is not None else None),
@@ -595,7 +603,7 @@ def _curves(sel: Selection, chosen: Point, identity: dict[str, float]) -> list[d
         return curves
     losses = sel.losses.get((chosen.candidates, chosen.temperature), {})
     for p in sel.scores:
-        if (p.method, p.candidates, p.temperature) == chosen.family and p.alpha == chosen.alpha \
+        if p.family == chosen.family and p.alpha == chosen.alpha \
                 and len(sel.scores[p]) == sel.folds:
             curves.append({"epoch": p.epochs, "train_loss": float(np.mean(losses.get(p.epochs, [np.nan]))),
                            **sel.mean_metrics(p)})

@@ -206,9 +206,11 @@ def carries_mark(pid: int | str, mark: str) -> bool:
         return False
 
 
-def _kill_if_same(pid: int, start: str | None) -> bool:
-    """SIGKILL `pid` if it still runs and is the process that started at `start`; True when a signal was sent."""
-    if start is None or _start_time(pid) != start or not running(pid):
+def _kill_if_same(pid: int, start: str | None = None) -> bool:
+    """SIGKILL `pid` if it still runs and (with `start`) is the process that started then; True when a signal was
+    sent. One read of /proc/PID/stat answers both."""
+    stat = _stat(pid)
+    if stat is None or stat[0] == "Z" or (start is not None and (len(stat) <= 19 or stat[19] != start)):
         return False
     try:
         os.kill(pid, signal.SIGKILL)
@@ -235,7 +237,8 @@ def _reap_after(parent: int, interval: float, mark: str, settle: float = 10.0) -
         _kill_if_same(pid, start)
     deadline = time.monotonic() + settle
     while time.monotonic() < deadline:
+        # the mark names them (a reused pid that carries it was started below the parent too)
         marked = [int(e) for e in os.listdir("/proc") if e.isdigit() and int(e) != me and carries_mark(e, mark)]
-        if not any([_kill_if_same(pid, _start_time(pid)) for pid in marked]):
+        if not any([_kill_if_same(pid) for pid in marked]):
             return
         time.sleep(0.1)

@@ -228,8 +228,7 @@ def table_markdown(sel: Selection, chosen: Point) -> str:
             "unseen vs identity |\n|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in sel.table():
-        mark = " **chosen**" if Point(**{k: r.get(k) for k in ("method", "candidates", "temperature", "epochs",
-                                                              "alpha", "margin", "centred")}) == chosen else ""
+        mark = " **chosen**" if Point(**{f.name: r.get(f.name) for f in dataclasses.fields(Point)}) == chosen else ""
         mark += " *refused*" if r["guarded"] else ""
         unseen = "" if np.isnan(r["unseen_change"]) else f"{r['unseen_change']:+.4f}"
         sd = f"{r['sd']:.4f}" if sel.folds > 1 else "–"

@@ -266,18 +266,17 @@ class Retriever:
         else:
             if self.adapter is not None:
                 spec = self.adapter.fusion
+                model = "" if self.model_id == DEFAULT_MODEL else f" --model {self.model_id}"
+                train = f"`embedfit train --store {root}{model} --out {adapter_dir or 'DIR'}`"
                 if spec is None:
-                    model = "" if self.model_id == DEFAULT_MODEL else f" --model {self.model_id}"
                     self.hybrid_note = (
                         f"No hybrid (BM25) side: the adapter {self.adapter.name!r} has no BM25 fusion (it was fitted "
-                        "with tune_fusion off, or on vectors without texts). Fit it on the store with "
-                        f"`embedfit train --store {root}{model} --out {adapter_dir or 'DIR'}`.")
+                        f"with tune_fusion off, or on vectors without texts). Fit it on the store with {train}.")
                 elif not is_current(self.adapter.config.fusion):  # still served: the old weight beats no hybrid
-                    model = "" if self.model_id == DEFAULT_MODEL else f" --model {self.model_id}"
                     self.warnings.append(
                         f"The adapter {self.adapter.name!r} chose its BM25 fusion weight against an older BM25 (another "
                         "tokenizer or scoring), so the hybrid side may not be at its best. Retrain it to choose again: "
-                        f"`embedfit train --store {root}{model} --out {adapter_dir or 'DIR'}`.")
+                        f"{train}.")
                     log.warning("%s", self.warnings[-1])
             else:
                 choice = load_raw_fusion(root, self.model_id, info.get("data_fingerprint"),

@@ -9,7 +9,7 @@ import torch
 from nudge import NUDGEM, NUDGEN
 
 from embedfit.adapters.data import SplitData, TrainingData, load_training_data
-from embedfit.adapters.nudge import nudge_embeddings
+from embedfit.adapters.nudge import applied_gamma, nudge_embeddings
 
 MODEL = "all-MiniLM-L6-v2"
 
@@ -81,7 +81,29 @@ def test_eval_scores_the_ranking_nudge_vectors_make(small_store):
         top1 = {q: max(run[q], key=run[q].get) for q in qids}
         assert {q: next(iter(systems[key].results[q])) for q in qids} == top1
     assert ev.metrics["retrieval"]["nudge_n"] is not None and "nudge_m" in ev.metrics["ci95"]
+    said = [n for n in ev.outcome.models[0].notes if n.startswith("NUDGE-N and NUDGE-M")]
+    for key, name in (("nudge_n", "NUDGE-N"), ("nudge_m", "NUDGE-M")):
+        g = applied_gamma(data.P, nudge_embeddings(data.P, data.train, data.dev, key), key)
+        assert len(said) == 1 and f"{name} {g:g}" in said[0]
 
+
+
+@pytest.mark.parametrize("key, cls", [("nudge_n", NUDGEN), ("nudge_m", NUDGEM)])
+def test_applied_gamma_reads_back_the_gamma_the_package_applied(key, cls):
+    """The report names the gamma the package chose; nudge-ft returns only the moved vectors, so it is read back.
+    Oracle: the package itself, given each gamma; and for its own choice, called again with the gamma read back, it
+    gives the same vectors."""
+    data = _toy()
+    train = {"q_embs": data.train.Q, "q_ans_indx": [p.tolist() for p in data.train.positives]}
+    val = {"q_embs": data.dev.Q, "q_ans_indx": [p.tolist() for p in data.dev.positives]}
+    for gamma in (0.0, 0.04, 0.2, 0.46):
+        out = cls(device=torch.device("cpu")).finetune_embeddings(data.P.copy(), train, val, gamma=gamma)
+        assert applied_gamma(data.P, out, key) == pytest.approx(gamma, abs=1e-4)
+    chosen = nudge_embeddings(data.P, data.train, data.dev, key)
+    g = applied_gamma(data.P, chosen, key)
+    assert g > 0  # the toy is built so that a move pays on dev
+    again = cls(device=torch.device("cpu")).finetune_embeddings(data.P.copy(), train, val, gamma=g)
+    np.testing.assert_allclose(again, chosen, atol=1e-4)
 
 
 def test_selection_ships_nudge_n_when_it_wins_and_applies_it_as_the_package_does():

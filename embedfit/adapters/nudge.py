@@ -49,3 +49,17 @@ def nudge_embeddings(P: np.ndarray, train: SplitData, dev: SplitData, key: str =
             np.ascontiguousarray(P, dtype=np.float32), answers(train), answers(dev),
             **({"gamma": float(gamma)} if gamma is not None else {}))
     return np.asarray(out, dtype=np.float32)
+
+
+def applied_gamma(P: np.ndarray, moved: np.ndarray, key: str = "nudge_n") -> float:
+    """The gamma the package applied, read back from its output: `nudge-ft` chooses gamma on dev but returns only
+    the moved vectors, and a report that says "NUDGE equals raw" should say it is because the package chose no move.
+
+    Both methods bound a passage's move from its unit vector by gamma: NUDGE-N its squared length (the move is at the
+    bound unless the passage reaches its target inside it), NUDGE-M its length (every answered passage moves by
+    exactly gamma). So the largest move, squared for NUDGE-N, is gamma (for NUDGE-N a lower bound in the corner case
+    where every moved passage reaches its target)."""
+    unit = P / np.maximum(np.linalg.norm(P, axis=1, keepdims=True), 1e-12)
+    move = float(np.linalg.norm(np.asarray(moved, dtype=np.float64) - unit, axis=1).max(initial=0.0))
+    return round(move ** 2 if key == "nudge_n" else move, 4)
+

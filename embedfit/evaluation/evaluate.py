@@ -32,7 +32,7 @@ from embedfit.adapters.config import TrainConfig
 from embedfit.adapters.curves import curves_png
 from embedfit.adapters.data import load_training_data
 from embedfit.adapters.io import adapter_sha, check_compatible, load_adapter
-from embedfit.adapters.nudge import NUDGE_SYSTEMS, nudge_embeddings
+from embedfit.adapters.nudge import NUDGE_SYSTEMS, applied_gamma, nudge_embeddings
 from embedfit.adapters.project import projection_problem
 from embedfit.adapters.train import train_adapter
 from embedfit.embed import EmbeddingCache, embed_cached, load_embedder
@@ -181,16 +181,21 @@ def _nudge_systems(store: Store, model: str, q: np.ndarray, qids: list[str], dum
         notes.append(f"NUDGE baselines skipped: {exc}")
         return {}
     pids = data.passage_ids
-    out = {}
+    out, gammas = {}, {}
     for key, (label, _, dot) in NUDGE_SYSTEMS.items():
         t0 = time.perf_counter()
         moved = nudge_embeddings(data.P, data.train, data.dev, key)
+        gammas[key] = applied_gamma(data.P, moved, key)
         out[key] = _dense_system(key, label, q, qids, p_raw, pids, l2_normalise, lambda _x, _ids, m=moved: m,
                                  dot=dot, seconds=round(time.perf_counter() - t0, 2))
     notes.append(f"NUDGE-N and NUDGE-M (Zeighami et al., ICLR 2025; the nudge-ft package, used unchanged): passage "
                  f"vectors moved toward the {len(data.train.query_ids)} train-split queries that answer them, the size "
                  f"of the move (gamma) chosen by the package on the {len(data.dev.query_ids)} dev-split queries; "
-                 "queries unchanged; NUDGE-M searched by dot product, as its authors do.")
+                 "queries unchanged; NUDGE-M searched by dot product, as its authors do. Gamma the package chose "
+                 "(read back from the largest move): "
+                 + "; ".join(f"{NUDGE_SYSTEMS[k][0].split()[0]} {g:g}"
+                             + (" (no passage moved: it equals raw)" if g == 0 else "") for k, g in gammas.items())
+                 + ".")
     return out
 
 

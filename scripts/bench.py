@@ -60,7 +60,8 @@ from chromadb.config import Settings
 from embedfit import atomic
 from embedfit.adapters.config import TrainConfig
 from embedfit.adapters.data import load_training_data
-from embedfit.adapters.select import Point, lexical_side, run_selection
+from embedfit.adapters.select import Point, run_selection
+from embedfit.adapters.train import lexical_side
 from embedfit.adapters.train import flush_denormals, torch_threads, train_adapter
 from embedfit.app.config import AppConfig
 from embedfit.embed import load_embedder

@@ -32,6 +32,7 @@ NOT_OPTIONS = {
     TrainConfig: {
         "candidates": "selection tries --candidate-sets; a --fixed run uses the default (mined)",
         "keep_identity_candidate": "an ablation switch for studies; the product always keeps the identity",
+        "lexical_prior": "set per training run by selection, from --lexical-priors (with --select-by fused)",
         "selection": "an ablation switch for studies (best epoch vs last)",
         "tune_fusion": "always on from the command; off for fit_vectors (no texts, no BM25)",
     },

@@ -17,10 +17,11 @@ from embedfit.adapters.select import (
     _dense_results,
     fit,
     folds_of,
-    lexical_side,
     memory_alpha,
     run_selection,
+    table_markdown,
 )
+from embedfit.adapters.train import lexical_side
 from embedfit.metrics.retrieval import ranking_binary_metrics, retrieval_metrics
 from embedfit.retrieval.exact import exact_search
 from embedfit.retrieval.fusion import WEIGHTS, FusionSpec, LexicalTopN, fuse_results, fused_rankings
@@ -64,12 +65,12 @@ def test_fused_rankings_equal_the_served_fusion_on_real_queries(store_data, meth
     assert len(split.query_ids) >= 20
 
 
-def _oracle_fused(cfg, point, folds, lexical_results) -> float:
+def _oracle_fused(cfg, point, folds, lexical_results, lexical) -> float:
     """The point fitted on each fold's train part, its dev top 100 fused by `fuse_results` at each weight, scored by
     pytrec_eval: the best weight's mean over folds (what `Selection.value(point, "fused")` estimates)."""
     per_weight = {w: [] for w in WEIGHTS}
     for d in folds:
-        module, memory = fit(cfg, point, d)
+        module, memory = fit(cfg, point, d, lexical)
         dense = _dense_results(module, memory, memory_alpha(point), d, 100)
         for w in WEIGHTS:
             fused = fuse_results(dense, lexical_results, FusionSpec("zscore", w), k=10)
@@ -88,12 +89,16 @@ def test_fused_selection_never_picks_worse_than_the_dense_choice_on_dev(store_da
     pool = [*data.train.query_ids, *data.dev.query_ids]
     lexical_results = store.lexical_index().search_queries({q: queries[q] for q in pool}, 100)
     folds = folds_of(data, sel.folds, cfg.seed)
-    oracle = {p: _oracle_fused(cfg, p, folds, lexical_results) for p in {dense_choice, fused_choice}}
+    # and the best adapter trained through the fused score (refitted here from its point: the same run selection scored)
+    through = sel.best([p for p in sel.scores if p.prior], guard=False, served="fused")
+    assert through is not None and through.prior == cfg.lexical_priors[0]
+    oracle = {p: _oracle_fused(cfg, p, folds, lexical_results, lexical) for p in {dense_choice, fused_choice, through}}
     assert oracle[fused_choice] >= oracle[dense_choice] - 1e-9
     for p, v in oracle.items():  # the array path measured what the dict path measures
         assert sel.value(p, "fused") == pytest.approx(v, abs=1e-9), p
     assert sel.served in ("dense", "fused")
     assert sel.best() == (fused_choice if sel.served == "fused" else dense_choice)
+    assert "through BM25 0.5" in table_markdown(sel, sel.best())  # its own row in the table
 
 
 def test_when_bm25_adds_nothing_the_dense_choice_stands(store_data):

@@ -163,6 +163,8 @@ class Adapter:
     def describe(self) -> str:
         c = self.config
         what = "identity (no trained adapter beat raw on dev)" if c.identity else f"{c.kind} {c.dim_in}->{c.dim_out}"
+        if not c.identity and (c.training or {}).get("lexical_prior"):  # it learnt what BM25 misses: serve it fused
+            what += f" (trained through the BM25-fused score, BM25 weight {c.training['lexical_prior']:g})"
         if c.memory and c.memory.get("method") == "nudge-n":
             what = f"NUDGE-N passage move (gamma {c.memory.get('gamma')}, {c.memory['n_passages']} passages moved)"
         elif c.memory:

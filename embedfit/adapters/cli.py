@@ -81,6 +81,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--select-by", choices=("dense", "fused"), default=d.select_by,
                    help="selection: decide by the customization's own ranking, or by its fusion with BM25 when that "
                         "pays on dev (needs the store's BM25 index)")
+    t.add_argument("--lexical-priors", nargs="*", type=float, default=list(d.lexical_priors),
+                   help="selection, with --select-by fused: BM25 weights at which each adapter is also trained "
+                        "through the fused score (none: adapters are trained on the dense score only)")
     t.add_argument("--margins", nargs="*", type=float, default=list(d.margins),
                    help="selection: bounded-memory margins tried when the memory's best point costs unseen queries "
                         "(none: no bounded memory)")
@@ -131,7 +134,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     return dataclasses.replace(cfg, methods=tuple(a.methods), candidate_sets=tuple(a.candidate_sets),
                                temperatures=tuple(a.temperatures), alphas=tuple(a.alphas), folds=a.folds,
                                nudge_gammas=tuple(a.nudge_gammas), margins=tuple(a.margins),
-                               select_by=a.select_by,
+                               select_by=a.select_by, lexical_priors=tuple(a.lexical_priors),
                                unseen_tolerance=None if a.unseen_tolerance < 0 else a.unseen_tolerance,
                                max_epochs=max(a.max_epochs, a.epochs))
 

@@ -55,10 +55,19 @@ class TrainConfig:
     #: NUDGE-N's move sizes tried (`embedfit.adapters.nudge`; the package's own grid is 0.02 to 0.48)
     nudge_gammas: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4)
     #: what decides selection when the store has a BM25 index: "dense" (the customization's own ranking) or "fused"
-    #: (the customization + BM25, when fusion pays on dev). Dense by default: measured on the test splits here, the
-    #: fused choice served no better (SciFact MRR@10 0.864 vs 0.866 with BM25; NQ +7.2 vs +7.3 points) and its
-    #: adapter alone was worse (SciFact 0.818 vs 0.858; NQ +1.6 vs +2.1), and it takes longer
+    #: (the customization + BM25, when fusion pays on dev; adapters are then also trained through the fused score,
+    #: `lexical_priors`). Dense by default: measured on the four test splits here (README), the fused choice served
+    #: 0.2 to 0.7 points better (none significant), but its adapter alone was weaker (SciFact paraphrase-MiniLM-L3-v2:
+    #: −17.7 nDCG@10 on unseen claims), and selection took 3 to 4 times as long
     select_by: str = "dense"
+    #: BM25's weight in the InfoNCE logits (`embedfit.adapters.losses.info_nce`'s prior; 0: trained on the dense score
+    #: alone). Set per run by selection, from `lexical_priors`
+    lexical_prior: float = 0.0
+    #: with --select-by fused, each adapter family is also trained *through* the fused score at these BM25 weights
+    #: (logits cos/T + weight * BM25's z-score), so the adapter learns what BM25 misses. 0.5: on the dev splits here
+    #: it fused best of 0.5, 1 and 2 (NQ paraphrase-MiniLM-L3-v2, adapter alone, dev MRR@10 with BM25: 0.830 vs 0.828
+    #: trained on the dense score; SciFact all-MiniLM-L6-v2: 0.812 vs 0.795)
+    lexical_priors: tuple[float, ...] = (0.5,)
     #: margin-bounded memories tried when a memory's best point costs unseen queries (`memory.sufficient_moves`);
     #: none by default: on SciFact's dev folds they gave up most of the memory's gain and little of its unseen loss
     margins: tuple[float, ...] = ()
@@ -110,6 +119,10 @@ class TrainConfig:
             raise InputError("--alphas must be positive numbers (no move, alpha 0, is the identity candidate)")
         if self.select_by not in ("dense", "fused"):
             raise InputError(f"--select-by must be dense or fused, got {self.select_by!r}")
+        if self.lexical_prior < 0 or any(w <= 0 for w in self.lexical_priors):
+            raise InputError("--lexical-priors must be positive numbers (BM25's weight in the training logits)")
+        if self.lexical_prior and self.loss != "infonce":
+            raise InputError("training through the fused score needs --loss infonce")
         if any(not -1 <= m <= 1 for m in self.margins):
             raise InputError("--margins must be numbers between -1 and 1 (cosine differences)")
         if not self.nudge_gammas or any(not 0 < g < 2 for g in self.nudge_gammas):

@@ -2,7 +2,9 @@
 
 - `info_nce`: multiple-negatives ranking. Each query must pick its positive among a candidate set
   (the batch's positives + mined hard negatives), softmax with a temperature. Candidates that are
-  known positives of the query (besides the target) are masked out: they are not negatives.
+  known positives of the query (besides the target) are masked out: they are not negatives. With `prior`
+  (a fixed score per query and candidate, added to the logits: BM25's, as score fusion normalises it), the query
+  must pick its positive under the fused score, so the adapter learns what the prior does not already get right.
 - `triplet`: hinge on cosine: max(0, margin - cos(q, p) + cos(q, n)) for each negative.
 - `cosine_mse`: the OpenAI-cookbook objective, (cos(a, b) - label)^2 with label +1 / -1. It optimises
   pair classification, not ranking; kept as the baseline to compare against.
@@ -14,9 +16,12 @@ import torch.nn.functional as F
 
 
 def info_nce(q: torch.Tensor, cand: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None,
-             temperature: float) -> torch.Tensor:
-    """q (B,d), cand (C,d) unit vectors; target (B,) index into cand; mask (B,C) True = exclude."""
+             temperature: float, prior: torch.Tensor | None = None) -> torch.Tensor:
+    """q (B,d), cand (C,d) unit vectors; target (B,) index into cand; mask (B,C) True = exclude; prior (B,C) added
+    to the logits (no gradient flows into it)."""
     logits = (q @ cand.T) / temperature
+    if prior is not None:
+        logits = logits + prior
     if mask is not None:
         logits = logits.masked_fill(mask, float("-inf"))
     return F.cross_entropy(logits, target)

@@ -19,6 +19,10 @@ The candidates, all on the frozen vectors (no re-embedding):
   brings a moved passage closer to every new query too) at every alpha, for the memory alone and with the adapter.
   (The margin-bounded memory, `memory.sufficient_moves`, is tried there too when `--margins` are given.)
 
+With `--select-by fused` every candidate is also scored fused with BM25, and each adapter family is trained a
+second time *through* the fused score (`TrainConfig.lexical_priors`: BM25's normalised score added to the InfoNCE
+logits), so an adapter can learn what BM25 misses rather than what it already finds; those rows say "through BM25".
+
 Small data makes one dev split noisy (a few dozen queries decide), so with up to `AUTO_FOLDS_UP_TO`
 labelled queries selection cross-validates: train+dev are cut into k folds, every candidate is trained on
 k-1 and scored on the one left out, and the mean over folds decides; the chosen setting is then fitted on all
@@ -39,6 +43,7 @@ selection spends training there (measured in `make bench`).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -59,6 +64,7 @@ from embedfit.adapters.train import (
     fuse_with_store_bm25,
     initial_module,
     run_epochs,
+    lexical_side,
     store_lexical_index,
     torch_threads,
 )
@@ -66,7 +72,15 @@ from embedfit.metrics.retrieval import per_query_metrics, ranking_binary_metrics
 from embedfit.metrics.seen import seen_unseen, trained_passages
 from embedfit.progress import progress
 from embedfit.retrieval.exact import exact_search
-from embedfit.retrieval.fusion import DEFAULT_N, WEIGHTS, LexicalTopN, PreparedLexical, fused_rankings, prepare_lexical
+from embedfit.retrieval.fusion import (
+    DEFAULT_N,
+    WEIGHTS,
+    LexicalPrior,
+    LexicalTopN,
+    PreparedLexical,
+    fused_rankings,
+    prepare_lexical,
+)
 from embedfit.settings import K_VALUES, TOP_K
 from embedfit.store.store import Store
 from embedfit.types import Results, slug
@@ -98,12 +112,15 @@ class Point:
     margin: float | None = None
     #: a centred memory (`embedfit.adapters.memory.centre_memory`): no move along the mean training query
     centred: bool | None = None
+    #: the adapter was trained through the fused score, BM25 at this weight in its logits (`TrainConfig.lexical_prior`)
+    prior: float | None = None
 
     @property
     def family(self) -> tuple:
         """The table's row: the setting without its epoch count and alpha (those are chosen within it); a centred
-        memory is a row of its own."""
-        return (self.method, self.candidates, self.temperature) + (("centred",) if self.centred else ())
+        memory, and an adapter trained through the fused score, are rows of their own."""
+        return ((self.method, self.candidates, self.temperature) + (("centred",) if self.centred else ())
+                + (("prior", self.prior) if self.prior else ()))
 
     def to_json(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -234,7 +251,8 @@ def table_markdown(sel: Selection, chosen: Point) -> str:
         sd = f"{r['sd']:.4f}" if sel.folds > 1 else "–"
         mean = (f"{r['mean']:.4f} (w {r['bm25_weight']:g}; dense {r['dense_mean']:.4f})" if "bm25_weight" in r
                 else f"{r['mean']:.4f}")
-        lines.append(f"| {r['method']}{mark} | {r.get('candidates', '')} | {r.get('temperature', '')} | "
+        through = f", through BM25 {r['prior']:g}" if r.get("prior") else ""
+        lines.append(f"| {r['method']}{mark} | {r.get('candidates', '')}{through} | {r.get('temperature', '')} | "
                      f"{r.get('epochs', '')} | {r.get('alpha', '')}"
                      f"{f' bounded, margin {m:g}' if (m := r.get('margin')) is not None else ''}"
                      f"{' centred' if r.get('centred') else ''} | {mean} | {sd} | "
@@ -345,9 +363,18 @@ def _memory_points(sel: Selection, base: Point, module: nn.Module | None, d: Tra
 
 # -- the search -----------------------------------------------------------------------------------------
 
-def _query_cfg(cfg: TrainConfig, candidates: str, temperature: float) -> TrainConfig:
+def _query_cfg(cfg: TrainConfig, candidates: str, temperature: float, prior: float | None = None) -> TrainConfig:
     return dataclasses.replace(cfg, kind="linear", sides="query", loss="infonce", dim_out=None,
-                               candidates=candidates, temperature=temperature)
+                               candidates=candidates, temperature=temperature, lexical_prior=prior or 0.0)
+
+
+def _prior_of(lexical: LexicalTopN | None, d: TrainingData, weight: float | None) -> LexicalPrior | None:
+    """BM25's prior for `d.train`'s queries when a point is trained through the fused score (else None)."""
+    if not weight:
+        return None
+    if lexical is None:
+        raise ValueError("an adapter trained through the fused score needs BM25's top n of its training queries")
+    return LexicalPrior.of(lexical.for_queries(d.train.query_ids))
 
 
 def run_selection(cfg: TrainConfig, data: TrainingData, lexical: LexicalTopN | None = None) -> Selection:
@@ -382,61 +409,68 @@ def run_selection(cfg: TrainConfig, data: TrainingData, lexical: LexicalTopN | N
     # the points scored so far (raw, memory, NUDGE-N); decided again over every point at the end
     sel.decide_served()
     if not {"query", "query+memory"} & set(cfg.methods):
-        _bounded_points(sel, cfg, folds, unseen, lex)
+        _bounded_points(sel, cfg, folds, unseen, lex, lexical)
         sel.decide_served()
         sel.seconds = time.perf_counter() - t0
         return sel
-    for cand in cfg.candidate_sets:
-        for temp in cfg.temperatures:
-            qcfg = _query_cfg(cfg, cand, temp)
-            runs = []  # per fold: (data, module, epoch generator)
-            for d in folds:
-                torch.manual_seed(cfg.seed)
-                module = initial_module(qcfg, d)
-                runs.append((d, module, run_epochs(module, qcfg, d, np.random.default_rng(cfg.seed), cfg.max_epochs,
-                                                   batch_bars=False)))
-            bar = progress(total=cfg.max_epochs * len(runs), desc=f"select: adapter T={temp} ({cand})",
-                           unit="fold-epoch", leave=False)
-            mine: list[Point] = []
-            for epoch in range(1, cfg.max_epochs + 1):
-                for (d, module, steps), u, lx in zip(runs, unseen, lex):
-                    got, loss = next(steps)
-                    sel.losses.setdefault((cand, temp), {}).setdefault(got, []).append(loss)
-                    if "query" in cfg.methods:
-                        sel.scores.setdefault(Point("query", cand, temp, got), []).append(
-                            _score(_adapt(module, d.dev.Q), d.P, d.dev, d, u, lx))
-                    if "query+memory" in cfg.methods:
-                        _memory_points(sel, Point("query+memory", cand, temp, got), module, d, cfg.alphas, u, lx)
-                    bar.update()
-                mine = [p for p in sel.scores if p.candidates == cand and p.temperature == temp]
-                # early stopping: the run ends once neither method (adapter alone, adapter + memory) has found a
-                # better allowed point for `patience` epochs (by the metric that decides, as far as known now: see
-                # below); a method whose every point was refused counts as 0
-                last = max((b.epochs for m in ("query", "query+memory")
-                            if (b := sel.best([p for p in mine if p.method == m]))), default=0)
-                if epoch - last >= cfg.patience:
-                    log.info("selection: %s T=%s stopped after epoch %d (best at epoch %d)", cand, temp, epoch, last)
-                    break
-            best = sel.best(mine)
-            bar.close()
-            if best is None:  # every point of the family lost too much on unseen queries: the table says so
-                log.info("selection: %s T=%s: every point refused by the unseen guard", cand, temp)
-            else:
-                log.info("selection: %s T=%s best %s %.4f (%s)", cand, temp, cfg.metric, sel.value(best), best)
-    _bounded_points(sel, cfg, folds, unseen, lex)
+    # with fused selection, each adapter family is also trained through the fused score, at each prior weight
+    priors = (None, *cfg.lexical_priors) if lexical is not None else (None,)
+    for cand, temp, prior in itertools.product(cfg.candidate_sets, cfg.temperatures, priors):
+        qcfg = _query_cfg(cfg, cand, temp, prior)
+        runs = []  # per fold: (data, module, epoch generator)
+        for d in folds:
+            torch.manual_seed(cfg.seed)
+            module = initial_module(qcfg, d)
+            runs.append((d, module, run_epochs(module, qcfg, d, np.random.default_rng(cfg.seed), cfg.max_epochs,
+                                               batch_bars=False, prior=_prior_of(lexical, d, prior))))
+        name = f"{cand} T={temp}" + (f", through BM25 {prior:g}" if prior else "")
+        bar = progress(total=cfg.max_epochs * len(runs), desc=f"select: adapter {name}", unit="fold-epoch",
+                       leave=False)
+        mine: list[Point] = []
+        for epoch in range(1, cfg.max_epochs + 1):
+            for (d, module, steps), u, lx in zip(runs, unseen, lex):
+                got, loss = next(steps)
+                sel.losses.setdefault((cand, temp, prior), {}).setdefault(got, []).append(loss)
+                if "query" in cfg.methods:
+                    sel.scores.setdefault(Point("query", cand, temp, got, prior=prior), []).append(
+                        _score(_adapt(module, d.dev.Q), d.P, d.dev, d, u, lx))
+                if "query+memory" in cfg.methods:
+                    _memory_points(sel, Point("query+memory", cand, temp, got, prior=prior), module, d, cfg.alphas,
+                                   u, lx)
+                bar.update()
+            mine = [p for p in sel.scores if (p.candidates, p.temperature, p.prior) == (cand, temp, prior)]
+            # early stopping: the run ends once neither method (adapter alone, adapter + memory) has found a
+            # better allowed point for `patience` epochs (by the metric that decides, as far as known now: see
+            # below); a method whose every point was refused counts as 0
+            last = max((b.epochs for m in ("query", "query+memory")
+                        if (b := sel.best([p for p in mine if p.method == m]))), default=0)
+            if epoch - last >= cfg.patience:
+                log.info("selection: %s stopped after epoch %d (best at epoch %d)", name, epoch, last)
+                break
+        best = sel.best(mine)
+        bar.close()
+        if best is None:  # every point of the family lost too much on unseen queries: the table says so
+            log.info("selection: %s: every point refused by the unseen guard", name)
+        else:
+            log.info("selection: %s best %s %.4f (%s)", name, cfg.metric, sel.value(best), best)
+    _bounded_points(sel, cfg, folds, unseen, lex, lexical)
     sel.decide_served()
     sel.seconds = time.perf_counter() - t0
     return sel
 
 
-def fit(cfg: TrainConfig, point: Point, d: TrainingData) -> tuple[nn.Module | None, PassageMemory | None]:
-    """The chosen setting fitted on `d.train`: the query module (None without one) and the memory (or None)."""
+def fit(cfg: TrainConfig, point: Point, d: TrainingData,
+        lexical: LexicalTopN | None = None) -> tuple[nn.Module | None, PassageMemory | None]:
+    """The chosen setting fitted on `d.train`: the query module (None without one) and the memory (or None).
+    `lexical`: BM25's top n of `d.train`'s queries (among others), for a point trained through the fused score."""
     module = None
     if point.method in ("query", "query+memory", "query+nudge"):
-        qcfg = _query_cfg(cfg, point.candidates, point.temperature)
+        qcfg = _query_cfg(cfg, point.candidates, point.temperature, point.prior)
         torch.manual_seed(cfg.seed)
         module = initial_module(qcfg, d)
-        for _ in progress(run_epochs(module, qcfg, d, np.random.default_rng(cfg.seed), point.epochs, batch_bars=False),
+        steps = run_epochs(module, qcfg, d, np.random.default_rng(cfg.seed), point.epochs, batch_bars=False,
+                           prior=_prior_of(lexical, d, point.prior))
+        for _ in progress(steps,
                           total=point.epochs, desc="fit the chosen adapter", unit="epoch", leave=False):
             pass
     memory = None
@@ -473,7 +507,7 @@ def _memory_of(point: Point, module: nn.Module | None, d: TrainingData) -> tuple
 
 
 def _bounded_points(sel: Selection, cfg: TrainConfig, folds: list[TrainingData], unseen: list[set[str]],
-                    lex: list[PreparedLexical | None]) -> None:
+                    lex: list[PreparedLexical | None], lexical: LexicalTopN | None = None) -> None:
     """Stage two, for the memory families whose best point beats identity overall but costs unseen queries (where a
     bound can help; a memory that loses overall, as on NQ's grouped split, is not retried). For each, at that
     point's epochs: the adapter with NUDGE-N's bounded move on the *adapted* queries (`query+nudge`, every gamma of
@@ -490,7 +524,7 @@ def _bounded_points(sel: Selection, cfg: TrainConfig, folds: list[TrainingData],
         log.info("selection: bounded moves for %s (it costs unseen queries %+.4f)", base.to_json(),
                  sel.unseen_change(base))
         for d, u, lx in zip(folds, unseen, lex):
-            module = fit(cfg, dataclasses.replace(base, method="query"), d)[0] if base.method == "query+memory" \
+            module = fit(cfg, dataclasses.replace(base, method="query"), d, lexical)[0] if base.method == "query+memory" \
                 else None
             _memory_points(sel, dataclasses.replace(base, centred=True), module, d, cfg.alphas, u, lx)
             Qt, Qa = _adapt(module, d.train.Q), _adapt(module, d.dev.Q)
@@ -520,22 +554,6 @@ def _dense_results(module, memory: PassageMemory | None, alpha: float | None, d:
     return _results(_adapt(module, d.dev.Q), P, d.dev, d, k=k)
 
 
-def lexical_side(store: Store | None, data: TrainingData) -> LexicalTopN | None:
-    """BM25's top n for every train and dev query, from the store's index: what `run_selection` fuses each candidate
-    with (None without a store or an index: then selection decides by the dense ranking alone). The time it takes
-    (seconds on NQ) belongs to selection; `embedfit train` and `make bench` both include it."""
-    index = store_lexical_index(store, "selection by the dense ranking alone")
-    if index is None:
-        return None
-    queries = store.load_queries()
-    ids = [*data.train.query_ids, *data.dev.query_ids]
-    t0 = time.perf_counter()
-    results = index.search_queries({q: queries[q] for q in ids}, DEFAULT_N)
-    log.info("BM25 top %d of %d train and dev queries in %.1f s (for fused selection)", DEFAULT_N, len(ids),
-             time.perf_counter() - t0)
-    return LexicalTopN.from_results(results, ids, data.passage_ids)
-
-
 def select_adapter(store: Store | None, cfg: TrainConfig, data: TrainingData | None = None) -> tuple[TrainResult, Selection, Point]:
     """Run the selection, fit the chosen setting (on train+dev after cross-validation, else on train), choose
     its BM25 fusion on queries it was not fitted on, and return it as an adapter."""
@@ -543,7 +561,8 @@ def select_adapter(store: Store | None, cfg: TrainConfig, data: TrainingData | N
         cfg.validate()
         t0 = time.perf_counter()
         data = data or load_training_data(store, cfg.model)
-        sel = run_selection(cfg, data, lexical_side(store, data) if cfg.select_by == "fused" else None)
+        lexical = lexical_side(store, data) if cfg.select_by == "fused" else None
+        sel = run_selection(cfg, data, lexical)
         chosen = sel.best()
         identity = sel.mean_metrics(Point("identity"))
         log.info("selection chose %s (%s%s %.4f vs identity %.4f) in %.1f s", chosen.to_json(), cfg.metric,
@@ -551,12 +570,12 @@ def select_adapter(store: Store | None, cfg: TrainConfig, data: TrainingData | N
                  sel.seconds)
         folds = folds_of(data, sel.folds, cfg.seed)
         fit_on = dataclasses.replace(data, train=concat_splits(data.train, data.dev)) if sel.folds > 1 else data
-        module, memory = fit(cfg, chosen, fit_on)
+        module, memory = fit(cfg, chosen, fit_on, lexical)
         t_fusion = time.perf_counter()
         fusion = None
         if cfg.tune_fusion:
             def dense() -> Results:  # on queries the fused model was not fitted on: fold 1's held-out part (or dev)
-                f_module, f_memory = fit(cfg, chosen, folds[0]) if sel.folds > 1 else (module, memory)
+                f_module, f_memory = fit(cfg, chosen, folds[0], lexical) if sel.folds > 1 else (module, memory)
                 return _dense_results(f_module, f_memory, memory_alpha(chosen), folds[0], DEFAULT_N)
 
             fusion = fuse_with_store_bm25(store, dense, folds[0].dev.qrels, cfg.metric)
@@ -566,6 +585,7 @@ def select_adapter(store: Store | None, cfg: TrainConfig, data: TrainingData | N
     name = cfg.name or (cfg.out.name if cfg.out else f"{slug(cfg.model)}-selected")
     settings = {**cfg.training_settings(), "epochs": chosen.epochs or 0,
                 "candidates": chosen.candidates, "temperature": chosen.temperature,
+                "lexical_prior": chosen.prior or 0.0,
                 "n_train_queries": len(fit_on.train.query_ids), "n_dev_queries": sel.decided_by,
                 "fit_splits": ["train", "dev"] if sel.folds > 1 else ["train"],
                 "split": store.split_policy() if store is not None else None}
@@ -600,7 +620,7 @@ def _curves(sel: Selection, chosen: Point, identity: dict[str, float]) -> list[d
     curves = [{"epoch": 0, "train_loss": None, "candidate": "identity (raw)", **identity}]
     if chosen.method not in ("query", "query+memory"):
         return curves
-    losses = sel.losses.get((chosen.candidates, chosen.temperature), {})
+    losses = sel.losses.get((chosen.candidates, chosen.temperature, chosen.prior), {})
     for p in sel.scores:
         if p.family == chosen.family and p.alpha == chosen.alpha \
                 and len(sel.scores[p]) == sel.folds:

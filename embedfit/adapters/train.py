@@ -26,11 +26,11 @@ from embedfit.adapters.config import TrainConfig
 from embedfit.adapters.data import SplitData, TrainingData, load_training_data
 from embedfit.adapters.losses import cosine_mse, info_nce, triplet
 from embedfit.adapters.modules import build_module, pca_basis
-from embedfit.errors import StoreError
+from embedfit.errors import InputError, StoreError
 from embedfit.metrics.retrieval import retrieval_metrics
 from embedfit.progress import progress
 from embedfit.retrieval.exact import exact_search
-from embedfit.retrieval.fusion import DEFAULT_N, FusionChoice
+from embedfit.retrieval.fusion import DEFAULT_N, FusionChoice, LexicalPrior, LexicalTopN
 from embedfit.retrieval.fusion_choice import fuse_on_dev
 from embedfit.retrieval.lexical import LexicalIndex
 from embedfit.settings import K_VALUES, TOP_K
@@ -98,6 +98,22 @@ def store_lexical_index(store: Store | None, without: str) -> LexicalIndex | Non
         return None
 
 
+def lexical_side(store: Store | None, data: TrainingData) -> LexicalTopN | None:
+    """BM25's top n for every train and dev query, from the store's index: what `run_selection` fuses each candidate
+    with (None without a store or an index: then selection decides by the dense ranking alone). The time it takes
+    (seconds on NQ) belongs to selection; `embedfit train` and `make bench` both include it."""
+    index = store_lexical_index(store, "selection by the dense ranking alone")
+    if index is None:
+        return None
+    queries = store.load_queries()
+    ids = [*data.train.query_ids, *data.dev.query_ids]
+    t0 = time.perf_counter()
+    results = index.search_queries({q: queries[q] for q in ids}, DEFAULT_N)
+    log.info("BM25 top %d of %d train and dev queries in %.1f s (for fused selection)", DEFAULT_N, len(ids),
+             time.perf_counter() - t0)
+    return LexicalTopN.from_results(results, ids, data.passage_ids)
+
+
 def choose_adapter_fusion(store: Store | None, module: nn.Module | None, data: TrainingData, sides: str,
                           metric: str) -> FusionChoice | None:
     """The BM25 fusion for this adapter, chosen on the dev split (`fuse_with_store_bm25`)."""
@@ -122,7 +138,7 @@ def _take(lists: list[np.ndarray], rows: np.ndarray, k: int, rng: np.random.Gene
     return out
 
 
-def _loss_infonce(module, cfg, data, rows, rng, Qt, Pt):
+def _loss_infonce(module, cfg, data, rows, rng, Qt, Pt, prior: LexicalPrior | None = None):
     split = data.train
     pos = _sample_positive(split, rows, rng)
     if cfg.candidates == "corpus":  # every passage competes: the softmax is the retrieval task itself
@@ -140,7 +156,10 @@ def _loss_infonce(module, cfg, data, rows, rng, Qt, Pt):
     q = _project(module, Qt[rows])
     c = Pt[cand]
     c = _project(module, c) if cfg.sides == "both" else c
-    return info_nce(q, c, target, mask, cfg.temperature)
+    extra = None
+    if prior is not None and cfg.lexical_prior:
+        extra = cfg.lexical_prior * torch.from_numpy(prior.expand(rows, len(data.passage_ids))[:, cand])
+    return info_nce(q, c, target, mask, cfg.temperature, extra)
 
 
 def _loss_triplet(module, cfg, data, rows, rng, Qt, Pt):
@@ -211,11 +230,19 @@ def torch_threads(n: int):
 
 
 def run_epochs(module: nn.Module, cfg: TrainConfig, data: TrainingData, rng: np.random.Generator,
-               epochs: int | None = None, batch_bars: bool = True) -> Iterator[tuple[int, float]]:
+               epochs: int | None = None, batch_bars: bool = True,
+               prior: LexicalPrior | None = None) -> Iterator[tuple[int, float]]:
     """Train `module` in place on `data.train`, one epoch per step; yields (epoch, mean training loss) after
     each, with the module in eval mode (the caller scores it, keeps a copy, or stops). `batch_bars=False`: no
-    progress bar per epoch (a caller running many short runs shows its own)."""
+    progress bar per epoch (a caller running many short runs shows its own). With `cfg.lexical_prior` > 0, `prior`
+    (BM25's normalised scores for `data.train`'s queries, in its order) is added to the InfoNCE logits at that
+    weight: the adapter is trained through the fused score."""
     epochs = epochs or cfg.epochs
+    if cfg.lexical_prior:
+        if cfg.loss != "infonce":
+            raise ValueError("training through the fused score (lexical_prior) needs the infonce loss")
+        if prior is None or len(prior) != len(data.train.query_ids):
+            raise ValueError("lexical_prior > 0 needs the BM25 prior of every training query, in order")
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
     Qt, Pt = torch.from_numpy(data.train.Q), torch.from_numpy(data.P)
@@ -225,7 +252,7 @@ def run_epochs(module: nn.Module, cfg: TrainConfig, data: TrainingData, rng: np.
         losses = []
         batches = _batches(len(data.train.query_ids), cfg.batch_size, rng)
         for rows in progress(batches, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, disable=not batch_bars):
-            loss = loss_fn(module, cfg, data, rows, rng, Qt, Pt)
+            loss = loss_fn(module, cfg, data, rows, rng, Qt, Pt, **({"prior": prior} if cfg.lexical_prior else {}))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -247,6 +274,12 @@ def _train(store: Store, cfg: TrainConfig, data: TrainingData | None) -> TrainRe
     rng = np.random.default_rng(cfg.seed)
     data = data or load_training_data(store, cfg.model)
     module = initial_module(cfg, data)
+    prior = None
+    if cfg.lexical_prior:
+        lexical = lexical_side(store, data)
+        if lexical is None:
+            raise InputError("training through the fused score (lexical_prior) needs the store's BM25 index")
+        prior = LexicalPrior.of(lexical.for_queries(data.train.query_ids))
     same_dim = (cfg.dim_out or data.dim) == data.dim
     identity = dev_metrics(None, data, cfg.sides)
     curves = [{"epoch": 0, "train_loss": None, "candidate": "identity (raw)", **identity}]
@@ -257,7 +290,7 @@ def _train(store: Store, cfg: TrainConfig, data: TrainingData | None) -> TrainRe
         log.warning("a %d-d output cannot fall back to the raw %d-d embeddings: the best trained epoch is kept "
                     "even if it is worse than raw (compare with epoch 0 in the curves)", cfg.dim_out, data.dim)
     bad = 0
-    for epoch, loss in run_epochs(module, cfg, data, rng):
+    for epoch, loss in run_epochs(module, cfg, data, rng, prior=prior):
         m = dev_metrics(module, data, cfg.sides)
         curves.append({"epoch": epoch, "train_loss": loss, **m})
         log.info("epoch %d: loss %.4f, dev %s %.4f (best %.4f)", epoch, loss, cfg.metric, m[cfg.metric], best_score)

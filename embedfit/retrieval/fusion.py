@@ -258,19 +258,48 @@ class PreparedLexical:
     lookup: np.ndarray
 
 
+@dataclass(frozen=True)
+class LexicalPrior:
+    """A query set's lexical side as score fusion sees it (`normalise`: its top n normalised, the floor for every
+    passage outside), kept as compact as `LexicalTopN` (queries x n, not queries x passages: 450 MB for NQ's train
+    queries) so a training loop can expand it one batch at a time. Adding `weight * prior` to a query adapter's
+    logits trains the adapter *through* the fused score: it learns what BM25 does not already get right
+    (`embedfit.adapters.train`)."""
+
+    rows: np.ndarray  # (queries, n) passage rows, -1 padding
+    z: np.ndarray  # (queries, n) normalised scores, 0 at padding
+    floor: np.ndarray  # (queries,) the value of a passage outside the query's top n
+
+    @classmethod
+    def of(cls, lexical: LexicalTopN, method: str = "zscore", n: int = DEFAULT_N) -> LexicalPrior:
+        if method not in SCORE_METHODS:
+            raise ValueError(f"a lexical prior takes a score method ({', '.join(SCORE_METHODS)}), got {method!r}")
+        rows = lexical.rows[:, :n]
+        z = _normalise_rows(lexical.scores[:, :n], method)
+        valid = rows >= 0
+        floor = np.where(valid.any(axis=1), np.nanmin(np.where(valid, z, np.inf), axis=1), 0.0)
+        return cls(rows, np.where(valid, z, 0.0), floor)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def expand(self, queries: np.ndarray, n_passages: int, dtype=np.float32) -> np.ndarray:
+        """(len(queries), n_passages): each of these queries' normalised lexical score for every passage."""
+        out = np.repeat(self.floor[queries, None].astype(dtype), n_passages, axis=1)
+        rows, z = self.rows[queries], self.z[queries]
+        b, c = np.nonzero(rows >= 0)
+        out[b, rows[b, c]] = z[b, c]
+        return out
+
+
 def prepare_lexical(lexical: LexicalTopN, n_passages: int, method: str = "zscore",
                     n: int = DEFAULT_N) -> PreparedLexical:
     if method not in SCORE_METHODS:
         raise ValueError(f"array fusion takes a score method ({', '.join(SCORE_METHODS)}), got {method!r}")
-    rows = lexical.rows[:, :n]
-    z = _normalise_rows(lexical.scores[:, :n], method)
-    valid = rows >= 0
-    floor = np.where(valid.any(axis=1, keepdims=True),
-                     np.nanmin(np.where(valid, z, np.inf), axis=1, keepdims=True), 0.0)
-    lookup = np.repeat(floor, n_passages + 1, axis=1)
-    q, c = np.nonzero(valid)
-    lookup[q, rows[q, c]] = z[q, c]
-    return PreparedLexical(method, n, rows, z, valid, lookup)
+    prior = LexicalPrior.of(lexical, method, n)
+    valid = prior.rows >= 0
+    lookup = prior.expand(np.arange(len(prior)), n_passages + 1, np.float64)  # no row is n_passages: floor there
+    return PreparedLexical(method, n, prior.rows, np.where(valid, prior.z, np.nan), valid, lookup)
 
 
 def fused_rankings(dense: np.ndarray, lexical: LexicalTopN | PreparedLexical, weights: Sequence[float],

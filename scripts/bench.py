@@ -61,8 +61,7 @@ from embedfit import atomic
 from embedfit.adapters.config import TrainConfig
 from embedfit.adapters.data import load_training_data
 from embedfit.adapters.select import Point, run_selection
-from embedfit.adapters.train import lexical_side
-from embedfit.adapters.train import flush_denormals, torch_threads, train_adapter
+from embedfit.adapters.train import flush_denormals, lexical_side, torch_threads, train_adapter
 from embedfit.app.config import AppConfig
 from embedfit.embed import load_embedder
 from embedfit.embed.registry import DEFAULT_MODEL

@@ -63,9 +63,8 @@ from embedfit.adapters.train import (
     flush_denormals,
     fuse_with_store_bm25,
     initial_module,
-    run_epochs,
     lexical_side,
-    store_lexical_index,
+    run_epochs,
     torch_threads,
 )
 from embedfit.metrics.retrieval import per_query_metrics, ranking_binary_metrics, top_rows

@@ -5,6 +5,9 @@ Oracles: the dict path fusion serves with (`normalise` over each query's top n, 
 cross-entropy, and a toy where BM25 alone already ranks every positive first."""
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -32,6 +35,8 @@ def test_the_prior_is_bm25_as_fusion_normalises_it():
         np.testing.assert_allclose(row, want, atol=1e-6)
     assert got.dtype == np.float32 and got[1, 5] == got[1, 0]  # p5, outside a's top 3, sits at the floor (p0's z)
     np.testing.assert_array_equal(got[2], 0.0)  # one candidate: no order (as `normalise` says), so all 0
+    cols = np.array([5, 1, 3])  # only some passages (a mined candidate set), in that order
+    np.testing.assert_array_equal(prior.expand(np.array([2, 0, 1]), len(pids), columns=cols), got[:, cols])
 
 
 def test_info_nce_adds_the_prior_to_the_logits():
@@ -60,9 +65,9 @@ def _toy() -> TrainingData:
     return TrainingData("toy", 8, "toy", "", [f"p{i}" for i in range(30)], P, split, split)
 
 
-def _trained(weight: float, prior: LexicalPrior | None) -> np.ndarray:
+def _trained(weight: float, prior: LexicalPrior | None, candidates: str = "corpus") -> np.ndarray:
     data = _toy()
-    cfg = TrainConfig(candidates="corpus", temperature=0.05, lr=0.01, weight_decay=0.0, lexical_prior=weight,
+    cfg = TrainConfig(candidates=candidates, temperature=0.05, lr=0.01, weight_decay=0.0, lexical_prior=weight,
                       tune_fusion=False)
     torch.manual_seed(0)
     module = initial_module(cfg, data)
@@ -71,7 +76,8 @@ def _trained(weight: float, prior: LexicalPrior | None) -> np.ndarray:
     return module.delta.detach().numpy().copy()  # W = base + delta; delta starts at 0
 
 
-def test_where_bm25_already_ranks_every_positive_first_the_adapter_has_little_to_learn():
+@pytest.mark.parametrize("candidates", ["corpus", "mined"])
+def test_where_bm25_already_ranks_every_positive_first_the_adapter_has_little_to_learn(candidates):
     """The mechanism: a BM25 that puts each training query's positive far ahead saturates the fused softmax, so the
     adapter barely moves from the identity; trained on the dense score alone it moves (dense gets many wrong)."""
     data = _toy()
@@ -81,8 +87,8 @@ def test_where_bm25_already_ranks_every_positive_first_the_adapter_has_little_to
         rows[i] = [pos[0], (pos[0] + 1) % 30]
         scores[i] = [30.0, 0.0]
     prior = LexicalPrior.of(LexicalTopN(tuple(data.train.query_ids), rows, scores))
-    dense_only = np.abs(_trained(0.0, None)).sum()
-    through = np.abs(_trained(100.0, prior)).sum()  # 200 logits ahead: exp(-160) is 0 in float32
+    dense_only = np.abs(_trained(0.0, None, candidates)).sum()
+    through = np.abs(_trained(100.0, prior, candidates)).sum()  # 200 logits ahead: exp(-160) is 0 in float32
     assert dense_only > 0.5
     assert through < 0.05 * dense_only
 
@@ -92,21 +98,52 @@ def test_a_prior_weight_needs_the_prior_and_infonce():
     cfg = TrainConfig(candidates="corpus", lexical_prior=0.5, tune_fusion=False)
     with pytest.raises(ValueError, match="BM25 prior"):
         next(run_epochs(initial_module(cfg, data), cfg, data, np.random.default_rng(0), 1, batch_bars=False))
+    ids = list(data.train.query_ids)
+    shuffled = LexicalTopN(tuple(ids[1:] + ids[:1]), np.full((60, 1), -1), np.full((60, 1), np.nan))
+    with pytest.raises(ValueError, match="in order"):  # another order of the same queries is refused too
+        next(run_epochs(initial_module(cfg, data), cfg, data, np.random.default_rng(0), 1, batch_bars=False,
+                        prior=LexicalPrior.of(shuffled)))
     with pytest.raises(InputError, match="infonce"):
         TrainConfig(loss="triplet", lexical_prior=0.5).validate()
     with pytest.raises(InputError, match="lexical-priors"):
         TrainConfig(lexical_priors=(0.0,)).validate()
 
 
-def test_fixed_training_through_the_fused_score_on_a_store(small_store):
-    """`--fixed`-style training with a prior weight reads the store's BM25 index, and the adapter says how it was
-    trained (serve it fused)."""
+def test_a_fixed_run_refuses_a_prior_and_the_page_says_how_to_serve_such_an_adapter(small_store):
+    """A fixed run cannot judge an adapter trained through the fused score (it keeps epochs by the dense metric), so
+    it refuses and names `--select-by fused`. An adapter whose config says it was trained that way gets a warning on
+    the page's Retriever (serve it with BM25); a dense-trained one does not."""
     from embedfit.adapters.train import train_adapter
+    from embedfit.embed import load_embedder
+    from embedfit.search.retriever import Retriever
     from embedfit.store.store import Store
 
     store = Store(small_store[0].store)
-    cfg = TrainConfig(model="all-MiniLM-L6-v2", candidates="corpus", epochs=2, lexical_prior=0.5, tune_fusion=False,
+    cfg = TrainConfig(model="all-MiniLM-L6-v2", candidates="corpus", epochs=1, tune_fusion=False,
                       keep_identity_candidate=False)  # keep a trained epoch, whatever dev says
-    res = train_adapter(store, cfg)
-    assert res.adapter.config.training["lexical_prior"] == 0.5 and not res.adapter.config.identity
-    assert "trained through the BM25-fused score, BM25 weight 0.5" in res.adapter.describe()
+    with pytest.raises(InputError, match="--select-by fused"):
+        train_adapter(store, dataclasses.replace(cfg, lexical_prior=0.5))
+    dense = train_adapter(store, cfg).adapter
+    embedder = load_embedder("all-MiniLM-L6-v2")
+    assert not any("BM25-fused" in w for w in Retriever(store, "all-MiniLM-L6-v2", dense, embedder=embedder).warnings)
+    through = copy.deepcopy(dense)
+    through.config.training["lexical_prior"] = 0.5  # what selection records for a point trained through BM25
+    page = Retriever(store, "all-MiniLM-L6-v2", through, embedder=embedder)
+    assert any("trained through the BM25-fused score" in w and "serve it with BM25" in w for w in page.warnings)
+    assert "trained through the BM25-fused score, BM25 weight 0.5" in through.describe()
+
+
+def test_when_the_dense_ranking_decides_an_adapter_trained_through_bm25_is_not_chosen():
+    """It is meant to be served with BM25: when fusion does not pay, it is shown in the table (marked) but not
+    chosen, even with the best dense mean."""
+    from embedfit.adapters.select import Point, Selection, table_markdown
+
+    sel = Selection(metric="MRR@10", folds=1, decided_by=10, unseen_tolerance=None)
+    plain, through = Point("query", "corpus", 0.05, 3), Point("query", "corpus", 0.05, 3, prior=0.5)
+    for p, v in ((Point("identity"), 0.50), (plain, 0.55), (through, 0.60)):
+        sel.scores[p] = [{"MRR@10": v, "unseen:MRR@10": float("nan")}]
+    sel.decide_served()
+    assert sel.served == "dense" and sel.best() == plain
+    assert sel.best(every_family=True) == through
+    assert "through BM25 0.5 | 0.05 | 3 |  | 0.6000" in table_markdown(sel, sel.best())
+    assert "*not a candidate: fusion did not pay*" in table_markdown(sel, sel.best())

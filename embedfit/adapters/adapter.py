@@ -166,7 +166,8 @@ class Adapter:
         if not c.identity and (c.training or {}).get("lexical_prior"):  # it learnt what BM25 misses: serve it fused
             what += f" (trained through the BM25-fused score, BM25 weight {c.training['lexical_prior']:g})"
         if c.memory and c.memory.get("method") == "nudge-n":
-            what = f"NUDGE-N passage move (gamma {c.memory.get('gamma')}, {c.memory['n_passages']} passages moved)"
+            what = ("" if c.identity else what + " + ") + (f"NUDGE-N passage move (gamma {c.memory.get('gamma')}, "
+                                                           f"{c.memory['n_passages']} passages moved)")
         elif c.memory:
             centred = ", centred" if c.memory.get("centred") else ""
             what = ("" if c.identity else what + " + ") + (f"query memory (alpha {c.memory['alpha']}{centred}, "

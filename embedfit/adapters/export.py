@@ -173,13 +173,16 @@ def dropped_memory_note(adapter: Adapter) -> str:
             f"{c.memory['n_passages']} passages moved)")
     sel = c.selection or {}
     chosen, rows, metric = sel.get("chosen", {}), sel.get("table", []), sel.get("metric", "MRR@10")
-    mine = [r for r in rows if r.get("method") == chosen.get("method") and not r.get("guarded")
-            and r.get("candidates") == chosen.get("candidates") and r.get("temperature") == chosen.get("temperature")]
+
+    def same_adapter(r: dict) -> bool:  # the same adapter family: candidates, temperature, trained through BM25 or not
+        return all(r.get(k) == chosen.get(k) for k in ("candidates", "temperature", "prior"))
+
+    mine = [r for r in rows if r.get("method") == chosen.get("method") and not r.get("guarded") and same_adapter(r)
+            and r.get("centred") == chosen.get("centred")]
     if chosen.get("method") in ("memory", "nudge"):  # passage-side alone: without it is the identity
         without = [r for r in rows if r.get("method") == "identity"]
     else:  # query+memory, query+nudge: without the passage side is the adapter alone
-        without = [r for r in rows if r.get("method") == "query" and not r.get("guarded")
-                   and r.get("candidates") == chosen.get("candidates") and r.get("temperature") == chosen.get("temperature")]
+        without = [r for r in rows if r.get("method") == "query" and not r.get("guarded") and same_adapter(r)]
     identity = next((r["mean"] for r in rows if r.get("method") == "identity"), None)
     if mine and without and identity is not None:
         a, b = mine[0]["mean"], without[0]["mean"]

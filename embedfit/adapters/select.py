@@ -179,12 +179,16 @@ class Selection:
         change = self.unseen_change(point, served)
         return self.unseen_tolerance is not None and not np.isnan(change) and change < -self.unseen_tolerance
 
-    def best(self, points=None, guard: bool = True, served: str | None = None) -> Point:
+    def best(self, points=None, guard: bool = True, served: str | None = None, every_family: bool = False) -> Point:
         """The best deciding mean over complete points (scored on every fold) that do not lose more than the
-        tolerance on unseen queries; the first listed wins ties, and identity (never guarded) is listed first."""
+        tolerance on unseen queries; the first listed wins ties, and identity (never guarded) is listed first. When
+        the dense ranking decides, an adapter trained through the fused score is not a candidate: it is meant to be
+        served with BM25, and it is the fused metric that can judge it (`every_family`: it is, for the table and
+        for early stopping, which follow every family)."""
         best, score = None, -np.inf
+        dense = (served or self.served) == "dense" and not every_family
         for p in points if points is not None else self.scores:
-            if len(self.scores[p]) != self.folds or (guard and self.guarded(p, served)):
+            if len(self.scores[p]) != self.folds or (guard and self.guarded(p, served)) or (dense and p.prior):
                 continue
             if self.value(p, served) > score + 1e-12:
                 best, score = p, self.value(p, served)
@@ -202,14 +206,14 @@ class Selection:
         self.served = "fused" if pays else "dense"
 
     def table(self) -> list[dict]:
-        """One row per family (method, candidates, temperature): its best epochs/alpha, mean, spread, gain (of the
-        deciding metric: fused rows also give the dense mean and their BM25 weight)."""
+        """One row per family (`Point.family`): its best epochs/alpha, mean, spread, gain (of the deciding metric:
+        fused rows also give the dense mean and their BM25 weight)."""
         identity = self.value(Point("identity"))
         rows = []
         for fam in dict.fromkeys(p.family for p in self.scores):
             mine = [p for p in self.scores if p.family == fam]
-            best = self.best(mine)
-            unguarded = self.best(mine, guard=False)
+            best = self.best(mine, every_family=True)
+            unguarded = self.best(mine, guard=False, every_family=True)
             if unguarded is None:
                 continue
             for p, guarded in ((best, False), (unguarded, True)):
@@ -246,6 +250,7 @@ def table_markdown(sel: Selection, chosen: Point) -> str:
     for r in sel.table():
         mark = " **chosen**" if Point(**{f.name: r.get(f.name) for f in dataclasses.fields(Point)}) == chosen else ""
         mark += " *refused*" if r["guarded"] else ""
+        mark += " *not a candidate: fusion did not pay*" if r.get("prior") and sel.served == "dense" else ""
         unseen = "" if np.isnan(r["unseen_change"]) else f"{r['unseen_change']:+.4f}"
         sd = f"{r['sd']:.4f}" if sel.folds > 1 else "–"
         mean = (f"{r['mean']:.4f} (w {r['bm25_weight']:g}; dense {r['dense_mean']:.4f})" if "bm25_weight" in r
@@ -442,11 +447,11 @@ def run_selection(cfg: TrainConfig, data: TrainingData, lexical: LexicalTopN | N
             # better allowed point for `patience` epochs (by the metric that decides, as far as known now: see
             # below); a method whose every point was refused counts as 0
             last = max((b.epochs for m in ("query", "query+memory")
-                        if (b := sel.best([p for p in mine if p.method == m]))), default=0)
+                        if (b := sel.best([p for p in mine if p.method == m], every_family=True))), default=0)
             if epoch - last >= cfg.patience:
                 log.info("selection: %s stopped after epoch %d (best at epoch %d)", name, epoch, last)
                 break
-        best = sel.best(mine)
+        best = sel.best(mine, every_family=True)
         bar.close()
         if best is None:  # every point of the family lost too much on unseen queries: the table says so
             log.info("selection: %s: every point refused by the unseen guard", name)

@@ -158,7 +158,7 @@ def _loss_infonce(module, cfg, data, rows, rng, Qt, Pt, prior: LexicalPrior | No
     c = _project(module, c) if cfg.sides == "both" else c
     extra = None
     if prior is not None and cfg.lexical_prior:
-        extra = cfg.lexical_prior * torch.from_numpy(prior.expand(rows, len(data.passage_ids))[:, cand])
+        extra = cfg.lexical_prior * torch.from_numpy(prior.expand(rows, len(data.passage_ids), columns=cand))
     return info_nce(q, c, target, mask, cfg.temperature, extra)
 
 
@@ -241,7 +241,7 @@ def run_epochs(module: nn.Module, cfg: TrainConfig, data: TrainingData, rng: np.
     if cfg.lexical_prior:
         if cfg.loss != "infonce":
             raise ValueError("training through the fused score (lexical_prior) needs the infonce loss")
-        if prior is None or len(prior) != len(data.train.query_ids):
+        if prior is None or prior.query_ids != tuple(data.train.query_ids):
             raise ValueError("lexical_prior > 0 needs the BM25 prior of every training query, in order")
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
@@ -274,12 +274,9 @@ def _train(store: Store, cfg: TrainConfig, data: TrainingData | None) -> TrainRe
     rng = np.random.default_rng(cfg.seed)
     data = data or load_training_data(store, cfg.model)
     module = initial_module(cfg, data)
-    prior = None
-    if cfg.lexical_prior:
-        lexical = lexical_side(store, data)
-        if lexical is None:
-            raise InputError("training through the fused score (lexical_prior) needs the store's BM25 index")
-        prior = LexicalPrior.of(lexical.for_queries(data.train.query_ids))
+    if cfg.lexical_prior:  # its epochs must be judged by the fused metric, which selection measures and this does not
+        raise InputError("training through the fused score is chosen by selection: `embedfit train --select-by "
+                         "fused` (a fixed run keeps the best epoch by the dense metric, which it is not meant for)")
     same_dim = (cfg.dim_out or data.dim) == data.dim
     identity = dev_metrics(None, data, cfg.sides)
     curves = [{"epoch": 0, "train_loss": None, "candidate": "identity (raw)", **identity}]
@@ -290,7 +287,7 @@ def _train(store: Store, cfg: TrainConfig, data: TrainingData | None) -> TrainRe
         log.warning("a %d-d output cannot fall back to the raw %d-d embeddings: the best trained epoch is kept "
                     "even if it is worse than raw (compare with epoch 0 in the curves)", cfg.dim_out, data.dim)
     bad = 0
-    for epoch, loss in run_epochs(module, cfg, data, rng, prior=prior):
+    for epoch, loss in run_epochs(module, cfg, data, rng):
         m = dev_metrics(module, data, cfg.sides)
         curves.append({"epoch": epoch, "train_loss": loss, **m})
         log.info("epoch %d: loss %.4f, dev %s %.4f (best %.4f)", epoch, loss, cfg.metric, m[cfg.metric], best_score)

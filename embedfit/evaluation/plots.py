@@ -17,6 +17,7 @@ Every function returns the figure's bytes (or text) and writes nothing: an evalu
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -28,7 +29,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from embedfit.adapters.select import Point  # noqa: E402
+
 log = logging.getLogger(__name__)
+
+#: what names a selection point (a row of `selection.points`): the chosen one is the point equal on all of them
+POINT_KEYS = tuple(f.name for f in dataclasses.fields(Point))
 
 DPI = 110
 COLORS = {"query": "#1f77b4", "positive": "#ff7f0e", "passage": "#b0b0b0", "line": "#2ca02c"}
@@ -296,15 +302,16 @@ def selection_figure(selection: dict, label: str):
             continue
         by_epochs = p.get("epochs") is not None
         fam = (by_epochs, p.get("method"), p.get("candidates"), p.get("temperature"),
-               p.get("alpha") if by_epochs else None, p.get("margin"))
+               p.get("alpha") if by_epochs else None, p.get("margin"), p.get("centred"), p.get("prior"))
         families.setdefault(fam, []).append(p)
-    for (by_epochs, method, cand, temp, alpha, margin), pts in families.items():
+    for (by_epochs, method, cand, temp, alpha, margin, centred, prior), pts in families.items():
         ax = left if by_epochs else right
         xkey = "epochs" if by_epochs else "alpha"
         pts = sorted(pts, key=lambda p: p[xkey])
         name = method + (f", {cand}" if cand else "") + (f", T {temp:g}" if isinstance(temp, (int, float)) else "") \
             + (f", α {alpha:g}" if isinstance(alpha, (int, float)) else "") \
-            + (f", bounded (margin {margin:g})" if isinstance(margin, (int, float)) else "")
+            + (f", bounded (margin {margin:g})" if isinstance(margin, (int, float)) else "") \
+            + (", centred" if centred else "") + (f", through BM25 {prior:g}" if prior else "")
         ok = [p for p in pts if not p.get("refused", p.get("guarded", False))]
         line, = ax.plot([p[xkey] for p in pts], [p["mean"] for p in pts], "-", alpha=0.5, label=name)
         ax.plot([p[xkey] for p in ok], [p["mean"] for p in ok], "o", ms=4, color=line.get_color())
@@ -314,7 +321,7 @@ def selection_figure(selection: dict, label: str):
                     label="refused: costs unseen queries" if not any(
                         "refused" in str(t.get_label()) for t in ax.get_lines()) else None)
         for p in pts:
-            if all(p.get(k) == chosen.get(k) for k in ("method", "candidates", "temperature", "epochs", "alpha", "margin")):
+            if all(p.get(k) == chosen.get(k) for k in POINT_KEYS):
                 ax.plot([p[xkey]], [p["mean"]], "*", ms=16, color="gold", markeredgecolor="black", label="chosen",
                         zorder=5)
     for ax, xlabel in ((left, "epochs"), (right, "memory α / NUDGE-N γ")):

@@ -266,6 +266,7 @@ class LexicalPrior:
     logits trains the adapter *through* the fused score: it learns what BM25 does not already get right
     (`embedfit.adapters.train`)."""
 
+    query_ids: tuple[str, ...]
     rows: np.ndarray  # (queries, n) passage rows, -1 padding
     z: np.ndarray  # (queries, n) normalised scores, 0 at padding
     floor: np.ndarray  # (queries,) the value of a passage outside the query's top n
@@ -278,17 +279,25 @@ class LexicalPrior:
         z = _normalise_rows(lexical.scores[:, :n], method)
         valid = rows >= 0
         floor = np.where(valid.any(axis=1), np.nanmin(np.where(valid, z, np.inf), axis=1), 0.0)
-        return cls(rows, np.where(valid, z, 0.0), floor)
+        return cls(lexical.query_ids, rows, np.where(valid, z, 0.0), floor)
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def expand(self, queries: np.ndarray, n_passages: int, dtype=np.float32) -> np.ndarray:
-        """(len(queries), n_passages): each of these queries' normalised lexical score for every passage."""
-        out = np.repeat(self.floor[queries, None].astype(dtype), n_passages, axis=1)
+    def expand(self, queries: np.ndarray, n_passages: int, dtype=np.float32,
+               columns: np.ndarray | None = None) -> np.ndarray:
+        """(len(queries), n_passages): each of these queries' normalised lexical score for every passage; with
+        `columns` (passage rows), only for those, in that order: (len(queries), len(columns))."""
+        where = np.arange(n_passages) if columns is None else np.full(n_passages, -1)
+        if columns is not None:
+            where[columns] = np.arange(len(columns))
+        width = n_passages if columns is None else len(columns)
+        out = np.repeat(self.floor[queries, None].astype(dtype), width, axis=1)
         rows, z = self.rows[queries], self.z[queries]
         b, c = np.nonzero(rows >= 0)
-        out[b, rows[b, c]] = z[b, c]
+        col = where[rows[b, c]]
+        keep = col >= 0
+        out[b[keep], col[keep]] = z[b[keep], c[keep]]
         return out
 
 

@@ -291,6 +291,12 @@ class Retriever:
         if self.hybrid_note is not None:
             log.warning("%s", self.hybrid_note)
             self.warnings.append(self.hybrid_note)
+        prior = (self.adapter.config.training or {}).get("lexical_prior") if self.adapter is not None else None
+        if prior and not self.adapter.config.identity:  # it learnt what BM25 misses, and leans on BM25 for the rest
+            self.warnings.append(
+                f"The adapter {self.adapter.name!r} was trained through the BM25-fused score (`--select-by fused`): "
+                "serve it with BM25 (the hybrid side). Alone it ranks worse than an adapter trained on the dense "
+                "score, most of all for questions about documents it was not trained on.")
 
     # -- labels -----------------------------------------------------------------------------------
     @property

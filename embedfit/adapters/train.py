@@ -269,14 +269,14 @@ def train_adapter(store: Store, cfg: TrainConfig, data: TrainingData | None = No
 
 def _train(store: Store, cfg: TrainConfig, data: TrainingData | None) -> TrainResult:
     cfg.validate()
+    if cfg.lexical_prior:  # its epochs must be judged by the fused metric, which selection measures and this does not
+        raise InputError("training through the fused score is chosen by selection: `embedfit train --select-by "
+                         "fused` (a fixed run keeps the best epoch by the dense metric, which it is not meant for)")
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     data = data or load_training_data(store, cfg.model)
     module = initial_module(cfg, data)
-    if cfg.lexical_prior:  # its epochs must be judged by the fused metric, which selection measures and this does not
-        raise InputError("training through the fused score is chosen by selection: `embedfit train --select-by "
-                         "fused` (a fixed run keeps the best epoch by the dense metric, which it is not meant for)")
     same_dim = (cfg.dim_out or data.dim) == data.dim
     identity = dev_metrics(None, data, cfg.sides)
     curves = [{"epoch": 0, "train_loss": None, "candidate": "identity (raw)", **identity}]

@@ -274,7 +274,7 @@ class LexicalPrior:
     @classmethod
     def of(cls, lexical: LexicalTopN, method: str = "zscore", n: int = DEFAULT_N) -> LexicalPrior:
         if method not in SCORE_METHODS:
-            raise ValueError(f"a lexical prior takes a score method ({', '.join(SCORE_METHODS)}), got {method!r}")
+            raise ValueError(f"array fusion takes a score method ({', '.join(SCORE_METHODS)}), got {method!r}")
         rows = lexical.rows[:, :n]
         z = _normalise_rows(lexical.scores[:, :n], method)
         valid = rows >= 0
@@ -288,11 +288,10 @@ class LexicalPrior:
                columns: np.ndarray | None = None) -> np.ndarray:
         """(len(queries), n_passages): each of these queries' normalised lexical score for every passage; with
         `columns` (passage rows), only for those, in that order: (len(queries), len(columns))."""
-        where = np.arange(n_passages) if columns is None else np.full(n_passages, -1)
-        if columns is not None:
-            where[columns] = np.arange(len(columns))
-        width = n_passages if columns is None else len(columns)
-        out = np.repeat(self.floor[queries, None].astype(dtype), width, axis=1)
+        columns = np.arange(n_passages) if columns is None else np.asarray(columns)
+        where = np.full(n_passages, -1)  # passage row -> output column (-1: not asked for)
+        where[columns] = np.arange(len(columns))
+        out = np.repeat(self.floor[queries, None].astype(dtype), len(columns), axis=1)
         rows, z = self.rows[queries], self.z[queries]
         b, c = np.nonzero(rows >= 0)
         col = where[rows[b, c]]
@@ -303,9 +302,7 @@ class LexicalPrior:
 
 def prepare_lexical(lexical: LexicalTopN, n_passages: int, method: str = "zscore",
                     n: int = DEFAULT_N) -> PreparedLexical:
-    if method not in SCORE_METHODS:
-        raise ValueError(f"array fusion takes a score method ({', '.join(SCORE_METHODS)}), got {method!r}")
-    prior = LexicalPrior.of(lexical, method, n)
+    prior = LexicalPrior.of(lexical, method, n)  # refuses a method that is not a score method
     valid = prior.rows >= 0
     lookup = prior.expand(np.arange(len(prior)), n_passages + 1, np.float64)  # no row is n_passages: floor there
     return PreparedLexical(method, n, prior.rows, np.where(valid, prior.z, np.nan), valid, lookup)
